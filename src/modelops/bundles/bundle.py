@@ -1,0 +1,73 @@
+"""A resolved bundle and how to load its entrypoint."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "bundle.json"
+
+
+class BundleError(Exception):
+    """A bundle that cannot be found, read or loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    name: str
+    version: str
+    entrypoint: str
+    source: str
+    digest: str
+    import_path: str | None  # directory to put on sys.path, None for code already importable
+
+    def load_entrypoint(self, entrypoint: str | None = None) -> Callable:
+        """Import `module:function` (adding the bundle's directory to sys.path first)."""
+        spec = entrypoint or self.entrypoint
+        module_name, function_name = split_entrypoint(spec, where=f"bundle {self.name!r}")
+        if self.import_path and self.import_path not in sys.path:
+            sys.path.insert(0, self.import_path)
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            raise BundleError(
+                f"bundle {self.name!r}: entrypoint {spec!r}: cannot import module "
+                f"{module_name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        function = getattr(module, function_name, None)
+        if not callable(function):
+            raise BundleError(
+                f"bundle {self.name!r}: entrypoint {spec!r}: module {module_name!r} has no "
+                f"callable {function_name!r}"
+            )
+        return function
+
+
+def split_entrypoint(spec: str, where: str) -> tuple[str, str]:
+    module_name, sep, function_name = spec.partition(":")
+    if not sep or not module_name or not function_name:
+        raise BundleError(f"{where}: entrypoint {spec!r} is not of the form 'module:function'")
+    return module_name, function_name
+
+
+def read_manifest(directory: Path) -> dict[str, str]:
+    path = directory / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"bundle manifest {path} not found") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"bundle manifest {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"bundle manifest {path}: expected an object with name, version, entrypoint")
+    for field in ("name", "version", "entrypoint"):
+        if not isinstance(data.get(field), str) or not data[field].strip():
+            raise BundleError(
+                f"bundle manifest {path}: field {field!r} is missing or not a non-empty string"
+            )
+    split_entrypoint(data["entrypoint"], where=f"bundle manifest {path}")
+    return data

@@ -1,0 +1,32 @@
+"""`mops`: run studies, check a worker's environment, check a cluster, benchmark executors."""
+
+from __future__ import annotations
+
+import click
+
+from modelops import __version__
+
+
+@click.group()
+@click.version_option(__version__, prog_name="mops")
+def cli() -> None:
+    """Simulation studies on Dask with per-task process isolation."""
+
+
+def _register() -> None:
+    from modelops.cli.bench import bench
+    from modelops.cli.config_cmd import config
+    from modelops.cli.doctor import doctor
+    from modelops.cli.run import run
+
+    for command in (run, config, doctor, bench):
+        cli.add_command(command)
+
+
+def main() -> None:
+    _register()
+    cli()
+
+
+if __name__ == "__main__":
+    main()

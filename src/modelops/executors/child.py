@@ -1,0 +1,70 @@
+"""Entry point of a child process: run tasks read from a pipe, reply on another.
+
+`python -m modelops.executors.child IN_FD OUT_FD MAX_TASKS MEMORY_LIMIT_MB`
+MAX_TASKS=1 is a cold runner (one task, then exit); 0 means serve until EOF (warm).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from modelops.executors.invoke import failure, run_job
+from modelops.executors.protocol import recv, send
+
+
+def watch_parent(original_parent: int, interval: float = 0.5) -> None:
+    """Exit when the parent dies, so a killed worker never leaves orphans running tasks."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != original_parent:
+                os._exit(70)
+
+    threading.Thread(target=loop, name="modelops-parent-watch", daemon=True).start()
+
+
+def limit_memory(megabytes: int) -> None:
+    if megabytes > 0:
+        import resource
+
+        limit = megabytes * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def serve(in_fd: int, out_fd: int, max_tasks: int) -> None:
+    done = 0
+    while True:
+        try:
+            message = recv(in_fd)
+        except EOFError:
+            return
+        reply = run_job(message["job"], message["bundle"])
+        reply["pid"] = os.getpid()
+        try:
+            send(out_fd, reply)
+        except Exception as exc:  # an output pickle cannot carry
+            fallback = failure("serialization", exc)
+            fallback["pid"] = os.getpid()
+            send(out_fd, fallback)
+        done += 1
+        if max_tasks and done >= max_tasks:
+            return
+
+
+def main(argv: list[str]) -> None:
+    in_fd, out_fd, max_tasks, memory_mb = (int(a) for a in argv[1:5])
+    os.dup2(2, 1)  # model prints go to stderr; the protocol has its own descriptors
+    watch_parent(os.getppid())
+    limit_memory(memory_mb)
+    serve(in_fd, out_fd, max_tasks)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,56 @@
+"""`cold` with start method `spawn`: a new interpreter per task, which runs one task and exits.
+
+Maximum paranoia: nothing is shared with any other task, not even imports; the
+price is a full interpreter start plus the model's imports for every task.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from modelops.bundles import Bundle
+from modelops.executors.base import Executor, RunOutcome, job_message
+from modelops.executors.child_process import ChildProcess
+from modelops.tasks import Task
+
+logger = logging.getLogger("modelops.executor")
+
+
+class ColdSpawnExecutor(Executor):
+    name = "cold"
+    cold_start = "spawn"
+
+    def __init__(self, task_timeout_s: float, memory_limit_mb: int = 0):
+        self.task_timeout_s = task_timeout_s
+        self.memory_limit_mb = memory_limit_mb
+        self._running: set[ChildProcess] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, task: Task, bundle: Bundle) -> RunOutcome:
+        started = time.time()
+        t0 = time.perf_counter()
+        child = ChildProcess(max_tasks=1, memory_limit_mb=self.memory_limit_mb)
+        with self._lock:
+            if self._closed:
+                child.kill()
+                raise RuntimeError("executor is closed")
+            self._running.add(child)
+        try:
+            logger.info("Cold runner started: PID %d", child.pid)
+            logger.info("Child process PID %d running task %s", child.pid, task.task_id)
+            reply = child.run(job_message(task, bundle), self.task_timeout_s)
+        finally:
+            child.stop()
+            with self._lock:
+                self._running.discard(child)
+        return RunOutcome(reply, child.pid, started, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            children = list(self._running)
+        for child in children:
+            child.kill()

@@ -1,0 +1,37 @@
+"""Build the executor a config asks for. The only place that maps names to classes."""
+
+from __future__ import annotations
+
+from modelops.executors.base import Executor
+from modelops.worker.config import ColdStart, ExecutorType, RuntimeConfig
+
+
+def build_executor(config: RuntimeConfig, slots: int) -> Executor:
+    if config.executor is ExecutorType.DIRECT:
+        from modelops.executors.direct import DirectExecutor
+
+        return DirectExecutor()
+    if config.executor is ExecutorType.ISOLATED_WARM:
+        from modelops.executors.warm import WarmExecutor
+
+        return WarmExecutor(
+            slots=slots,
+            task_timeout_s=config.task_timeout_seconds,
+            max_tasks_per_process=config.warm_max_tasks_per_process,
+            memory_limit_mb=config.task_memory_limit_mb,
+        )
+    if config.cold_start is ColdStart.SPAWN:
+        from modelops.executors.cold_spawn import ColdSpawnExecutor
+
+        return ColdSpawnExecutor(
+            task_timeout_s=config.task_timeout_seconds,
+            memory_limit_mb=config.task_memory_limit_mb,
+        )
+    from modelops.executors.cold_fork import ColdForkExecutor
+
+    return ColdForkExecutor(
+        slots=slots,
+        task_timeout_s=config.task_timeout_seconds,
+        memory_limit_mb=config.task_memory_limit_mb,
+        preload_modules=config.cold_preload_modules,
+    )

@@ -1,0 +1,104 @@
+"""Run one simulation call and turn every outcome into a plain reply dict.
+
+Shared by the direct executor (in the worker) and the child runner (in a child).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import traceback
+from typing import Any
+
+from modelops.bundles.bundle import Bundle, BundleError
+
+
+def seed_global_rngs(seed: int) -> None:
+    """The task's seed decides global RNG state too, so results never depend on process history."""
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
+
+
+def check_outputs(outputs: Any) -> None:
+    """Outputs are a dict of JSON-able values or bytes; anything else fails the task, loudly."""
+    if not isinstance(outputs, dict):
+        raise TypeError(f"simulate() must return a dict, got {type(outputs).__name__}")
+
+    def walk(value: Any, path: str) -> None:
+        if value is None or isinstance(value, (bool, int, str, bytes)):
+            return
+        if isinstance(value, float):
+            return
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+            return
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise TypeError(f"output {path} has a non-string key {key!r}")
+                walk(item, f"{path}.{key}")
+            return
+        raise TypeError(
+            f"output {path} has type {type(value).__name__}: only JSON values and bytes are allowed"
+        )
+
+    for key, value in outputs.items():
+        walk(value, key)
+
+
+def failure(kind: str, exc: BaseException, retryable: bool = False) -> dict:
+    return {
+        "status": "failed",
+        "error": {
+            "kind": kind,
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+            "retryable": retryable,
+        },
+    }
+
+
+def run_job(job: dict, bundle: Bundle) -> dict:
+    """Load the entrypoint, seed, call it; return {'status': 'ok', 'outputs': ...} or a failure."""
+    try:
+        function = bundle.load_entrypoint(job["entrypoint"])
+    except BundleError as exc:
+        return failure("runtime", exc)
+    seed_global_rngs(job["seed"])
+    try:
+        outputs = function(dict(job["params"]), job["seed"])
+    except MemoryError as exc:
+        return failure("oom", exc, retryable=True)
+    except Exception as exc:
+        return failure("exception", exc)
+    try:
+        check_outputs(outputs)
+    except TypeError as exc:
+        return failure("serialization", exc)
+    return {"status": "ok", "outputs": outputs}
+
+
+def to_json_line(obj: Any) -> str:
+    """JSON for results files: bytes become {'__bytes__': hex}, non-finite floats stay readable."""
+
+    def default(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return {"__bytes__": value.hex()}
+        raise TypeError(f"cannot serialise {type(value).__name__}")
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(obj), default=default, separators=(",", ":"))

@@ -1,0 +1,123 @@
+"""`isolated_warm`: long-lived child processes per bundle, reused across tasks.
+
+Isolates tasks from the Dask worker, not from each other. Each bundle gets a
+pool sized to the worker's thread count so threads never queue on one child.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from modelops.bundles import Bundle
+from modelops.executors.base import Executor, RunOutcome, job_message
+from modelops.executors.child_process import ChildProcess
+from modelops.tasks import Task
+
+logger = logging.getLogger("modelops.executor")
+
+
+class _Pool:
+    def __init__(self, size: int, max_tasks: int, memory_limit_mb: int):
+        self.size = size
+        self.max_tasks = max_tasks
+        self.memory_limit_mb = memory_limit_mb
+        self.idle: list[ChildProcess] = []
+        self.busy: set[ChildProcess] = set()
+        self.cond = threading.Condition()
+        self.closed = False
+
+    def acquire(self) -> ChildProcess:
+        with self.cond:
+            while True:
+                if self.closed:
+                    raise RuntimeError("executor is closed")
+                while self.idle:
+                    child = self.idle.pop()
+                    if child.alive():
+                        self.busy.add(child)
+                        return child
+                    logger.warning(
+                        "Warm child process %d died while idle (exit %s); replacing it",
+                        child.pid,
+                        child.proc.returncode,
+                    )
+                    child.close_channels()
+                if len(self.busy) < self.size:
+                    break
+                self.cond.wait()
+        child = ChildProcess(max_tasks=self.max_tasks, memory_limit_mb=self.memory_limit_mb)
+        with self.cond:
+            self.busy.add(child)
+        logger.info("Warm child process started: PID %d", child.pid)
+        return child
+
+    def release(self, child: ChildProcess) -> None:
+        recycle = not child.alive() or (self.max_tasks and child.tasks_done >= self.max_tasks)
+        with self.cond:
+            self.busy.discard(child)
+            if not recycle and not self.closed:
+                self.idle.append(child)
+            self.cond.notify()
+        if recycle:
+            child.stop()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            children = self.idle + list(self.busy)
+            self.idle.clear()
+            self.cond.notify_all()
+        for child in children:
+            child.stop(grace=1.0)
+
+
+class WarmExecutor(Executor):
+    name = "isolated_warm"
+
+    def __init__(self, slots: int, task_timeout_s: float, max_tasks_per_process: int, memory_limit_mb: int = 0):
+        self.slots = max(1, slots)
+        self.task_timeout_s = task_timeout_s
+        self.max_tasks_per_process = max_tasks_per_process
+        self.memory_limit_mb = memory_limit_mb
+        self._pools: dict[tuple[str, str], _Pool] = {}
+        self._lock = threading.Lock()
+
+    def _pool(self, bundle: Bundle) -> _Pool:
+        key = (bundle.name, bundle.digest)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = _Pool(
+                    self.slots, self.max_tasks_per_process, self.memory_limit_mb
+                )
+            return pool
+
+    def run(self, task: Task, bundle: Bundle) -> RunOutcome:
+        pool = self._pool(bundle)
+        child = pool.acquire()
+        started = time.time()
+        t0 = time.perf_counter()
+        try:
+            logger.info("Child process PID %d running task %s", child.pid, task.task_id)
+            reply = child.run(job_message(task, bundle), self.task_timeout_s)
+        finally:
+            pool.release(child)
+        return RunOutcome(reply, child.pid, started, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        with self._lock:
+            pools = list(self._pools.values())
+            self._pools.clear()
+        for pool in pools:
+            pool.close()
+
+    def child_pids(self) -> list[int]:
+        with self._lock:
+            pools = list(self._pools.values())
+        pids = []
+        for pool in pools:
+            with pool.cond:
+                pids.extend(c.pid for c in pool.idle + list(pool.busy))
+        return pids

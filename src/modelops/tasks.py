@@ -1,0 +1,82 @@
+"""Tasks and results: what is sent to a worker and what comes back.
+
+A task's id is a stable hash of what decides its result (bundle digest,
+entrypoint, params, seed). It is the Dask key, so two different tasks never
+collide and a rerun of the same task is recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Scalar = bool | int | float | str | None
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bundle: str
+    bundle_digest: str
+    entrypoint: str
+    params: dict[str, Scalar]
+    seed: int = Field(ge=0, lt=2**63)
+
+    @field_validator("params")
+    @classmethod
+    def _finite(cls, params: dict[str, Scalar]) -> dict[str, Scalar]:
+        for name, value in params.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"param {name!r}={value!r} is not finite")
+        return params
+
+    @property
+    def task_id(self) -> str:
+        payload = json.dumps(
+            [self.bundle_digest, self.entrypoint, self.params, self.seed],
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return "sim-" + hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+class TaskError(BaseModel):
+    """Why a task failed. `kind` classifies the cause; `retryable` says if a rerun could help."""
+
+    kind: Literal["exception", "exit", "signal", "timeout", "oom", "serialization", "runtime"]
+    type: str
+    message: str
+    traceback: str | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    retryable: bool = False
+
+
+class Provenance(BaseModel):
+    executor: str
+    cold_start: str | None = None
+    worker: str
+    worker_group: str
+    pid: int
+    bundle: str
+    bundle_digest: str
+    started: float
+    duration_s: float
+
+
+class TaskResult(BaseModel):
+    task_id: str
+    status: Literal["ok", "failed"]
+    params: dict[str, Scalar]
+    seed: int
+    outputs: dict[str, Any] | None = None
+    error: TaskError | None = None
+    provenance: Provenance
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"

@@ -1,0 +1,141 @@
+"""The per-worker runtime the plugin builds, and the functions Dask runs on workers.
+
+`run_task` is what every simulation task executes on a worker: it finds the
+runtime the plugin attached and hands the task to its executor. A worker without
+a runtime fails the task with the reason; it never runs the task some other way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from modelops.bundles import Bundle, BundleError, BundleResolver
+from modelops.executors.base import Executor, RunOutcome
+from modelops.executors.factory import build_executor
+from modelops.tasks import Provenance, Task, TaskError, TaskResult
+from modelops.worker.config import ExecutorType, RuntimeConfig
+
+logger = logging.getLogger("modelops.runtime")
+
+PLUGIN_NAME = "modelops"
+
+
+class WorkerRuntime:
+    def __init__(self, config: RuntimeConfig, worker_address: str, slots: int):
+        self.config = config
+        self.worker_address = worker_address
+        self.slots = slots
+        self.resolver = BundleResolver(config.bundle_source.value, config.bundles_dir)
+        self.executor: Executor = build_executor(config, slots)
+
+    @property
+    def cold_start(self) -> str | None:
+        return self.config.cold_start.value if self.config.executor is ExecutorType.COLD else None
+
+    def execute(self, task: Task) -> TaskResult:
+        started = time.time()
+        try:
+            bundle = self.resolver.resolve(task.bundle)
+            if bundle.digest != task.bundle_digest:
+                raise BundleError(
+                    f"bundle {task.bundle!r} on this worker has digest {bundle.digest}, "
+                    f"the task was made for {task.bundle_digest}: the bundle changed mid-study"
+                )
+        except BundleError as exc:
+            outcome = RunOutcome(
+                {"status": "failed", "error": {"kind": "runtime", "type": "BundleError", "message": str(exc)}},
+                os.getpid(),
+                started,
+                time.time() - started,
+            )
+            return self._result(task, outcome, task.bundle_digest)
+        return self._result(task, self.executor.run(task, bundle), bundle.digest)
+
+    def _result(self, task: Task, outcome: RunOutcome, digest: str) -> TaskResult:
+        reply = outcome.reply
+        ok = reply["status"] == "ok"
+        return TaskResult(
+            task_id=task.task_id,
+            status="ok" if ok else "failed",
+            params=dict(task.params),
+            seed=task.seed,
+            outputs=reply.get("outputs") if ok else None,
+            error=None if ok else TaskError(**reply["error"]),
+            provenance=Provenance(
+                executor=self.config.executor.value,
+                cold_start=self.cold_start,
+                worker=self.worker_address,
+                worker_group=self.config.worker_group,
+                pid=outcome.pid,
+                bundle=task.bundle,
+                bundle_digest=digest,
+                started=outcome.started,
+                duration_s=outcome.duration_s,
+            ),
+        )
+
+    def describe(self) -> dict:
+        child_pids = getattr(self.executor, "child_pids", None)
+        return {
+            "worker": self.worker_address,
+            "pid": os.getpid(),
+            "executor": self.config.executor.value,
+            "cold_start": self.cold_start,
+            "worker_group": self.config.worker_group,
+            "config": self.config.summary(),
+            "slots": self.slots,
+            "child_pids": child_pids() if child_pids else [],
+        }
+
+    def close(self) -> None:
+        self.executor.close()
+
+
+def current_runtime(worker) -> WorkerRuntime:
+    plugin = worker.plugins.get(PLUGIN_NAME)
+    runtime = getattr(plugin, "runtime", None)
+    if runtime is None:
+        reason = getattr(plugin, "setup_error", None) or "the modelops plugin is not loaded"
+        raise RuntimeError(
+            f"worker {worker.address} has no modelops runtime ({reason}); start workers with "
+            "`--preload modelops.worker.preload` so their own environment picks the executor"
+        )
+    return runtime
+
+
+def run_task(task: dict) -> dict:
+    """Dask task body: run one simulation task on this worker's executor."""
+    from distributed import get_worker
+
+    runtime = current_runtime(get_worker())
+    return runtime.execute(Task.model_validate(task)).model_dump(mode="json")
+
+
+def resolve_bundle(name: str) -> dict:
+    """Dask task body: how this worker sees bundle `name` (digest, entrypoint, version)."""
+    from distributed import get_worker
+
+    bundle: Bundle = current_runtime(get_worker()).resolver.resolve(name)
+    return {
+        "name": bundle.name,
+        "version": bundle.version,
+        "entrypoint": bundle.entrypoint,
+        "digest": bundle.digest,
+        "source": bundle.source,
+    }
+
+
+def describe_worker(dask_worker) -> dict:
+    """For `Client.run`: the executor and config this worker really runs, read on the worker."""
+    plugin = dask_worker.plugins.get(PLUGIN_NAME)
+    runtime = getattr(plugin, "runtime", None)
+    if runtime is None:
+        return {
+            "worker": dask_worker.address,
+            "pid": os.getpid(),
+            "executor": None,
+            "error": getattr(plugin, "setup_error", None) or "the modelops plugin is not loaded",
+        }
+    return runtime.describe()
