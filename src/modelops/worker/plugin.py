@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from modelops.worker.config import ExecutorType, RuntimeConfig
@@ -15,6 +16,7 @@ from modelops.worker.logs import configure_logging
 from modelops.worker.runtime import PLUGIN_NAME, WorkerRuntime
 
 logger = logging.getLogger("modelops.plugin")
+_RUNTIME_ATTR = "_modelops_runtime"
 
 
 class ModelOpsWorkerPlugin(WorkerPlugin):
@@ -35,7 +37,7 @@ class ModelOpsWorkerPlugin(WorkerPlugin):
         try:
             config = RuntimeConfig.from_env()
             configure_logging(config.log_level.value)
-            self.runtime = WorkerRuntime(config, worker.address, slots=worker.state.nthreads)
+            self.runtime = self._adopt_or_build(worker, config)
         except Exception as exc:
             self.setup_error = f"{type(exc).__name__}: {exc}"
             configure_logging()
@@ -53,7 +55,25 @@ class ModelOpsWorkerPlugin(WorkerPlugin):
             )
         logger.info("Worker group: %s", config.worker_group)
 
+    @staticmethod
+    def _adopt_or_build(worker, config: RuntimeConfig) -> WorkerRuntime:
+        """A plugin registered again (e.g. by a client) keeps the running executor when the
+        worker's env still asks for the same config, so warm pools and zygotes are not churned."""
+        previous: WorkerRuntime | None = getattr(worker, _RUNTIME_ATTR, None)
+        if previous is not None and previous.config == config:
+            logger.info("Plugin registered again; keeping the running executor")
+            return previous
+        if previous is not None:
+            previous.close()
+        runtime = WorkerRuntime(config, worker.address, slots=worker.state.nthreads)
+        setattr(worker, _RUNTIME_ATTR, runtime)
+        return runtime
+
     def teardown(self, worker) -> None:
-        if self.runtime is not None:
-            self.runtime.close()
-            self.runtime = None
+        """Stop every child process, unless the plugin is only being replaced on a live worker."""
+        self.runtime = None
+        if worker.status in (Status.closing, Status.closing_gracefully, Status.closed, Status.failed):
+            runtime = getattr(worker, _RUNTIME_ATTR, None)
+            if runtime is not None:
+                runtime.close()
+                setattr(worker, _RUNTIME_ATTR, None)

@@ -1,0 +1,123 @@
+"""`mops doctor`: ask every worker which executor it really runs, and prove it with probe tasks.
+
+It never registers the plugin: it checks what each worker's own environment
+and preload set up. Exit 0 when every checked worker matches, 1 naming each
+mismatching worker, 2 when the cluster cannot be reached or has no such workers.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+
+import click
+
+from modelops.tasks import Task, TaskResult
+from modelops.worker.config import ExecutorType
+from modelops.worker.runtime import describe_worker, resolve_bundle, run_task
+
+PROBE_BUNDLE = "modelops:probe"
+
+
+def check_worker(info: dict, results: list[TaskResult], expect: str | None) -> list[str]:
+    """Problems with one worker: its executor, and what its probe tasks showed."""
+    problems = []
+    executor = info.get("executor")
+    if executor is None:
+        return [f"no modelops runtime: {info.get('error')}"]
+    if expect and executor != expect:
+        problems.append(f"runs executor {executor}, expected {expect}")
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        problems.append(f"probe task failed: {r.error.kind}: {r.error.message}")
+    ok = [r for r in results if r.ok]
+    for r in ok:
+        if r.provenance.executor != executor:
+            problems.append(f"probe ran under {r.provenance.executor}, worker reports {executor}")
+    pids = [r.outputs["pid"] for r in ok]
+    if executor == ExecutorType.COLD.value:
+        if len(set(pids)) != len(pids):
+            problems.append(f"cold executor reused a child process: PIDs {pids}")
+        if any(r.outputs["calls_in_process"] != 1 for r in ok):
+            problems.append("cold executor: a probe saw state left by an earlier task")
+    if executor != ExecutorType.DIRECT.value and info["pid"] in pids:
+        problems.append(f"{executor} executor ran a probe inside the worker process {info['pid']}")
+    if executor == ExecutorType.DIRECT.value and any(p != info["pid"] for p in pids):
+        problems.append("direct executor ran a probe outside the worker process")
+    return problems
+
+
+def probe_tasks(client, address: str, n: int) -> list[TaskResult]:
+    bundle = client.submit(
+        resolve_bundle, PROBE_BUNDLE, workers=[address], allow_other_workers=False, pure=False
+    ).result()
+    nonce = uuid.uuid4().hex
+    futures = []
+    for i in range(n):
+        task = Task(
+            bundle=PROBE_BUNDLE,
+            bundle_digest=bundle["digest"],
+            entrypoint=bundle["entrypoint"],
+            params={"worker": address, "probe": i, "nonce": nonce},
+            seed=i,
+        )
+        # one at a time per worker, so a warm pool reuses its child and cold shows fresh PIDs
+        future = client.submit(
+            run_task, task.model_dump(mode="json"), key=f"probe-{task.task_id}",
+            workers=[address], allow_other_workers=False, pure=False,
+        )
+        futures.append(TaskResult.model_validate(future.result()))
+    return futures
+
+
+@click.command()
+@click.option("--scheduler", required=True, help="Address of the Dask scheduler, e.g. tcp://host:8786.")
+@click.option("--expect-executor", type=click.Choice([e.value for e in ExecutorType]),
+              help="Fail for every worker that runs another executor.")
+@click.option("--group", help="Check only workers whose MODELOPS_WORKER_GROUP is this.")
+@click.option("--probe-tasks", default=3, show_default=True, type=click.IntRange(0),
+              help="Probe tasks to run on each worker.")
+@click.option("--min-workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Wait until at least this many (matching) workers are connected.")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds to wait for the scheduler and the workers.")
+def doctor(scheduler, expect_executor, group, probe_tasks, min_workers, timeout):
+    """Check that workers run the executor their deployment asks for."""
+    from distributed import Client
+
+    try:
+        client = Client(scheduler, timeout=timeout)
+    except OSError as exc:
+        click.echo(f"cannot reach scheduler {scheduler}: {exc}", err=True)
+        sys.exit(2)
+    with client:
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = client.run(describe_worker)
+            matching = {a: i for a, i in infos.items() if group is None or i.get("worker_group") == group}
+            if len(matching) >= min_workers or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if len(matching) < min_workers:
+            where = f" in group {group!r}" if group else ""
+            click.echo(f"found {len(matching)} worker(s){where}, need {min_workers} "
+                       f"(all workers: {sorted(infos)})", err=True)
+            sys.exit(2)
+        bad = {}
+        for address, info in sorted(matching.items()):
+            results = probe_tasks(client, address, probe_tasks) if info.get("executor") else []
+            problems = check_worker(info, results, expect_executor)
+            pids = [r.outputs["pid"] for r in results if r.ok]
+            status = "OK" if not problems else "MISMATCH"
+            click.echo(f"{status} worker {address} group={info.get('worker_group')} "
+                       f"executor={info.get('executor')} cold_start={info.get('cold_start')} "
+                       f"probe PIDs={pids}")
+            for problem in problems:
+                click.echo(f"    {problem}")
+            if problems:
+                bad[address] = problems
+    if bad:
+        click.echo(f"{len(bad)} of {len(matching)} worker(s) do not match: {', '.join(sorted(bad))}", err=True)
+        sys.exit(1)
+    click.echo(f"all {len(matching)} worker(s) OK" + (f" (executor {expect_executor})" if expect_executor else ""))

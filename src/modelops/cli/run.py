@@ -1,0 +1,153 @@
+"""`mops run STUDY`: run a study on a cluster, or on a real local one with `--local`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from modelops.study import Study, StudyError
+from modelops.worker.config import ConfigError, ExecutorType, RuntimeConfig
+
+EXECUTORS = [e.value for e in ExecutorType]
+LOG_MARKERS = ("Executor:", "Bundle source:", "Cold start:", "Worker group:")
+
+
+@click.command()
+@click.argument("study_path", metavar="STUDY", type=click.Path(dir_okay=False))
+@click.option("--scheduler", help="Address of a running Dask scheduler, e.g. tcp://host:8786.")
+@click.option("--local", is_flag=True, help="Start a real local scheduler and workers for this run.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="With --local: worker processes.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="With --local: threads per worker.")
+@click.option("--executor", type=click.Choice(EXECUTORS), help="With --local: the workers' MODELOPS_EXECUTOR_TYPE.")
+@click.option("--cold-start", type=click.Choice(["fork", "spawn"]), help="With --local: the workers' MODELOPS_COLD_START.")
+@click.option(
+    "--bundles-dir",
+    type=click.Path(file_okay=False),
+    help="With --local: the workers' MODELOPS_BUNDLES_DIR [default: the parent of the study's directory].",
+)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write results as JSON lines here.")
+@click.option("--resume", is_flag=True, help="Keep results already in --output and run only the missing tasks.")
+@click.option("--max-in-flight", type=click.IntRange(1), help="Tasks submitted at once [default: 4 x cluster threads].")
+def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume, max_in_flight):
+    """Run a study and print a summary (tasks, failures, executor per worker, child PIDs)."""
+    if bool(scheduler) == bool(local):
+        raise click.UsageError("give exactly one of --scheduler ADDRESS or --local")
+    if not local and (executor or cold_start or bundles_dir):
+        raise click.UsageError("--executor, --cold-start and --bundles-dir only apply with --local; "
+                               "a running cluster's workers take their executor from their own environment")
+    if resume and not output:
+        raise click.UsageError("--resume needs --output")
+    try:
+        study = Study.load(study_path)
+    except StudyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    cluster = None
+    try:
+        if local:
+            cluster = _start_local(study_path, workers, threads, executor, cold_start, bundles_dir)
+            scheduler = cluster.address
+        _run_study(study, scheduler, output, resume, max_in_flight)
+        if cluster is not None:
+            _print_worker_log_lines(cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _start_local(study_path, workers, threads, executor, cold_start, bundles_dir):
+    from modelops.local_cluster import ClusterStartError, LocalProcessCluster
+
+    env = {}
+    if executor:
+        env["MODELOPS_EXECUTOR_TYPE"] = executor
+    if cold_start:
+        env["MODELOPS_COLD_START"] = cold_start
+    env["MODELOPS_BUNDLES_DIR"] = str(Path(bundles_dir or Path(study_path).resolve().parent.parent).resolve())
+    try:
+        RuntimeConfig.from_env({**os.environ, **env})
+    except ConfigError as exc:
+        raise click.ClickException(f"local workers would not start: {exc}") from None
+    log_dir = tempfile.mkdtemp(prefix="mops-local-")
+    click.echo(f"Starting local cluster: 1 scheduler + {workers} worker(s), env {env}; logs in {log_dir}")
+    cluster = LocalProcessCluster(n_workers=workers, env=env, nthreads=threads, log_dir=log_dir)
+    try:
+        cluster.start()
+    except ClusterStartError as exc:
+        cluster.close()
+        raise click.ClickException(str(exc)) from None
+    return cluster
+
+
+def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight) -> None:
+    from distributed import Client
+
+    from modelops.services.dask_simulation import DaskSimulationService
+    from modelops.services.results_file import ResultsFile
+
+    started = time.perf_counter()
+    with Client(scheduler, timeout=60) as client:
+        service = DaskSimulationService(client)
+        runtimes = service.worker_runtime()
+        bundle = service.resolve_bundle(study.bundle)
+        tasks = study.tasks(bundle["digest"], bundle["entrypoint"])
+        results_file = ResultsFile(output) if output else None
+        skipped = 0
+        if results_file:
+            done = results_file.completed_task_ids() if resume else set()
+            skipped = sum(1 for t in tasks if t.task_id in done)
+            tasks = [t for t in tasks if t.task_id not in done]
+            results_file.open(truncate=not resume)
+        click.echo(f"Study {study.name!r}: {len(tasks)} tasks on {len(runtimes)} worker(s), "
+                   f"bundle {bundle['name']} {bundle['digest'][:19]}" + (f", {skipped} already done" if skipped else ""))
+        try:
+            results = service.run(
+                tasks,
+                max_in_flight=max_in_flight,
+                on_result=results_file.append if results_file else None,
+                progress=True,
+            )
+        finally:
+            if results_file:
+                results_file.close()
+    wall = time.perf_counter() - started
+    _print_summary(results, runtimes, wall)
+    if any(not r.ok for r in results):
+        sys.exit(1)
+
+
+def _print_summary(results, runtimes: dict, wall: float) -> None:
+    ok = sum(r.ok for r in results)
+    pids = {r.provenance.pid for r in results if r.provenance.pid}
+    click.echo("")
+    click.echo(f"tasks: {len(results)}  succeeded: {ok}  failed: {len(results) - ok}  wall time: {wall:.2f} s")
+    for address, info in sorted(runtimes.items()):
+        executor = info.get("executor") or f"NONE ({info.get('error')})"
+        cold = f" ({info['cold_start']})" if info.get("cold_start") else ""
+        click.echo(f"worker {address}: executor {executor}{cold}, group {info.get('worker_group')}")
+    by_executor = Counter(r.provenance.executor for r in results)
+    click.echo(f"tasks per executor: {dict(by_executor)}")
+    click.echo(f"distinct child PIDs: {len(pids)} for {len(results)} tasks")
+    for r in results:
+        if not r.ok:
+            click.echo(f"FAILED {r.task_id} params={r.params} seed={r.seed}: "
+                       f"{r.error.kind}: {r.error.type}: {r.error.message}", err=True)
+
+
+def _print_worker_log_lines(cluster) -> None:
+    click.echo("Worker log lines:")
+    for path, text in zip(cluster.worker_log_paths, cluster.worker_logs()):
+        lines = [ln for ln in text.splitlines() if any(m in ln for m in LOG_MARKERS)]
+        pid_lines = [ln for ln in text.splitlines() if "Child process PID" in ln]
+        for line in lines:
+            click.echo(f"  [{path.stem}] {line.split(' - ')[-1]}")
+        for line in pid_lines[:3]:
+            click.echo(f"  [{path.stem}] {line.split(' - ')[-1]}")
+        if len(pid_lines) > 3:
+            click.echo(f"  [{path.stem}] ... {len(pid_lines)} 'Child process PID' lines in all")

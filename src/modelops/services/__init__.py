@@ -1,0 +1,1 @@
+"""Client-side services that submit simulation tasks to a Dask cluster."""

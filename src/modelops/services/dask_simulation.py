@@ -1,0 +1,99 @@
+"""DaskSimulationService: submit simulation tasks to workers that choose their own executor.
+
+It takes a Dask client and nothing else: there is no config to send. It
+registers the plugin (the class only; each worker builds its runtime from its
+own environment) and keeps a bounded number of tasks in flight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from distributed import Client, as_completed
+
+from modelops.tasks import Provenance, Task, TaskError, TaskResult
+from modelops.worker.plugin import ModelOpsWorkerPlugin
+from modelops.worker.runtime import describe_worker, resolve_bundle, run_task
+
+IN_FLIGHT_PER_THREAD = 4
+
+
+class DaskSimulationService:
+    def __init__(self, client: Client):
+        self.client = client
+        self.client.register_plugin(ModelOpsWorkerPlugin())
+
+    def worker_runtime(self) -> dict[str, dict]:
+        """Each worker's effective executor and config, as read on the worker itself."""
+        return self.client.run(describe_worker)
+
+    def resolve_bundle(self, name: str) -> dict:
+        """How the workers see a bundle (digest and default entrypoint); the digest keys the tasks."""
+        return self.client.submit(resolve_bundle, name, pure=False).result()
+
+    def total_threads(self) -> int:
+        workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
+        return max(1, sum(w["nthreads"] for w in workers))
+
+    def submit(self, task: Task):
+        return self.client.submit(run_task, task.model_dump(mode="json"), key=task.task_id, pure=False)
+
+    def run(
+        self,
+        tasks: Iterable[Task],
+        max_in_flight: int | None = None,
+        on_result: Callable[[TaskResult], None] | None = None,
+        progress: bool = False,
+    ) -> list[TaskResult]:
+        """Run tasks with at most `max_in_flight` submitted at once; results in completion order."""
+        unique: dict[str, Task] = {}
+        for task in tasks:
+            unique.setdefault(task.task_id, task)
+        pending = iter(unique.values())
+        limit = max_in_flight or IN_FLIGHT_PER_THREAD * self.total_threads()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(unique), unit="task", desc="tasks")
+        results: list[TaskResult] = []
+        first = [self.submit(t) for _, t in zip(range(limit), pending)]
+        queue = as_completed(first, with_results=True, raise_errors=False)
+        for future, payload in queue:
+            if isinstance(payload, BaseException):
+                result = task_error_result(unique[future.key], payload)
+            else:
+                result = TaskResult.model_validate(payload)
+            results.append(result)
+            future.release()
+            if on_result:
+                on_result(result)
+            if bar:
+                bar.update(1)
+            following = next(pending, None)
+            if following is not None:
+                queue.add(self.submit(following))
+        if bar:
+            bar.close()
+        return results
+
+
+def task_error_result(task: Task, exc: BaseException) -> TaskResult:
+    """A Dask-level failure (no runtime on the worker, worker lost too often) as a failed result."""
+    return TaskResult(
+        task_id=task.task_id,
+        status="failed",
+        params=dict(task.params),
+        seed=task.seed,
+        error=TaskError(kind="runtime", type=type(exc).__name__, message=str(exc), retryable=True),
+        provenance=Provenance(
+            executor="unknown",
+            worker="unknown",
+            worker_group="unknown",
+            pid=0,
+            bundle=task.bundle,
+            bundle_digest=task.bundle_digest,
+            started=0.0,
+            duration_s=0.0,
+        ),
+    )

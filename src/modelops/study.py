@@ -1,0 +1,75 @@
+"""Study files: a bundle, parameter sets and replicates, expanded into tasks.
+
+Replicate r of every parameter set gets the same seed (derived from the base
+seed and r), so parameter sets are compared on common random numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modelops.tasks import Scalar, Task
+
+
+class StudyError(ValueError):
+    """A study file that cannot be used; the message names the file and the field."""
+
+
+class Study(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    bundle: str = Field(min_length=1)
+    entrypoint: str | None = None
+    parameters: list[dict[str, Scalar]] = Field(min_length=1)
+    replicates: int = Field(default=1, ge=1)
+    base_seed: int = Field(default=0, ge=0)
+
+    @field_validator("parameters")
+    @classmethod
+    def _finite(cls, parameters: list[dict[str, Scalar]]) -> list[dict[str, Scalar]]:
+        for i, params in enumerate(parameters):
+            for key, value in params.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"parameters[{i}].{key} = {value!r} is not a finite number")
+        return parameters
+
+    @classmethod
+    def load(cls, path: str | Path) -> Study:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise StudyError(f"study file {path} not found") from None
+        except json.JSONDecodeError as exc:
+            raise StudyError(f"study file {path} is not valid JSON: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise StudyError(f"study file {path}: {problems}") from None
+
+    def replicate_seed(self, replicate: int) -> int:
+        digest = hashlib.sha256(f"{self.base_seed}:{replicate}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") >> 1
+
+    def tasks(self, bundle_digest: str, entrypoint: str) -> list[Task]:
+        return [
+            Task(
+                bundle=self.bundle,
+                bundle_digest=bundle_digest,
+                entrypoint=self.entrypoint or entrypoint,
+                params=params,
+                seed=self.replicate_seed(r),
+            )
+            for params in self.parameters
+            for r in range(self.replicates)
+        ]
