@@ -87,9 +87,18 @@ def find_init(env: Mapping[str, str]) -> str | None:
     return next((p for p in TINI_PATHS if os.access(p, os.X_OK)), None)
 
 
+def resolve_program(name: str) -> str:
+    """``dask`` from this interpreter's environment (the one just validated), else from PATH."""
+    if name == "dask":
+        beside = os.path.join(os.path.dirname(sys.executable), "dask")
+        if os.access(beside, os.X_OK):
+            return beside
+    return shutil.which(name) or name
+
+
 def _exec(command: list[str], env: Mapping[str, str]) -> int:
     init = find_init(env)
-    program = shutil.which(command[0]) or command[0]
+    program = resolve_program(command[0])
     argv = [init, "--", program, *command[1:]] if init else [program, *command[1:]]
     sys.stdout.flush()
     sys.stderr.flush()
