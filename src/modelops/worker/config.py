@@ -73,19 +73,6 @@ KNOWN_VARS = (
     "MODELOPS_TASK_MEMORY_LIMIT_MB",
 )
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
-
-
-def parse_bool(variable: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(variable, raw, "one of " + ", ".join(sorted(_TRUE | _FALSE)))
-
-
 def _parse_enum(variable: str, raw: str, enum: type[Enum], upper: bool = False) -> Enum:
     value = raw.strip().upper() if upper else raw.strip().lower()
     for member in enum:
@@ -226,7 +213,9 @@ def warn_unknown_variables(env: Mapping[str, str]) -> list[str]:
     """Warn about MODELOPS_* names this worker does not read, naming the closest known one."""
     unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in KNOWN_VARS)
     for name in unknown:
-        close = difflib.get_close_matches(name, KNOWN_VARS, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else ""
+        # compare without the shared prefix, which would make every name look close
+        suffixes = {known[len(PREFIX) :]: known for known in KNOWN_VARS}
+        close = difflib.get_close_matches(name[len(PREFIX) :], suffixes, n=1, cutoff=0.6)
+        hint = f"; did you mean {suffixes[close[0]]}?" if close else ""
         logger.warning("Unknown variable %s is ignored%s", name, hint)
     return unknown

@@ -51,7 +51,12 @@ class WorkerRuntime:
                 time.time() - started,
             )
             return self._result(task, outcome, task.bundle_digest)
-        return self._result(task, self.executor.run(task, bundle), bundle.digest)
+        result = self._result(task, self.executor.run(task, bundle), bundle.digest)
+        logger.debug(
+            "Task %s %s on PID %d in %.3f s",
+            task.task_id, result.status, result.provenance.pid, result.provenance.duration_s,
+        )
+        return result
 
     def _result(self, task: Task, outcome: RunOutcome, digest: str) -> TaskResult:
         reply = outcome.reply

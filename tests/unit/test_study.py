@@ -1,0 +1,76 @@
+"""Study files: validation errors name file and field; seeds and task ids are stable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelops.study import Study, StudyError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sir" / "study.json"
+DIGEST = "sha256:" + "a" * 64
+
+
+def write(tmp_path, content) -> Path:
+    path = tmp_path / "study.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def test_example_expands_into_parameter_sets_times_replicates():
+    study = Study.load(EXAMPLE)
+    tasks = study.tasks(DIGEST, "sir_model:simulate")
+    assert len(tasks) == len(study.parameters) * study.replicates
+    assert len({t.task_id for t in tasks}) == len(tasks)
+
+
+def test_replicate_seeds_are_deterministic_and_shared_across_parameter_sets():
+    study = Study.load(EXAMPLE)
+    seeds = [t.seed for t in study.tasks(DIGEST, "m:f")]
+    assert seeds == [t.seed for t in Study.load(EXAMPLE).tasks(DIGEST, "m:f")]
+    r = study.replicates
+    assert seeds[:r] == seeds[r : 2 * r] and len(set(seeds[:r])) == r
+    other = study.model_copy(update={"base_seed": study.base_seed + 1})
+    assert other.replicate_seed(0) != study.replicate_seed(0)
+
+
+def test_task_id_depends_on_digest_entrypoint_params_and_seed():
+    study = Study.load(EXAMPLE)
+    base = study.tasks(DIGEST, "m:f")[0]
+    assert base.task_id == study.tasks(DIGEST, "m:f")[0].task_id
+    variants = [
+        base.model_copy(update={"bundle_digest": "sha256:" + "b" * 64}),
+        base.model_copy(update={"entrypoint": "m:g"}),
+        base.model_copy(update={"params": {**base.params, "beta": 0.99}}),
+        base.model_copy(update={"seed": base.seed + 1}),
+    ]
+    assert len({base.task_id, *(v.task_id for v in variants)}) == 5
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{", "is not valid JSON"),
+        ({"bundle": "sir", "parameters": [{"a": 1}]}, "name: Field required"),
+        ({"name": "s", "parameters": [{"a": 1}]}, "bundle: Field required"),
+        ({"name": "s", "bundle": "sir", "parameters": []}, "parameters: List should have at least 1 item"),
+        ({"name": "s", "bundle": "sir", "parameters": [{"a": 1}], "replicates": "many"}, "replicates: Input should be a valid integer"),
+        ({"name": "s", "bundle": "sir", "parameters": [{"a": 1}], "replicates": 0}, "replicates: Input should be greater than or equal to 1"),
+        ({"name": "s", "bundle": "sir", "parameters": [{"a": [1, 2]}]}, "parameters.0.a"),
+        ({"name": "s", "bundle": "sir", "parameters": [{"a": 1}], "replicate": 3}, "replicate: Extra inputs are not permitted"),
+        ('{"name": "s", "bundle": "sir", "parameters": [{"beta": NaN}]}', "parameters[0].beta = nan is not a finite number"),
+        ('{"name": "s", "bundle": "sir", "parameters": [{"beta": Infinity}]}', "is not a finite number"),
+    ],
+)
+def test_bad_study_files_name_the_file_and_field(tmp_path, content, message):
+    path = write(tmp_path, content)
+    with pytest.raises(StudyError) as info:
+        Study.load(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_missing_study_file(tmp_path):
+    with pytest.raises(StudyError, match="not found"):
+        Study.load(tmp_path / "nope.json")
