@@ -48,7 +48,7 @@ def check_worker(info: dict, results: list[TaskResult], expect: str | None) -> l
     return problems
 
 
-def probe_tasks(client, address: str, n: int) -> list[TaskResult]:
+def run_probes(client, address: str, n: int) -> list[TaskResult]:
     bundle = client.submit(
         resolve_bundle, PROBE_BUNDLE, workers=[address], allow_other_workers=False, pure=False
     ).result()
@@ -106,7 +106,7 @@ def doctor(scheduler, expect_executor, group, probe_tasks, min_workers, timeout)
             sys.exit(2)
         bad = {}
         for address, info in sorted(matching.items()):
-            results = probe_tasks(client, address, probe_tasks) if info.get("executor") else []
+            results = run_probes(client, address, probe_tasks) if info.get("executor") else []
             problems = check_worker(info, results, expect_executor)
             pids = [r.outputs["pid"] for r in results if r.ok]
             status = "OK" if not problems else "MISMATCH"
