@@ -14,6 +14,10 @@ from modelops.tasks import Task
 logger = logging.getLogger("modelops.executor")
 
 
+class ExecutorClosed(RuntimeError):
+    """Raised by `run` once `close` has begun: the task was not run and can go elsewhere."""
+
+
 @dataclass
 class RunOutcome:
     reply: dict  # {'status': 'ok', 'outputs': ...} or {'status': 'failed', 'error': {...}}

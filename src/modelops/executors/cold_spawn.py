@@ -11,7 +11,7 @@ import threading
 import time
 
 from modelops.bundles import Bundle
-from modelops.executors.base import Executor, RunOutcome, job_message
+from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, job_message
 from modelops.executors.child_process import ChildProcess
 from modelops.tasks import Task
 
@@ -36,7 +36,7 @@ class ColdSpawnExecutor(Executor):
         with self._lock:
             if self._closed:
                 child.kill()
-                raise RuntimeError("executor is closed")
+                raise ExecutorClosed("executor is closed")
             self._running.add(child)
         try:
             logger.info("Cold runner started: PID %d", child.pid)

@@ -11,7 +11,7 @@ import threading
 import time
 
 from modelops.bundles import Bundle
-from modelops.executors.base import Executor, RunOutcome, job_message
+from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, job_message
 from modelops.executors.child_process import ChildProcess
 from modelops.tasks import Task
 
@@ -32,7 +32,7 @@ class _Pool:
         with self.cond:
             while True:
                 if self.closed:
-                    raise RuntimeError("executor is closed")
+                    raise ExecutorClosed("executor is closed")
                 while self.idle:
                     child = self.idle.pop()
                     if child.alive():

@@ -12,7 +12,7 @@ import os
 import time
 
 from modelops.bundles import Bundle, BundleError, BundleResolver
-from modelops.executors.base import Executor, RunOutcome
+from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
 from modelops.executors.factory import build_executor
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
 from modelops.worker.config import ExecutorType, RuntimeConfig
@@ -20,6 +20,7 @@ from modelops.worker.config import ExecutorType, RuntimeConfig
 logger = logging.getLogger("modelops.runtime")
 
 PLUGIN_NAME = "modelops"
+RESCHEDULE_KINDS = ("signal", "exit", "runtime")
 
 
 class WorkerRuntime:
@@ -29,6 +30,7 @@ class WorkerRuntime:
         self.slots = slots
         self.resolver = BundleResolver(config.bundle_source.value, config.bundles_dir)
         self.executor: Executor = build_executor(config, slots)
+        self.closing = False
 
     @property
     def cold_start(self) -> str | None:
@@ -95,6 +97,7 @@ class WorkerRuntime:
         }
 
     def close(self) -> None:
+        self.closing = True
         self.executor.close()
 
 
@@ -114,8 +117,19 @@ def run_task(task: dict) -> dict:
     """Dask task body: run one simulation task on this worker's executor."""
     from distributed import get_worker
 
+    from distributed import Reschedule
+
     runtime = current_runtime(get_worker())
-    return runtime.execute(Task.model_validate(task)).model_dump(mode="json")
+    try:
+        result = runtime.execute(Task.model_validate(task))
+    except ExecutorClosed:
+        raise Reschedule() from None
+    if runtime.closing and not result.ok and result.error.kind in RESCHEDULE_KINDS:
+        # the worker is shutting down and killed this task's process: it is not the task's
+        # fault, so hand it back to the scheduler instead of reporting a failure
+        logger.warning("Worker closing: handing task %s back to the scheduler", result.task_id)
+        raise Reschedule()
+    return result.model_dump(mode="json")
 
 
 def resolve_bundle(name: str) -> dict:
