@@ -99,3 +99,13 @@ def test_doctor_names_each_mismatching_worker(cluster_factory):
 def test_doctor_with_no_reachable_scheduler_exits_2():
     done = mops("doctor", "--scheduler", "tcp://127.0.0.1:9", "--timeout", "2", timeout=60)
     assert done.returncode == 2 and "cannot reach scheduler" in done.stderr
+
+
+def test_a_study_whose_bundle_does_not_exist_fails_before_any_task(tmp_path, bundles_dir):
+    study = tmp_path / "missing.json"
+    study.write_text(json.dumps({"name": "m", "bundle": "no_such_bundle", "parameters": [{"a": 1}]}))
+    done = mops("run", str(study), "--local", "--workers", "1", "--executor", "isolated_warm",
+                "--bundles-dir", str(bundles_dir))
+    assert done.returncode == 1
+    assert "study 'm': bundle 'no_such_bundle' not found: no directory" in done.stderr
+    assert "MODELOPS_BUNDLES_DIR=" in done.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from modelops.bundles import BundleError
 from modelops.study import Study, StudyError
 from modelops.worker.config import ConfigError, ExecutorType, RuntimeConfig
 
@@ -95,7 +96,10 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight
     with Client(scheduler, timeout=60) as client:
         service = DaskSimulationService(client)
         runtimes = service.worker_runtime()
-        bundle = service.resolve_bundle(study.bundle)
+        try:
+            bundle = service.resolve_bundle(study.bundle)
+        except BundleError as exc:
+            raise click.ClickException(f"study {study.name!r}: {exc}") from None
         tasks = study.tasks(bundle["digest"], bundle["entrypoint"])
         results_file = ResultsFile(output) if output else None
         skipped = 0
