@@ -1,0 +1,547 @@
+"""`cold` with start method `fork` (the default): a fresh forked process per task.
+
+Per bundle (name + digest) this worker process runs one *zygote* (`zygote.py`), started
+by exec, never by forking the multi-threaded Dask worker. The zygote imports the bundle's
+entrypoint module and MODELOPS_COLD_PRELOAD_MODULES once (with OMP/OPENBLAS/MKL/NUMEXPR
+threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task.
+
+- Spares: the worker keeps `slots` (its thread count) forked, never-used children ready.
+  Taking one asks the zygote for a replacement at once, so dispatch never waits for fork.
+- Each child is in its own session/process group, dies with the zygote (PDEATHSIG), has
+  closed every inherited descriptor except its own socket (which the zygote handed to the
+  worker with SCM_RIGHTS, with the child's PID), runs exactly one task via
+  `invoke.run_job` (which reseeds `random` and numpy's global RNG from the task seed),
+  replies and `_exit`s. The worker talks to the child directly and kills its process
+  group on timeout, after the reply (leftover grandchildren) and on close.
+- The zygote reaps its children and reports each exit status, so a child that dies in
+  its task becomes a classified failure (`base.death_reply`).
+- Single-threaded check: the zygote counts /proc/self/task before every fork. If it is
+  multi-threaded it refuses to fork, reports, exits, and is replaced. If a *fresh* zygote
+  is already multi-threaded after its imports (the bundle starts a thread at import), or
+  zygotes of a bundle had to be replaced for threads MAX_THREAD_REPLACEMENTS times, the
+  bundle's tasks are served by cold spawn instead (a new interpreter per task: still
+  fully isolated, only slower), with one WARNING naming the threads.
+- A dead zygote is replaced by the next task. Tasks that had not started in a child of
+  the dead zygote (spares killed with it) are transparently dispatched to the new one.
+  A task that was running in a child when its zygote died is NOT retried: it fails with
+  kind "runtime", type "ZygoteDied", retryable=True (a rerun with the same seed is safe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from modelops.bundles import Bundle
+from modelops.executors.base import Executor, RunOutcome, death_reply, deadline_for, job_message, timeout_reply
+from modelops.executors.cold_spawn import ColdSpawnExecutor
+from modelops.executors.protocol import recv, send
+from modelops.executors.zygote import ACK, FORK_REQUEST, THREAD_VARS
+from modelops.tasks import Task
+
+logger = logging.getLogger("modelops.executor")
+
+# a zygote replaced this many times because it became multi-threaded -> serve by spawn
+MAX_THREAD_REPLACEMENTS = 3
+# dispatch attempts for one task when spares die before accepting it (zygote death)
+MAX_DISPATCH_ATTEMPTS = 4
+# how long to wait for the zygote's report of a child's exit status
+EXIT_REPORT_GRACE_S = 5.0
+
+
+class ZygoteError(RuntimeError):
+    """A zygote could not be started or could not fork."""
+
+
+@dataclass
+class Spare:
+    pid: int
+    fd: int  # the worker's end of the child's socket
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the child's process group (grandchildren included) and the child itself."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def zygote_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = "1"
+    return env
+
+
+class ZygoteHandle:
+    """The worker's side of one zygote: its control socket, spares, and exit reports."""
+
+    def __init__(self, bundle: Bundle, preload_modules: tuple[str, ...], memory_limit_mb: int):
+        self.bundle = bundle
+        module = bundle.entrypoint.partition(":")[0]
+        spec = {
+            "bundle": bundle.name,
+            "import_path": bundle.import_path,
+            "modules": [module, *[m for m in preload_modules if m != module]],
+            "memory_limit_mb": memory_limit_mb,
+        }
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "modelops.executors.zygote", str(theirs.fileno()), json.dumps(spec)],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=2,  # never the worker's stdout; stderr is inherited, never a pipe
+                start_new_session=True,
+                close_fds=True,
+                env=zygote_env(),
+            )
+        finally:
+            theirs.close()
+        self.pid = self.proc.pid
+        self.cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self.spares: deque[Spare] = deque()
+        self.watched: set[int] = set()  # children running a task: their exit status is wanted
+        self.exits: dict[int, int] = {}
+        self.info: dict | None = None
+        self.threaded: dict | None = None
+        self.fork_error: str | None = None
+        self.alive = True
+        self.closed = False
+        self.retiring = False  # replaced: closed as soon as its running children are done
+        self.returncode: int | None = None
+        self._reader = threading.Thread(
+            target=self._read_loop, name=f"modelops-zygote-{self.pid}", daemon=True
+        )
+        self._reader.start()
+
+    # ---- control channel ------------------------------------------------------------
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.ctl, 65536, 4, socket.MSG_CMSG_CLOEXEC)
+            except OSError:
+                break
+            if not data:
+                for fd in fds:
+                    _close_fd(fd)
+                break
+            try:
+                message = pickle.loads(data)
+            except Exception:  # noqa: BLE001 - a torn message: treat as a dead zygote
+                logger.exception("Cold fork zygote %d sent an unreadable message", self.pid)
+                break
+            self._handle(message, fds)
+        try:
+            self.returncode = self.proc.wait(timeout=EXIT_REPORT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.returncode = self.proc.wait()
+        with self.cond:
+            self.alive = False
+            spares = list(self.spares)
+            self.spares.clear()
+            self.cond.notify_all()
+        for spare in spares:  # PDEATHSIG killed them already; make sure, and free the fds
+            _kill_group(spare.pid)
+            _close_fd(spare.fd)
+
+    def _handle(self, message: tuple, fds: list[int]) -> None:
+        kind = message[0]
+        replace = 0
+        with self.cond:
+            if kind == "spare":
+                spare = Spare(pid=message[1], fd=fds[0])
+                if self.closed:
+                    _kill_group(spare.pid)
+                    _close_fd(spare.fd)
+                else:
+                    self.spares.append(spare)
+                    logger.debug("Cold fork spare ready: PID %d (zygote %d)", spare.pid, self.pid)
+            elif kind == "exit":
+                _, pid, code = message
+                if pid in self.watched:
+                    self.exits[pid] = code
+                else:
+                    for spare in list(self.spares):
+                        if spare.pid == pid:  # an idle spare died: replace it
+                            self.spares.remove(spare)
+                            _close_fd(spare.fd)
+                            replace = 1
+                            logger.warning(
+                                "Cold fork spare PID %d died while idle (%s); replacing it", pid, code
+                            )
+            elif kind == "ready":
+                self.info = message[1]
+            elif kind == "threaded":
+                self.threaded = message[1]
+            elif kind == "fork_failed":
+                self.fork_error = message[1]
+            self.cond.notify_all()
+        if replace and not self.closed:
+            self.request_spares(replace)
+
+    def request_spares(self, n: int) -> None:
+        if n <= 0:
+            return
+        try:
+            with self._send_lock:
+                self.ctl.send(FORK_REQUEST * n)
+        except OSError:
+            pass  # a dead zygote: the reader notices and the next task replaces it
+
+    # ---- used by the executor ---------------------------------------------------------
+    def wait_ready(self, timeout_s: float | None) -> dict:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self.cond:
+            while self.info is None and self.alive:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    raise TimeoutError(f"cold fork zygote {self.pid} did not finish its imports")
+                self.cond.wait(wait)
+            if self.info is None:
+                raise ZygoteError(
+                    f"cold fork zygote PID {self.pid} for bundle {self.bundle.name!r} exited "
+                    f"(code {self.returncode}) before it was ready; see the worker's stderr"
+                )
+            return self.info
+
+    @property
+    def usable(self) -> bool:
+        return self.alive and self.threaded is None and not self.retiring and not self.closed
+
+    def take_spare(self) -> Spare | None:
+        """A never-used child (asking the zygote for its replacement), or None if this zygote
+        cannot serve any more (dead, multi-threaded, retired): the caller uses its replacement."""
+        with self.cond:
+            while not self.spares and self.usable and self.fork_error is None:
+                self.cond.wait()
+            if not self.usable:
+                return None
+            if self.spares:
+                spare = self.spares.popleft()
+                self.watched.add(spare.pid)
+            elif self.fork_error is not None and self.alive:
+                error, self.fork_error = self.fork_error, None
+                raise ZygoteError(error)
+            else:
+                return None
+        self.request_spares(1)
+        return spare
+
+    def wait_exit(self, pid: int, grace_s: float = EXIT_REPORT_GRACE_S) -> int | None:
+        """The child's exit status as reported by the zygote; None if the zygote died first."""
+        deadline = time.monotonic() + grace_s
+        with self.cond:
+            while pid not in self.exits and self.alive:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                self.cond.wait(wait)
+            return self.exits.get(pid)
+
+    def unwatch(self, pid: int) -> bool:
+        """Forget a finished child; True when this zygote is retiring and now idle (close it)."""
+        with self.cond:
+            self.watched.discard(pid)
+            self.exits.pop(pid, None)
+            return self.retiring and not self.watched and not self.closed
+
+    def retire(self) -> None:
+        """Stop using this zygote: close it now if nothing runs in it, else after its last task."""
+        with self.cond:
+            self.retiring = True
+            idle = not self.watched
+            spares = list(self.spares)
+            self.spares.clear()
+            self.cond.notify_all()
+        for spare in spares:
+            _kill_group(spare.pid)
+            _close_fd(spare.fd)
+        if idle or not self.alive:
+            self.close()
+
+    def pids(self) -> list[int]:
+        with self.cond:
+            if not self.alive:
+                return []
+            return [self.pid, *(s.pid for s in self.spares), *self.watched]
+
+    def close(self, grace_s: float = 2.0) -> None:
+        """Kill every child's group, tell the zygote to exit (EOF), reap it; no orphans."""
+        with self.cond:
+            if self.closed:
+                return
+            self.closed = True
+            spares = list(self.spares)
+            self.spares.clear()
+            running = list(self.watched)
+        for spare in spares:
+            _kill_group(spare.pid)
+            _close_fd(spare.fd)
+        for pid in running:
+            _kill_group(pid)
+        try:
+            self.ctl.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._reader.join(timeout=grace_s)
+        self.ctl.close()
+
+
+def zygote_died_reply(zygote: ZygoteHandle, pid: int, closed: bool) -> dict:
+    code = zygote.returncode
+    how = (
+        f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+        else f"exited with code {code}"
+    )
+    why = "the executor was closed" if closed else f"its zygote (PID {zygote.pid}) {how}"
+    return {
+        "status": "failed",
+        "error": {
+            "kind": "runtime",
+            "type": "ZygoteDied",
+            "message": (
+                f"cold fork child process {pid} (bundle {zygote.bundle.name!r}) was killed "
+                f"mid-task because {why}; the task was not retried (rerunning it is safe)"
+            ),
+            "retryable": True,
+        },
+    }
+
+
+def runtime_failure(type_: str, message: str, retryable: bool = False) -> dict:
+    return {
+        "status": "failed",
+        "error": {"kind": "runtime", "type": type_, "message": message, "retryable": retryable},
+    }
+
+
+_NOT_STARTED = object()
+
+
+class ColdForkExecutor(Executor):
+    name = "cold"
+    cold_start = "fork"
+
+    def __init__(
+        self,
+        slots: int,
+        task_timeout_s: float,
+        memory_limit_mb: int = 0,
+        preload_modules: tuple[str, ...] | list[str] = (),
+    ):
+        self.slots = max(1, slots)
+        self.task_timeout_s = task_timeout_s
+        self.memory_limit_mb = memory_limit_mb
+        self.preload_modules = tuple(preload_modules)
+        self._zygotes: dict[tuple[str, str], ZygoteHandle] = {}
+        self._retired: list[ZygoteHandle] = []  # replaced zygotes still finishing tasks
+        self._start_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._thread_replacements: dict[tuple[str, str], int] = {}
+        self._spawn_bundles: set[tuple[str, str]] = set()
+        self._spawn = ColdSpawnExecutor(task_timeout_s=task_timeout_s, memory_limit_mb=memory_limit_mb)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ---- zygotes --------------------------------------------------------------------
+    def _zygote(self, bundle: Bundle) -> ZygoteHandle | None:
+        """The live zygote for this bundle (started or replaced as needed); None = serve by spawn."""
+        key = (bundle.name, bundle.digest)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("executor is closed")
+            zygote = self._zygotes.get(key)
+            if zygote is not None and zygote.usable:
+                return zygote
+            start_lock = self._start_locks.setdefault(key, threading.Lock())
+        with start_lock:
+            with self._lock:
+                if key in self._spawn_bundles:
+                    return None
+                old = self._zygotes.pop(key, None)
+                if old is not None and old.usable:
+                    self._zygotes[key] = old
+                    return old
+            if old is not None:
+                self._retire(key, old)
+                if key in self._spawn_bundles:
+                    return None
+            return self._start(key, bundle)
+
+    def _retire(self, key: tuple[str, str], old: ZygoteHandle) -> None:
+        old.retire()
+        with self._lock:
+            self._retired = [z for z in self._retired if not z.closed]
+            if not old.closed:
+                self._retired.append(old)
+        if old.threaded is not None:
+            count = self._thread_replacements.get(key, 0) + 1
+            self._thread_replacements[key] = count
+            logger.warning(
+                "Cold fork zygote PID %d for bundle %r became multi-threaded (%d threads: %s) "
+                "and refused to fork; replacing it",
+                old.pid, key[0], old.threaded["threads"], ", ".join(old.threaded["thread_names"]),
+            )
+            if count >= MAX_THREAD_REPLACEMENTS:
+                self._use_spawn(key, f"its zygotes became multi-threaded {count} times")
+        else:
+            logger.warning(
+                "Cold fork zygote PID %d for bundle %r died (exit %s); starting a new one",
+                old.pid, key[0], old.returncode,
+            )
+
+    def _use_spawn(self, key: tuple[str, str], why: str) -> None:
+        with self._lock:
+            self._spawn_bundles.add(key)
+            self._zygotes.pop(key, None)
+        logger.warning(
+            "Bundle %r cannot be forked safely (%s): its tasks run with cold start spawn instead "
+            "(a new interpreter per task; still isolated, slower). Avoid starting threads at import.",
+            key[0], why,
+        )
+
+    def _start(self, key: tuple[str, str], bundle: Bundle) -> ZygoteHandle | None:
+        zygote = ZygoteHandle(bundle, self.preload_modules, self.memory_limit_mb)
+        try:
+            info = zygote.wait_ready(self.task_timeout_s or None)
+        except BaseException:
+            zygote.close()
+            raise
+        if info["threads"] > 1:
+            zygote.close()
+            self._use_spawn(
+                key,
+                f"after importing its modules the zygote has {info['threads']} threads: "
+                + ", ".join(info["thread_names"]),
+            )
+            return None
+        for error in info["import_errors"]:
+            logger.warning("Cold fork zygote PID %d could not import %s", zygote.pid, error)
+        logger.info(
+            "Cold fork zygote started: PID %d for bundle %r (%s), imports took %.2f s",
+            zygote.pid, bundle.name, bundle.digest[:19], info["import_s"],
+        )
+        zygote.request_spares(self.slots)
+        with self._lock:
+            if self._closed:
+                zygote.close()
+                raise RuntimeError("executor is closed")
+            self._zygotes[key] = zygote
+        return zygote
+
+    # ---- tasks ----------------------------------------------------------------------
+    def run(self, task: Task, bundle: Bundle) -> RunOutcome:
+        started = time.time()
+        t0 = time.perf_counter()
+        message = job_message(task, bundle)
+        pid = os.getpid()
+        for _attempt in range(MAX_DISPATCH_ATTEMPTS):
+            try:
+                zygote = self._zygote(bundle)
+                if zygote is None:
+                    return self._spawn.run(task, bundle)
+                spare = zygote.take_spare()
+            except (ZygoteError, TimeoutError) as exc:
+                reply = runtime_failure("ZygoteError", str(exc), retryable=True)
+                return RunOutcome(reply, pid, started, time.perf_counter() - t0)
+            if spare is None:  # the zygote died while this task waited: use its replacement
+                continue
+            pid = spare.pid
+            logger.info("Cold runner started: PID %d", pid)
+            logger.info("Child process PID %d running task %s", pid, task.task_id)
+            reply = self._dispatch(zygote, spare, message)
+            if reply is not _NOT_STARTED:
+                return RunOutcome(reply, pid, started, time.perf_counter() - t0)
+            logger.warning(
+                "Cold fork child PID %d died before it accepted task %s; dispatching it again",
+                pid, task.task_id,
+            )
+        reply = runtime_failure(
+            "ZygoteError",
+            f"no cold fork child of bundle {bundle.name!r} accepted the task in "
+            f"{MAX_DISPATCH_ATTEMPTS} attempts (zygotes keep dying; see the worker's stderr)",
+            retryable=True,
+        )
+        return RunOutcome(reply, pid, started, time.perf_counter() - t0)
+
+    def _dispatch(self, zygote: ZygoteHandle, spare: Spare, message: dict):
+        pid, fd = spare.pid, spare.fd
+        deadline = deadline_for(self.task_timeout_s)
+        try:
+            try:
+                send(fd, message)
+            except OSError:
+                _kill_group(pid)
+                return _NOT_STARTED
+            try:
+                if deadline is not None and not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    raise TimeoutError
+                ack = os.read(fd, 1)
+                if ack != ACK:
+                    _kill_group(pid)
+                    return _NOT_STARTED
+                reply = recv(fd, deadline)
+            except TimeoutError:
+                _kill_group(pid)
+                zygote.wait_exit(pid)
+                return timeout_reply(self.task_timeout_s)
+            except (EOFError, OSError):
+                code = zygote.wait_exit(pid)
+                _kill_group(pid)  # leftovers of its group
+                if code is None:
+                    return zygote_died_reply(zygote, pid, self._closed)
+                return death_reply(code, f"child process {pid}")
+            _kill_group(pid)  # the child is exiting anyway; this also removes grandchildren it left
+            return reply
+        finally:
+            _close_fd(fd)
+            if zygote.unwatch(pid):
+                zygote.close()
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            zygotes = list(self._zygotes.values()) + self._retired
+            self._zygotes.clear()
+            self._retired = []
+        for zygote in zygotes:
+            zygote.close()
+        self._spawn.close()
+
+    def child_pids(self) -> list[int]:
+        """Live zygote, spare and running-child PIDs."""
+        with self._lock:
+            zygotes = list(self._zygotes.values()) + self._retired
+        return [pid for zygote in zygotes for pid in zygote.pids()]
+
+    def zygote_pids(self) -> list[int]:
+        with self._lock:
+            return [z.pid for z in self._zygotes.values() if z.alive]

@@ -1,0 +1,283 @@
+"""The cold-fork zygote: a clean, single-threaded process that imports a bundle once
+and forks one child per task. It never runs a task itself.
+
+`python -m modelops.executors.zygote CONTROL_FD SPEC_JSON`
+
+Started by exec from the Dask worker (`cold_fork.ZygoteHandle`), never by forking the
+multi-threaded worker. SPEC_JSON: {"bundle", "import_path", "modules", "memory_limit_mb"}.
+
+Control channel: a SOCK_SEQPACKET unix socket (one message = one datagram).
+- worker -> zygote: a message of N bytes b"F" asks for N new spare children.
+  EOF (the worker closed it or died) -> kill every child's process group, reap, exit.
+- zygote -> worker: pickled tuples
+  ("ready", info)              once, after the imports (info: pid, threads, import errors, seconds)
+  ("spare", pid) + 1 fd        a new child, waiting for its task on the attached socket
+  ("exit", pid, returncode)    a child was reaped (returncode < 0: killed by that signal)
+  ("threaded", info)           the zygote is no longer single-threaded: it refuses every further
+                               fork; running children finish; it exits when the worker closes it
+  ("fork_failed", message)     fork() itself failed (e.g. EAGAIN)
+
+Child channel (one socketpair per child): the worker sends one protocol message
+(`protocol.send`: {"job", "bundle"}); the child answers one byte ACK as soon as it has
+read the task (so the worker can tell "died before starting" from "died in the task"),
+then one protocol reply, then `_exit`s.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Native thread pools must be sized 1 before numpy/scipy/... are imported: a BLAS
+# thread pool would make the zygote multi-threaded, and forking that is unsafe.
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
+
+if __name__ == "__main__":
+    for _var in THREAD_VARS:
+        os.environ[_var] = "1"
+
+import ctypes  # noqa: E402
+import gc  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import pickle  # noqa: E402
+import select  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+
+ACK = b"\x01"
+FORK_REQUEST = b"F"
+_PR_SET_PDEATHSIG = 1
+# how long a fresh zygote waits for threads started at import to finish before
+# declaring itself multi-threaded
+STARTUP_THREAD_GRACE_S = 1.0
+
+
+def thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def thread_names() -> list[str]:
+    names = []
+    for tid in sorted(os.listdir("/proc/self/task")):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as fh:
+                names.append(fh.read().strip())
+        except OSError:
+            pass
+    return names
+
+
+class Zygote:
+    def __init__(self, control_fd: int, spec: dict):
+        self.pid = os.getpid()
+        self.ctl = socket.socket(fileno=control_fd)
+        self.spec = spec
+        self.memory_limit_mb = int(spec.get("memory_limit_mb") or 0)
+        self.children: set[int] = set()
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.forked = 0
+        self.refusing = False  # multi-threaded: no more forks, drain and wait to be retired
+
+    # ---- start-up -------------------------------------------------------------------
+    def load(self) -> dict:
+        t0 = time.perf_counter()
+        import_path = self.spec.get("import_path")
+        if import_path and import_path not in sys.path:
+            sys.path.insert(0, import_path)
+        errors = []
+        for name in self.spec.get("modules", []):
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # noqa: BLE001 - a child reports it again, per task
+                errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        if "numpy" in sys.modules:
+            # numpy loads numpy.random lazily (~13 ms); every task seeds it (invoke.run_job)
+            importlib.import_module("numpy.random")
+        # what every child needs, imported once here rather than once per task
+        from modelops.executors import child as child_helpers  # noqa: F401
+        from modelops.executors import invoke, protocol  # noqa: F401
+
+        deadline = time.monotonic() + STARTUP_THREAD_GRACE_S
+        while thread_count() > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        gc.collect()
+        gc.freeze()  # children never touch these objects' GC headers: fewer copy-on-write faults
+        return {
+            "pid": self.pid,
+            "threads": thread_count(),
+            "thread_names": thread_names(),
+            "import_errors": errors,
+            "import_s": time.perf_counter() - t0,
+        }
+
+    def tell(self, message: tuple, fds: list[int] | None = None) -> None:
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        if fds:
+            socket.send_fds(self.ctl, [data], fds)
+        else:
+            self.ctl.send(data)
+
+    # ---- main loop ------------------------------------------------------------------
+    def serve(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: self.shutdown(0))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ctl_fd = self.ctl.fileno()
+        while True:
+            readable, _, _ = select.select([ctl_fd, self._wake_r], [], [])
+            if self._wake_r in readable:
+                try:
+                    while os.read(self._wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                self.reap()
+            if ctl_fd in readable:
+                try:
+                    request = self.ctl.recv(4096)
+                except OSError:
+                    request = b""
+                if not request:
+                    self.shutdown(0)
+                for _ in range(request.count(FORK_REQUEST)):
+                    self.fork_spare()
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            try:
+                self.tell(("exit", pid, os.waitstatus_to_exitcode(status)))
+            except OSError:
+                self.shutdown(0)
+
+    def shutdown(self, code: int) -> None:
+        """Kill every child's process group (grandchildren included), reap them, exit."""
+        for pid in list(self.children):
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        os._exit(code)
+
+    # ---- forking --------------------------------------------------------------------
+    def fork_spare(self) -> None:
+        if self.refusing:
+            return
+        threads = thread_count()
+        if threads != 1:
+            # Forking a multi-threaded process can leave locks held forever in the child.
+            # Refuse, report, and keep serving the children already running (they were
+            # forked while single-threaded) until the worker retires this zygote (EOF).
+            self.refusing = True
+            try:
+                self.tell(("threaded", {"pid": self.pid, "threads": threads, "thread_names": thread_names()}))
+            except OSError:
+                self.shutdown(0)
+            return
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            parent_end.close()
+            child_end.close()
+            self.tell(("fork_failed", f"fork() failed in zygote {self.pid}: {exc}"))
+            return
+        if pid == 0:  # pragma: no cover - runs in the child, which _exits
+            fd = child_end.detach()
+            parent_end.detach()
+            self.ctl.detach()
+            self.child_main(fd)
+        child_end.close()
+        self.children.add(pid)
+        self.forked += 1
+        try:
+            self.tell(("spare", pid), [parent_end.fileno()])
+        except OSError:
+            self.shutdown(0)
+        finally:
+            parent_end.close()
+
+    def child_main(self, fd: int) -> None:  # pragma: no cover - covered through real processes
+        """A forked child: become a clean one-task process, wait for the task, run it, _exit."""
+        code = 0
+        try:
+            os.setsid()  # own session and process group: a timeout kills the whole group
+            # die with the zygote, so a dead zygote never leaves unmanaged spares behind
+            self._libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != self.pid:
+                os._exit(0)
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.closerange(3, fd)
+            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+            from modelops.executors.child import limit_memory
+            from modelops.executors.invoke import failure, run_job
+            from modelops.executors.protocol import recv, send
+
+            limit_memory(self.memory_limit_mb)
+            try:
+                message = recv(fd)
+            except EOFError:  # a spare that was never used
+                os._exit(0)
+            os.write(fd, ACK)
+            reply = run_job(message["job"], message["bundle"])
+            reply["pid"] = os.getpid()
+            # flush before replying: once the worker has the reply it kills the group
+            sys.stdout.flush()
+            sys.stderr.flush()
+            try:
+                send(fd, reply)
+            except Exception as exc:  # an output pickle cannot carry
+                fallback = failure("serialization", exc)
+                fallback["pid"] = os.getpid()
+                send(fd, fallback)
+        except BaseException:  # noqa: BLE001 - report, never return into the zygote's loop
+            code = 70
+            try:
+                traceback.print_exc()
+                sys.stderr.flush()
+            except BaseException:  # noqa: BLE001
+                pass
+        os._exit(code)
+
+
+def main(argv: list[str]) -> None:
+    control_fd = int(argv[1])
+    spec = json.loads(argv[2])
+    os.dup2(2, 1)  # prints (at import or in a task) go to stderr, never to a protocol channel
+    zygote = Zygote(control_fd, spec)
+    info = zygote.load()
+    zygote.tell(("ready", info))
+    zygote.serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
