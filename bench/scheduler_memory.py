@@ -19,7 +19,7 @@ from pathlib import Path
 from distributed import Client
 
 from modelops.local_cluster import LocalProcessCluster
-from modelops.services.dask_simulation import IN_FLIGHT_PER_THREAD, DaskSimulationService
+from modelops.services.dask_simulation import DaskSimulationService
 from modelops.study import Study
 
 PROBE = "modelops:probe"
@@ -43,14 +43,14 @@ def run_once(n_tasks: int, bounded: bool, workers: int, threads: int) -> dict:
             study = Study(name="mem", bundle=PROBE, parameters=[{"i": i} for i in range(n_tasks)])
             tasks = study.tasks(bundle["digest"], bundle["entrypoint"])
             before = rss_kib(pid, "VmRSS")
-            limit = None if bounded else n_tasks
+            limit = service.default_in_flight() if bounded else n_tasks
             started = time.perf_counter()
             results = service.run(tasks, max_in_flight=limit)
             wall = time.perf_counter() - started
             peak = rss_kib(pid, "VmHWM")
         assert len(results) == n_tasks and all(r.ok for r in results)
         return {
-            "mode": f"bounded ({IN_FLIGHT_PER_THREAD} x {workers * threads} threads)" if bounded else "unbounded",
+            "mode": f"bounded ({limit} in flight)" if bounded else "unbounded",
             "tasks": n_tasks,
             "scheduler_rss_before_mib": round(before / 1024, 1),
             "scheduler_peak_rss_mib": round(peak / 1024, 1),

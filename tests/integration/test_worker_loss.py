@@ -49,12 +49,17 @@ def assert_every_result_exactly_once(results):
     assert sorted(r.params["i"] for r in results) == list(range(N_TASKS))
 
 
-@pytest.mark.parametrize("executor", ["isolated_warm", "cold"])
-def test_kill_9_of_a_worker_mid_study(cluster_factory, executor):
+def cluster_with_victim(cluster_factory, executor: str):
+    """Two 2-thread workers with the same executor; the second (group `victim`) will be hit."""
     cluster = cluster_factory(n_workers=1, nthreads=2, MODELOPS_EXECUTOR_TYPE=executor, MODELOPS_COLD_START="spawn")
     cluster.start_worker(env={"MODELOPS_WORKER_GROUP": "victim"})
     cluster.wait_for_workers(2)
-    victim_proc = cluster.workers[1]
+    return cluster, cluster.workers[1]
+
+
+@pytest.mark.parametrize("executor", ["isolated_warm", "cold"])
+def test_kill_9_of_a_worker_mid_study(cluster_factory, executor):
+    cluster, victim_proc = cluster_with_victim(cluster_factory, executor)
     results, victim = run_and_hit(cluster, lambda: os.killpg(victim_proc.pid, signal.SIGKILL), after=40)
     assert victim_proc.wait(timeout=10) == -signal.SIGKILL
     assert_every_result_exactly_once(results)
@@ -70,10 +75,7 @@ def test_kill_9_of_a_worker_mid_study(cluster_factory, executor):
 
 @pytest.mark.parametrize("executor", ["isolated_warm", "cold"])
 def test_sigterm_retires_a_worker_within_the_grace_period(cluster_factory, executor):
-    cluster = cluster_factory(n_workers=1, nthreads=2, MODELOPS_EXECUTOR_TYPE=executor, MODELOPS_COLD_START="spawn")
-    cluster.start_worker(env={"MODELOPS_WORKER_GROUP": "victim"})
-    cluster.wait_for_workers(2)
-    victim_proc = cluster.workers[1]
+    cluster, victim_proc = cluster_with_victim(cluster_factory, executor)
     sent = []
 
     def terminate():

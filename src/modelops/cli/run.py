@@ -34,7 +34,7 @@ LOG_MARKERS = ("Executor:", "Bundle source:", "Cold start:", "Worker group:")
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="Write results as JSON lines here.")
 @click.option("--resume", is_flag=True, help="Keep results already in --output and run only the missing tasks.")
-@click.option("--max-in-flight", type=click.IntRange(1), help="Tasks submitted at once [default: 4 x cluster threads].")
+@click.option("--max-in-flight", type=click.IntRange(1), help="Tasks submitted at once [default: max(200, 4 x cluster threads)].")
 def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume, max_in_flight):
     """Run a study and print a summary (tasks, failures, executor per worker, child PIDs)."""
     if bool(scheduler) == bool(local):

@@ -16,6 +16,7 @@ from modelops.worker.plugin import ModelOpsWorkerPlugin
 from modelops.worker.runtime import describe_worker, resolve_bundle, run_task
 
 IN_FLIGHT_PER_THREAD = 4
+IN_FLIGHT_MIN = 200  # enough to hide the client round trip for ms-long tasks
 
 
 class DaskSimulationService:
@@ -35,6 +36,10 @@ class DaskSimulationService:
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
         return max(1, sum(w["nthreads"] for w in workers))
 
+    def default_in_flight(self) -> int:
+        """Bounded, so a 100,000-task study does not sit in the scheduler's memory at once."""
+        return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * self.total_threads())
+
     def submit(self, task: Task):
         return self.client.submit(run_task, task.model_dump(mode="json"), key=task.task_id, pure=False)
 
@@ -50,7 +55,7 @@ class DaskSimulationService:
         for task in tasks:
             unique.setdefault(task.task_id, task)
         pending = iter(unique.values())
-        limit = max_in_flight or IN_FLIGHT_PER_THREAD * self.total_threads()
+        limit = max_in_flight or self.default_in_flight()
         bar = None
         if progress:
             from tqdm import tqdm
