@@ -67,13 +67,21 @@ def thread_count() -> int:
 
 
 def thread_names() -> list[str]:
+    """Each thread's Python name when it is a Python thread, else its native name (comm)."""
+    python_names = {}
+    threading = sys.modules.get("threading")  # never imported here just to look
+    if threading is not None:
+        python_names = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
     names = []
-    for tid in sorted(os.listdir("/proc/self/task")):
-        try:
-            with open(f"/proc/self/task/{tid}/comm") as fh:
-                names.append(fh.read().strip())
-        except OSError:
-            pass
+    for tid in sorted(os.listdir("/proc/self/task"), key=int):
+        name = python_names.get(int(tid))
+        if name is None:
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as fh:
+                    name = fh.read().strip()
+            except OSError:
+                continue
+        names.append(name)
     return names
 
 
