@@ -1,0 +1,83 @@
+"""The built image itself: user, entrypoint, labels, contents, read-only root filesystem."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from container_support import docker, project_version
+
+pytestmark = pytest.mark.container
+
+
+def run(image: str, *args: str, entrypoint: str | None = None) -> tuple[int, str]:
+    opts = ["--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp"]
+    if entrypoint:
+        opts += ["--entrypoint", entrypoint]
+    proc = docker("run", *opts, image, *args, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_config_user_entrypoint_and_labels(image):
+    config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", image).stdout)
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["modelops-entrypoint"]
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.version"] == project_version()
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    revision = labels["org.opencontainers.image.revision"]
+    assert revision != "unknown" and len(revision.split("-")[0]) == 40
+    assert "PATH=/opt/venv/bin:" in " ".join(config["Env"])
+
+
+def test_dev_tag_is_the_same_image(image):
+    ids = {docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+           for ref in (image, "modelops-dask:dev")}
+    assert len(ids) == 1
+
+
+def test_runtime_has_no_compilers_and_no_pip(image):
+    code, out = run(image, "-c", "for c in gcc cc c++ g++ clang make pip pip3; do command -v $c; done; true",
+                    entrypoint="sh")
+    assert code == 0
+    assert out.strip() == "", f"found in the runtime image: {out}"
+
+
+def test_contents(image):
+    script = (
+        "import json, sys, modelops, distributed, pathlib;"
+        "b = pathlib.Path('/opt/modelops/bundles/sir/bundle.json');"
+        "print(json.dumps({'py': sys.version_info[:2], 'exe': sys.executable,"
+        " 'modelops': modelops.__version__, 'distributed': distributed.__version__,"
+        " 'bundle': json.loads(b.read_text())['name']}))"
+    )
+    code, out = run(image, "python", "-c", script)
+    assert code == 0, out
+    info = json.loads(out.strip().splitlines()[-1])
+    assert info["py"] == [3, 11]
+    assert info["exe"] == "/opt/venv/bin/python"
+    assert info["modelops"] == project_version()
+    assert info["distributed"] == "2026.8.0"
+    assert info["bundle"] == "sir"
+    code, out = run(image, "sh", "-c", "command -v tini")
+    assert code == 0 and out.strip().endswith("/tini")
+
+
+def test_config_check_passes_read_only_with_defaults(image):
+    code, out = run(image, "mops", "config", "check")
+    assert code == 0, out
+    assert '"executor"' in out
+
+
+def test_root_filesystem_really_is_read_only_and_tmp_writable(image):
+    code, out = run(image, "sh", "-c", "touch /tmp/ok && ! touch /opt/venv/x 2>/dev/null && ! touch /x 2>/dev/null")
+    assert code == 0, out
+
+
+def test_invalid_executor_stops_before_dask(image):
+    proc = docker("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+                  "-e", "MODELOPS_EXECUTOR_TYPE=clod", image, "worker", "tcp://127.0.0.1:9", check=False,
+                  timeout=60)
+    assert proc.returncode == 2
+    assert "MODELOPS_EXECUTOR_TYPE='clod'" in proc.stderr
+    assert "distributed." not in proc.stderr
