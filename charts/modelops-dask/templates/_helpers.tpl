@@ -1,0 +1,248 @@
+{{/*
+Names. Kubernetes names are limited to 63 characters.
+*/}}
+{{- define "modelops-dask.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelops-dask.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.schedulerName" -}}
+{{- printf "%s-scheduler" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "modelops-dask.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The label key that tells worker groups apart (part of the worker selectors).
+*/}}
+{{- define "modelops-dask.groupLabelKey" -}}modelops-dask.io/worker-group{{- end -}}
+
+{{/*
+Selector labels. Frozen: a Deployment's selector is immutable, so these never include the chart
+or app version or anything a value can change. Call with (dict "root" $ "component" "worker").
+*/}}
+{{- define "modelops-dask.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelops-dask.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/*
+Metadata labels: the selector labels plus chart/version/managed-by. Same arguments as selectorLabels.
+*/}}
+{{- define "modelops-dask.labels" -}}
+helm.sh/chart: {{ include "modelops-dask.chart" .root }}
+{{ include "modelops-dask.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: modelops-dask
+{{- end -}}
+
+{{/*
+The image reference: digest wins over tag; tag defaults to the chart's appVersion.
+*/}}
+{{- define "modelops-dask.image" -}}
+{{- $img := .Values.image -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag | toString) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelops-dask.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+{{- if kindIs "map" . }}
+  - name: {{ .name | quote }}
+{{- else }}
+  - name: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The scheduler's address as workers and clients in the release namespace use it.
+*/}}
+{{- define "modelops-dask.schedulerAddress" -}}
+{{- printf "tcp://%s:%s" (include "modelops-dask.schedulerName" .) (include "modelops-dask.num" .Values.scheduler.ports.comm) -}}
+{{- end -}}
+
+{{/*
+A number as plain text. Numbers from values files arrive as float64 and would otherwise print as
+1e+06; whole numbers print without a fraction, strings pass through.
+*/}}
+{{- define "modelops-dask.num" -}}
+{{- $v := . -}}
+{{- if or (kindIs "float64" $v) (kindIs "float32" $v) -}}
+{{- if eq (floor $v) (float64 $v) -}}{{ int64 $v }}{{- else -}}{{ $v }}{{- end -}}
+{{- else -}}
+{{- $v | toString -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Deep merge for worker groups: returns JSON of `base` with `over` laid on top. Maps merge key by
+key (recursively); everything else in `over` (lists, scalars, zero values included) replaces.
+Sprig's merge functions skip zero values (a group could not set replicas: 0), hence this helper.
+*/}}
+{{- define "modelops-dask.deepMerge" -}}
+{{- $out := deepCopy .base -}}
+{{- range $k, $v := .over -}}
+{{- $cur := get $out $k -}}
+{{- if and (kindIs "map" $v) (kindIs "map" $cur) -}}
+{{- $_ := set $out $k (include "modelops-dask.deepMerge" (dict "base" $cur "over" $v) | fromJson) -}}
+{{- else -}}
+{{- $_ := set $out $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/*
+The worker groups, as JSON {"groups": [{"name", "suffix", "cfg"}, ...]}: the main group "default"
+(from worker.*), then each worker.groups entry in name order, merged over worker.*.
+*/}}
+{{- define "modelops-dask.workerGroups" -}}
+{{- $base := omit .Values.worker "groups" -}}
+{{- $list := list (dict "name" "default" "suffix" "worker" "cfg" $base) -}}
+{{- range $name := keys .Values.worker.groups | sortAlpha -}}
+{{- if eq $name "default" -}}
+{{- fail "worker.groups: the name \"default\" is reserved for the main workers (worker.*)" -}}
+{{- end -}}
+{{- $over := get $.Values.worker.groups $name | default dict -}}
+{{- $cfg := include "modelops-dask.deepMerge" (dict "base" $base "over" $over) | fromJson -}}
+{{- $list = append $list (dict "name" $name "suffix" (printf "worker-%s" $name) "cfg" $cfg) -}}
+{{- end -}}
+{{- toJson (dict "groups" $list) -}}
+{{- end -}}
+
+{{/*
+Environment entries from a map {NAME: value} or a list [{name, value|valueFrom}]; values always
+rendered as strings. A map value that is itself a map is taken as the entry's body (e.g. valueFrom).
+Call with (dict "env" .env "path" "worker.env" "reserved" (list ...)).
+*/}}
+{{- define "modelops-dask.env" -}}
+{{- $entries := list -}}
+{{- if kindIs "map" .env -}}
+{{- range $k := keys .env | sortAlpha -}}
+{{- $v := get $.env $k -}}
+{{- if kindIs "map" $v -}}
+{{- $entries = append $entries (merge (dict "name" $k) $v) -}}
+{{- else -}}
+{{- $entries = append $entries (dict "name" $k "value" (include "modelops-dask.num" $v)) -}}
+{{- end -}}
+{{- end -}}
+{{- else if kindIs "slice" .env -}}
+{{- range .env -}}
+{{- if hasKey . "value" -}}
+{{- $entries = append $entries (merge (dict "value" (include "modelops-dask.num" .value)) (omit . "value")) -}}
+{{- else -}}
+{{- $entries = append $entries . -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $entries -}}
+{{- if has .name $.reserved -}}
+{{- fail (printf "%s: %s is set by the chart from its own value; set that value instead of the variable" $.path .name) -}}
+{{- end -}}
+{{- end -}}
+{{- with $entries }}
+{{ toYaml . }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Hardened security contexts, shared by every pod.
+*/}}
+{{- define "modelops-dask.podSecurityContext" -}}
+{{- with .Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "modelops-dask.containerSecurityContext" -}}
+{{- with .Values.containerSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "modelops-dask.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    {{- with .Values.tmpVolume.medium }}
+    medium: {{ . }}
+    {{- end }}
+    {{- with .Values.tmpVolume.sizeLimit }}
+    sizeLimit: {{ . }}
+    {{- end }}
+{{- end -}}
+
+{{- define "modelops-dask.daskConfigName" -}}
+{{- printf "%s-dask-config" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+An httpGet probe on /health. Call with (dict "probe" .readinessProbe "port" "http").
+*/}}
+{{- define "modelops-dask.httpProbe" -}}
+httpGet:
+  path: /health
+  port: {{ .port }}
+initialDelaySeconds: {{ include "modelops-dask.num" .probe.initialDelaySeconds }}
+periodSeconds: {{ include "modelops-dask.num" .probe.periodSeconds }}
+timeoutSeconds: {{ include "modelops-dask.num" .probe.timeoutSeconds }}
+failureThreshold: {{ include "modelops-dask.num" .probe.failureThreshold }}
+{{- end -}}
+
+{{/*
+Scheduling knobs of a pod spec. Call with a scheduler or worker-group config map.
+*/}}
+{{- define "modelops-dask.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+terminationGracePeriodSeconds: {{ include "modelops-dask.num" .terminationGracePeriodSeconds }}
+{{- end -}}

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Writes charts/modelops-dask/values.schema.json (JSON Schema draft-07).
+
+The worker settings appear twice (worker.* and each worker.groups entry, where every key is
+optional), so the schema is generated rather than edited by hand. Every object is closed with
+`additionalProperties: false`, so a misspelt key fails `helm install/upgrade/template/lint`.
+
+    python tools/values_schema.py          # rewrite the schema
+    python tools/values_schema.py --check  # exit 1 if the committed schema is out of date
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET = ROOT / "charts" / "modelops-dask" / "values.schema.json"
+
+EXECUTORS = ["direct", "isolated_warm", "cold"]
+
+
+def obj(props: dict, required: list[str] | None = None, description: str | None = None) -> dict:
+    """A closed object: only the listed properties are allowed."""
+    out: dict = {"type": "object", "additionalProperties": False, "properties": props}
+    if required:
+        out["required"] = required
+    if description:
+        out["description"] = description
+    return out
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/definitions/{name}"}
+
+
+STR = {"type": "string"}
+BOOL = {"type": "boolean"}
+INT0 = {"type": "integer", "minimum": 0}
+INT1 = {"type": "integer", "minimum": 1}
+PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+# Free-form Kubernetes objects (affinity, resources, ...): validated by the API server, not here.
+K8S_OBJECT = {"type": "object"}
+K8S_LIST = {"type": "array", "items": {"type": "object"}}
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+SCALAR = {"type": ["string", "number", "boolean"]}
+
+DEFINITIONS = {
+    "executor": obj(
+        {
+            "type": {"type": "string", "enum": EXECUTORS,
+                     "description": "MODELOPS_EXECUTOR_TYPE: " + " | ".join(EXECUTORS)},
+            "coldStart": {"type": "string", "enum": ["fork", "spawn"], "description": "MODELOPS_COLD_START"},
+            "taskTimeoutSeconds": {"type": "number", "minimum": 0,
+                                   "description": "MODELOPS_TASK_TIMEOUT_SECONDS (0 = no limit)"},
+            "warmMaxTasksPerProcess": dict(INT0, description="MODELOPS_WARM_MAX_TASKS_PER_PROCESS (0 = never recycle)"),
+            "taskMemoryLimitMb": dict(INT0, description="MODELOPS_TASK_MEMORY_LIMIT_MB (0 = none)"),
+            "coldPreloadModules": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.]*$"},
+                                   "description": "MODELOPS_COLD_PRELOAD_MODULES (comma-joined)"},
+        }
+    ),
+    "bundles": obj(
+        {
+            "source": {"type": "string", "enum": ["file", "image"], "description": "MODELOPS_BUNDLE_SOURCE"},
+            "dir": {"type": "string", "pattern": "^/", "description": "MODELOPS_BUNDLES_DIR (absolute path)"},
+            "volume": dict(K8S_OBJECT, description="Volume source mounted read-only at dir; {} = none"),
+        }
+    ),
+    "probe": obj(
+        {
+            "enabled": BOOL,
+            "initialDelaySeconds": INT0,
+            "periodSeconds": INT1,
+            "timeoutSeconds": INT1,
+            "failureThreshold": INT1,
+        }
+    ),
+    "env": {
+        "description": "A map {NAME: value} or a list [{name, value|valueFrom}]; values are rendered as strings",
+        "oneOf": [
+            {
+                "type": "object",
+                "propertyNames": {"pattern": "^[-._a-zA-Z][-._a-zA-Z0-9]*$"},
+                "additionalProperties": {
+                    "oneOf": [
+                        SCALAR,
+                        obj({"valueFrom": K8S_OBJECT}, required=["valueFrom"]),
+                    ]
+                },
+            },
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[-._a-zA-Z][-._a-zA-Z0-9]*$"},
+                        "value": SCALAR,
+                        "valueFrom": K8S_OBJECT,
+                    },
+                },
+            },
+        ],
+    },
+    "pdb": obj(
+        {
+            "enabled": BOOL,
+            "maxUnavailable": {"type": ["integer", "string"]},
+            "minAvailable": {"type": ["integer", "string"]},
+        }
+    ),
+}
+
+# Worker settings: valid under worker.* and, every one optional, in each worker.groups entry.
+WORKER_SETTINGS = {
+    "replicas": INT0,
+    "nworkers": INT1,
+    "nthreads": INT1,
+    "memoryLimit": {"type": ["string", "integer"], "description": '"auto", "0", or a size such as "4GiB"'},
+    "healthPort": PORT,
+    "localDirectory": {"type": "string", "pattern": "^/tmp(/|$)", "description": "must be under /tmp"},
+    "nameFromPod": BOOL,
+    "extraArgs": {"type": "array", "items": SCALAR},
+    "executor": ref("executor"),
+    "bundles": ref("bundles"),
+    "logLevel": {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
+    "env": ref("env"),
+    "envFrom": K8S_LIST,
+    "secretEnv": {"type": "object", "additionalProperties": SCALAR},
+    "resources": K8S_OBJECT,
+    "readinessProbe": ref("probe"),
+    "livenessProbe": ref("probe"),
+    "podDisruptionBudget": ref("pdb"),
+    "podAnnotations": STRING_MAP,
+    "podLabels": STRING_MAP,
+    "nodeSelector": STRING_MAP,
+    "affinity": K8S_OBJECT,
+    "tolerations": K8S_LIST,
+    "topologySpreadConstraints": K8S_LIST,
+    "priorityClassName": STR,
+    "terminationGracePeriodSeconds": INT0,
+}
+
+
+def schema() -> dict:
+    worker_props = copy.deepcopy(WORKER_SETTINGS)
+    worker_props["groups"] = {
+        "type": "object",
+        "description": "Extra worker groups keyed by name; each inherits worker.* and overrides what it sets",
+        "propertyNames": {"pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 20, "not": {"enum": ["default"]}},
+        "additionalProperties": ref("workerGroup"),
+    }
+    definitions = copy.deepcopy(DEFINITIONS)
+    definitions["workerGroup"] = obj(copy.deepcopy(WORKER_SETTINGS))
+
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "modelops-dask values",
+        "type": "object",
+        "additionalProperties": False,
+        "definitions": definitions,
+        "properties": {
+            # Helm passes `global` to every chart; allowing it keeps the chart usable as a subchart.
+            "global": {"type": "object"},
+            "nameOverride": STR,
+            "fullnameOverride": STR,
+            "image": obj(
+                {
+                    "repository": {"type": "string", "minLength": 1},
+                    "tag": {"type": ["string", "number"]},
+                    "digest": {"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"},
+                    "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
+                },
+                required=["repository"],
+            ),
+            "imagePullSecrets": {
+                "type": "array",
+                "items": {"oneOf": [{"type": "string", "minLength": 1},
+                                    obj({"name": {"type": "string", "minLength": 1}}, required=["name"])]},
+            },
+            "serviceAccount": obj({"create": BOOL, "name": STR, "annotations": STRING_MAP}),
+            "podSecurityContext": K8S_OBJECT,
+            "containerSecurityContext": K8S_OBJECT,
+            "tmpVolume": obj(
+                {
+                    "sizeLimit": {"type": ["string", "integer"]},
+                    "medium": {"type": "string", "enum": ["", "Memory"]},
+                }
+            ),
+            "daskConfig": dict(K8S_OBJECT, description="dask.yaml content mounted at /etc/dask"),
+            "scheduler": obj(
+                {
+                    "ports": obj({"comm": PORT, "dashboard": PORT}, required=["comm", "dashboard"]),
+                    "extraArgs": {"type": "array", "items": SCALAR},
+                    "env": ref("env"),
+                    "resources": K8S_OBJECT,
+                    "service": obj(
+                        {
+                            "type": {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                            "annotations": STRING_MAP,
+                            "labels": STRING_MAP,
+                        }
+                    ),
+                    "readinessProbe": ref("probe"),
+                    "livenessProbe": ref("probe"),
+                    "podAnnotations": STRING_MAP,
+                    "podLabels": STRING_MAP,
+                    "nodeSelector": STRING_MAP,
+                    "affinity": K8S_OBJECT,
+                    "tolerations": K8S_LIST,
+                    "topologySpreadConstraints": K8S_LIST,
+                    "priorityClassName": STR,
+                    "terminationGracePeriodSeconds": INT0,
+                }
+            ),
+            "worker": obj(worker_props),
+            "networkPolicy": obj(
+                {
+                    "enabled": BOOL,
+                    "clientPodLabels": STRING_MAP,
+                    "clientNamespaceSelector": K8S_OBJECT,
+                    "metricsFrom": K8S_LIST,
+                }
+            ),
+            "serviceMonitor": obj(
+                {
+                    "enabled": BOOL,
+                    "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                    "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                    "labels": STRING_MAP,
+                }
+            ),
+            "tests": obj(
+                {
+                    "enabled": BOOL,
+                    "probeTasks": INT0,
+                    "timeoutSeconds": INT1,
+                    "resources": K8S_OBJECT,
+                }
+            ),
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(schema(), indent=2) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not TARGET.exists() or TARGET.read_text() != text:
+            print(f"{TARGET.relative_to(ROOT)} is out of date: run python tools/values_schema.py", file=sys.stderr)
+            return 1
+        return 0
+    TARGET.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
