@@ -7,6 +7,7 @@ a runtime fails the task with the reason; it never runs the task some other way.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import time
@@ -15,7 +16,7 @@ from modelops.bundles import Bundle, BundleError, BundleResolver
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
 from modelops.executors.factory import build_executor
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
-from modelops.worker.config import ExecutorType, RuntimeConfig
+from modelops.worker.config import ConfigError, ExecutorType, RuntimeConfig
 
 logger = logging.getLogger("modelops.runtime")
 
@@ -23,8 +24,24 @@ PLUGIN_NAME = "modelops"
 RESCHEDULE_KINDS = ("signal", "exit", "runtime")
 
 
+def check_preload_modules(modules: tuple[str, ...]) -> None:
+    """Fail worker start, not every task, when a module the cold zygote must import is missing.
+
+    Only the top-level package is looked up, so nothing is imported into the worker itself.
+    """
+    for name in modules:
+        top = name.split(".")[0]
+        if importlib.util.find_spec(top) is None:
+            raise ConfigError(
+                "MODELOPS_COLD_PRELOAD_MODULES", ",".join(modules),
+                "modules installed in the worker's environment", f"{top!r} is not installed",
+            )
+
+
 class WorkerRuntime:
     def __init__(self, config: RuntimeConfig, worker_address: str, slots: int):
+        if config.executor is ExecutorType.COLD:
+            check_preload_modules(config.cold_preload_modules)
         self.config = config
         self.worker_address = worker_address
         self.slots = slots
