@@ -296,14 +296,14 @@ def test_child_is_a_clean_process_group_leader_with_only_its_channel(runtime_fac
     assert len(out["fds"]) >= 4
 
 
-def test_spares_are_kept_ready_for_every_slot(runtime_factory):
+def test_spares_are_kept_ready_for_every_slot_plus_one(runtime_factory):
     runtime = runtime_factory(slots=2)
     first = run(runtime, "state")
     assert first.ok
     executor = runtime.executor
     zygote = zygote_of(runtime)
-    # zygote + 2 never-used children; the one taken was replaced
-    wait_until(lambda: len(executor.child_pids()) == 3, what="two spares")
+    # zygote + slots + 1 never-used children; the one taken was replaced
+    wait_until(lambda: len(executor.child_pids()) == 1 + 3, what="three spares")
     spares = [p for p in executor.child_pids() if p != zygote]
     assert all(ppid_of(p) == zygote for p in spares) and first.provenance.pid not in spares
     with ThreadPoolExecutor(2) as pool:
@@ -343,12 +343,12 @@ def test_zygote_that_becomes_multi_threaded_refuses_to_fork_and_is_replaced(runt
     old = first.outputs["ppid"]
     # the zygote starts a thread 0.5 s after its import
     wait_until(lambda: len(os.listdir(f"/proc/{old}/task")) > 1, what="the zygote's late thread")
-    # served by the spare forked before the thread existed; its replacement fork is refused
-    second = run(runtime, "late_thread")
-    assert second.ok and second.outputs["ppid"] == old
-    third = run(runtime, "late_thread")
-    assert third.ok, third.error
-    assert third.outputs["ppid"] != old
+    # The old zygote refuses every fork from now on. At most its slots + 1 = 2 spares forked
+    # before the thread existed still serve tasks; the third task must come from a new zygote.
+    later = [run(runtime, "late_thread", {"i": i}) for i in range(3)]
+    assert all(r.ok for r in later), [r.error for r in later]
+    assert later[-1].outputs["ppid"] != old
+    assert len({r.outputs["pid"] for r in [first, *later]}) == 4
     wait_until(lambda: not alive(old), what="the multi-threaded zygote to be retired")
     warnings = [r.getMessage() for r in executor_log if r.levelno == logging.WARNING]
     assert any("became multi-threaded" in m and "refused to fork" in m for m in warnings), warnings
@@ -358,7 +358,7 @@ def test_zygote_killed_between_tasks_is_replaced(runtime_factory):
     runtime = runtime_factory(slots=2)
     first = run(runtime, "state")
     zygote = zygote_of(runtime)
-    wait_until(lambda: len(runtime.executor.child_pids()) == 3, what="two spares")
+    wait_until(lambda: len(runtime.executor.child_pids()) == 1 + 3, what="three spares")
     spares = [p for p in runtime.executor.child_pids() if p != zygote]
     os.kill(zygote, signal.SIGKILL)
     wait_until(lambda: not alive(zygote), what="the zygote to die")

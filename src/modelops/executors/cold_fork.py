@@ -5,8 +5,11 @@ by exec, never by forking the multi-threaded Dask worker. The zygote imports the
 entrypoint module and MODELOPS_COLD_PRELOAD_MODULES once (with OMP/OPENBLAS/MKL/NUMEXPR
 threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task.
 
-- Spares: the worker keeps `slots` (its thread count) forked, never-used children ready.
-  Taking one asks the zygote for a replacement at once, so dispatch never waits for fork.
+- Spares: the worker keeps `slots + 1` (its thread count, plus one) forked, never-used
+  children ready, so dispatch does not wait for fork. A spare taken by a task is replaced
+  as soon as that task has its reply (or failed): forking while the task runs measurably
+  slows the task (the fork and the child's copy-on-write faults compete for the same
+  pages and CPU), and the extra spare covers dispatches meanwhile.
 - Each child is in its own session/process group, dies with the zygote (PDEATHSIG), has
   closed every inherited descriptor except its own socket (which the zygote handed to the
   worker with SCM_RIGHTS, with the child's PID), runs exactly one task via
@@ -101,6 +104,7 @@ class ZygoteHandle:
         module = bundle.entrypoint.partition(":")[0]
         spec = {
             "bundle": bundle.name,
+            "entrypoint": bundle.entrypoint,
             "import_path": bundle.import_path,
             "modules": [module, *[m for m in preload_modules if m != module]],
             "memory_limit_mb": memory_limit_mb,
@@ -203,7 +207,7 @@ class ZygoteHandle:
             self.request_spares(replace)
 
     def request_spares(self, n: int) -> None:
-        if n <= 0:
+        if n <= 0 or not self.usable:
             return
         try:
             with self._send_lock:
@@ -247,7 +251,6 @@ class ZygoteHandle:
                 raise ZygoteError(error)
             else:
                 return None
-        self.request_spares(1)
         return spare
 
     def wait_exit(self, pid: int, grace_s: float = EXIT_REPORT_GRACE_S) -> int | None:
@@ -356,8 +359,12 @@ class ColdForkExecutor(Executor):
         task_timeout_s: float,
         memory_limit_mb: int = 0,
         preload_modules: tuple[str, ...] | list[str] = (),
+        spares: int | None = None,
     ):
         self.slots = max(1, slots)
+        # never-used children kept ready per zygote: one per thread, plus one that covers
+        # the next dispatch while a used spare's replacement is being forked
+        self.spares = self.slots + 1 if spares is None else max(1, spares)
         self.task_timeout_s = task_timeout_s
         self.memory_limit_mb = memory_limit_mb
         self.preload_modules = tuple(preload_modules)
@@ -448,7 +455,7 @@ class ColdForkExecutor(Executor):
             "Cold fork zygote started: PID %d for bundle %r (%s), imports took %.2f s",
             zygote.pid, bundle.name, bundle.digest[:19], info["import_s"],
         )
-        zygote.request_spares(self.slots)
+        zygote.request_spares(self.spares)
         with self._lock:
             if self._closed:
                 zygote.close()
@@ -522,6 +529,7 @@ class ColdForkExecutor(Executor):
             return reply
         finally:
             _close_fd(fd)
+            zygote.request_spares(1)
             if zygote.unwatch(pid):
                 zygote.close()
 

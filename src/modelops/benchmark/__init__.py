@@ -1,0 +1,1 @@
+"""`mops bench`: executors measured side by side (see runner.py)."""
