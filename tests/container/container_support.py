@@ -114,6 +114,19 @@ def configmaps(manifests: Iterable[dict]) -> dict[str, dict]:
     return {d["metadata"]["name"]: d for d in manifests if d.get("kind") == "ConfigMap"}
 
 
+def secrets(manifests: Iterable[dict]) -> dict[str, dict[str, str]]:
+    """Rendered Secrets as {name: {key: decoded value}} (stringData wins, as in the API server)."""
+    import base64
+
+    out: dict[str, dict[str, str]] = {}
+    for d in manifests:
+        if d.get("kind") == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in (d.get("data") or {}).items()}
+            data.update({k: str(v) for k, v in (d.get("stringData") or {}).items()})
+            out[d["metadata"]["name"]] = data
+    return out
+
+
 def container_env(pod: dict, name: str | None = None) -> dict[str, str]:
     spec = main_container(pod, name)
     return {e["name"]: e.get("value", "") for e in spec.get("env", []) if "value" in e}
@@ -194,11 +207,16 @@ def _resource_ref(ref: dict, container: dict) -> str:
     return str(-(-qty(value) // qty(divisor)))
 
 
-def resolve_env(pod: dict, container: dict, ident: PodIdentity, cms: dict[str, dict]) -> dict[str, str]:
+def resolve_env(pod: dict, container: dict, ident: PodIdentity, manifests: Sequence[dict]) -> dict[str, str]:
+    cms = configmaps(manifests)
+    secs = secrets(manifests)
     env: dict[str, str] = {}
     for src in container.get("envFrom", []):
         if "configMapRef" in src:
             data = cms[src["configMapRef"]["name"]].get("data", {})
+            env.update({src.get("prefix", "") + k: v for k, v in data.items()})
+        elif "secretRef" in src:
+            data = secs[src["secretRef"]["name"]]
             env.update({src.get("prefix", "") + k: v for k, v in data.items()})
         else:
             raise AssertionError(f"envFrom {src} is not emulated by the container tests")
@@ -215,11 +233,23 @@ def resolve_env(pod: dict, container: dict, ident: PodIdentity, cms: dict[str, d
             elif "configMapKeyRef" in vf:
                 ref = vf["configMapKeyRef"]
                 env[name] = cms[ref["name"]]["data"][ref["key"]]
+            elif "secretKeyRef" in vf:
+                ref = vf["secretKeyRef"]
+                env[name] = secs[ref["name"]][ref["key"]]
             else:
                 raise AssertionError(f"env {name}: valueFrom {vf} is not emulated")
         else:
             env[name] = ""
     return env
+
+
+def _docker_quantity(q: str) -> str:
+    """A Kubernetes memory quantity (512Mi, 1Gi, 1G) as bytes for docker --memory."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, mult in units.items():
+        if q.endswith(suffix):
+            return str(int(float(q[: -len(suffix)]) * mult))
+    return str(int(float(q)))
 
 
 @dataclass
@@ -249,8 +279,10 @@ def build_run_spec(
 ) -> RunSpec:
     container = main_container(pod, container_name)
     pod_spec = pod["spec"]
-    ident = PodIdentity(name=f"{pod.get('metadata', {}).get('name', 'pod')}-{uuid.uuid4().hex[:5]}")
-    env = resolve_env(pod, container, ident, configmaps(manifests))
+    meta = pod.get("metadata") or {}
+    base = meta.get("name") or f"{RELEASE}-{component(pod) or container['name']}"
+    ident = PodIdentity(name=f"{base}-{uuid.uuid4().hex[:5]}")
+    env = resolve_env(pod, container, ident, manifests)
     if env_override:
         env.update(env_override)
 
@@ -285,6 +317,12 @@ def build_run_spec(
         options += ["--cap-drop", cap]
     for cap in caps.get("add", []):
         options += ["--cap-add", cap]
+    limits = (container.get("resources") or {}).get("limits") or {}
+    if "memory" in limits:
+        options += ["--memory", _docker_quantity(str(limits["memory"]))]
+    if "cpu" in limits:
+        cpu = str(limits["cpu"])
+        options += ["--cpus", str(float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu))]
     if "workingDir" in container:
         options += ["--workdir", container["workingDir"]]
 
