@@ -460,3 +460,40 @@ def test_concurrent_threads_never_share_a_child(runtime_factory):
         results = list(pool.map(go, range(6)))
     assert all(r.ok for r in results)
     assert len({r.outputs["pid"] for r in results}) == 6
+
+
+WORKER_SCRIPT = """
+import json, sys, threading
+from modelops.tasks import Task
+from modelops.worker.config import RuntimeConfig
+from modelops.worker.runtime import WorkerRuntime
+
+root, marker = sys.argv[1], sys.argv[2]
+env = {"MODELOPS_BUNDLES_DIR": root, "MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"}
+runtime = WorkerRuntime(RuntimeConfig.from_env(env), "doomed", 2)
+bundle = runtime.resolver.resolve("sleepy")
+def task(params):
+    return Task(bundle="sleepy", bundle_digest=bundle.digest, entrypoint=bundle.entrypoint, params=params, seed=0)
+assert runtime.execute(task({"i": 0})).ok
+threading.Thread(target=runtime.execute, args=(task({"seconds": 600, "grandchild": True, "marker": marker}),)).start()
+threading.Event().wait()
+"""
+
+
+def test_a_worker_killed_with_sigkill_leaves_no_zygote_or_child_behind(bundles_root, tmp_path):
+    """No close() at all: the zygote sees EOF on its control socket and takes everything down."""
+    root = tmp_path / "doomed_bundles"
+    root.mkdir()
+    shutil.copytree(bundles_root / "sleepy", root / "sleepy")
+    marker = tmp_path / "running.json"
+    worker = subprocess.Popen([os.sys.executable, "-c", WORKER_SCRIPT, str(root), str(marker)])
+    try:
+        wait_until(marker.exists, timeout=60, what="the long task to start")
+        info = json.loads(marker.read_text())
+        ours = processes_mentioning(str(root))
+        assert info["pid"] in ours and len(ours) >= 2  # zygote, spares, the running child
+    finally:
+        worker.kill()
+        worker.wait()
+    wait_until(lambda: processes_mentioning(str(root)) == [], timeout=10, what="zygote and children to exit")
+    wait_until(lambda: not alive(info["grandchild"]), timeout=10, what="the task's grandchild to be killed")

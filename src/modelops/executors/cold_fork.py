@@ -47,7 +47,15 @@ from collections import deque
 from dataclasses import dataclass
 
 from modelops.bundles import Bundle
-from modelops.executors.base import Executor, RunOutcome, death_reply, deadline_for, job_message, timeout_reply
+from modelops.executors.base import (
+    Executor,
+    ExecutorClosed,
+    RunOutcome,
+    death_reply,
+    deadline_for,
+    job_message,
+    timeout_reply,
+)
 from modelops.executors.cold_spawn import ColdSpawnExecutor
 from modelops.executors.protocol import recv, send
 from modelops.executors.zygote import ACK, FORK_REQUEST, THREAD_VARS
@@ -383,7 +391,7 @@ class ColdForkExecutor(Executor):
         key = (bundle.name, bundle.digest)
         with self._lock:
             if self._closed:
-                raise RuntimeError("executor is closed")
+                raise ExecutorClosed("executor is closed")
             zygote = self._zygotes.get(key)
             if zygote is not None and zygote.usable:
                 return zygote
@@ -459,7 +467,7 @@ class ColdForkExecutor(Executor):
         with self._lock:
             if self._closed:
                 zygote.close()
-                raise RuntimeError("executor is closed")
+                raise ExecutorClosed("executor is closed")
             self._zygotes[key] = zygote
         return zygote
 
