@@ -78,8 +78,9 @@ DEFINITIONS = {
         }
     ),
     "env": {
-        "description": "A map {NAME: value} or a list [{name, value|valueFrom}]; values are rendered as strings",
+        "description": "A map {NAME: value} or a list [{name, value|valueFrom}] (null: none); values are rendered as strings",
         "oneOf": [
+            {"type": "null"},
             {
                 "type": "object",
                 "propertyNames": {"pattern": "^[-._a-zA-Z][-._a-zA-Z0-9]*$"},
