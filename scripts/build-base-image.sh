@@ -35,7 +35,14 @@ if [ -z "${BASE_REBUILD:-}" ]; then
   fi
 fi
 
-[ "$(id -u)" -eq 0 ] || die "debootstrap needs root"
+if [ "$(id -u)" -ne 0 ]; then
+  # debootstrap, chroot and reading the root filesystem back (e.g. /etc/shadow) need root.
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    say "not root: building the base image under sudo"
+    exec sudo -n --preserve-env=BASE_SUITE,BASE_MIRROR,BASE_TAG,BASE_REBUILD,PATH bash "$0" "$@"
+  fi
+  die "debootstrap needs root (run as root, or where passwordless sudo works)"
+fi
 if ! command -v debootstrap >/dev/null 2>&1; then
   say "installing debootstrap"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq

@@ -23,6 +23,16 @@ say() { echo "docker-engine: $*" >&2; }
 
 engine_up() { docker info >/dev/null 2>&1; }
 
+# A live (not zombie) dockerd with this pid.
+dockerd_alive() {
+  local pid="$1"
+  [ -n "$pid" ] && [ -r "/proc/${pid}/stat" ] || return 1
+  [ "$(cat "/proc/${pid}/comm" 2>/dev/null)" = dockerd ] || return 1
+  local state
+  state="$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/${pid}/stat" 2>/dev/null)"
+  [ "$state" != Z ] && [ "$state" != X ]
+}
+
 install_engine() {
   if command -v dockerd >/dev/null 2>&1; then
     return 0
@@ -71,7 +81,7 @@ start() {
   install_engine
   install_client
   mkdir -p "$STATE_DIR"
-  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  if [ -f "$PIDFILE" ] && dockerd_alive "$(cat "$PIDFILE")"; then
     say "dockerd (pid $(cat "$PIDFILE")) is starting; waiting"
   else
     [ "$(id -u)" -eq 0 ] || die "starting dockerd needs root"
@@ -80,7 +90,7 @@ start() {
     say "starting dockerd (storage driver ${driver}), log: ${LOG}"
     # A stale socket or pid file of a dead daemon would stop dockerd from starting.
     if [ -S /var/run/docker.sock ] && ! engine_up; then rm -f /var/run/docker.sock; fi
-    if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then rm -f /var/run/docker.pid; fi
+    if [ -f /var/run/docker.pid ] && ! dockerd_alive "$(cat /var/run/docker.pid)"; then rm -f /var/run/docker.pid; fi
     # setsid: the daemon outlives this script and the make/pytest process group that started it.
     setsid dockerd --bridge=none --iptables=false --ip6tables=false --ip-masq=false \
       --storage-driver="${driver}" >>"$LOG" 2>&1 </dev/null &
@@ -92,7 +102,7 @@ start() {
       say "engine up: $(docker info --format 'server {{.ServerVersion}}, storage {{.Driver}}, cgroup {{.CgroupDriver}} v{{.CgroupVersion}}' 2>/dev/null)"
       return 0
     fi
-    if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    if ! dockerd_alive "$(cat "$PIDFILE")"; then
       tail -n 30 "$LOG" >&2 || true
       die "dockerd exited during start-up (log above, full log: ${LOG})"
     fi
@@ -103,7 +113,7 @@ start() {
 }
 
 stop() {
-  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+  if [ -f "$PIDFILE" ] && dockerd_alive "$(cat "$PIDFILE")"; then
     local pid
     pid="$(cat "$PIDFILE")"
     kill -TERM "$pid"

@@ -24,6 +24,13 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.kind)
 
 
+def missing(reason: str) -> None:
+    """Skip with the reason; a failure where MODELOPS_KIND_REQUIRED=1 (a CI job made for kind)."""
+    if os.environ.get("MODELOPS_KIND_REQUIRED", "").strip().lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{reason} (MODELOPS_KIND_REQUIRED=1)", pytrace=False)
+    pytest.skip(reason)
+
+
 def _run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout)
 
@@ -32,7 +39,7 @@ def _binary(config, option: str, name: str) -> str:
     given = config.getoption(option)
     path = given or shutil.which(name)
     if not path or not os.access(path, os.X_OK):
-        pytest.skip(f"{name} is not installed (put it on PATH or pass --{option.replace('_', '-')}); "
+        missing(f"{name} is not installed (put it on PATH or pass --{option.replace('_', '-')}); "
                     "see images/worker/README.md")
     return path
 
@@ -49,27 +56,27 @@ def kind_prereqs(request) -> dict:
     try:
         info = _run("docker", "info", "--format", "{{.ServerVersion}}", timeout=30)
     except (FileNotFoundError, subprocess.TimeoutExpired):
-        pytest.skip("no Docker engine (docker CLI missing or not answering)")
+        missing("no Docker engine (docker CLI missing or not answering)")
     if info.returncode != 0:
-        pytest.skip(f"no Docker engine answers 'docker info': {info.stderr.strip()}")
+        missing(f"no Docker engine answers 'docker info': {info.stderr.strip()}")
     kind = _binary(request.config, "kind_bin", "kind")
     kubectl = _binary(request.config, "kind_kubectl_bin", "kubectl")
     if not HELM.exists():
-        pytest.skip(f"{HELM} is missing (make tools)")
+        missing(f"{HELM} is missing (make tools)")
     if not (VALUES / "kind.yaml").exists() or not (CHART / "Chart.yaml").exists():
-        pytest.skip("the chart or values/kind.yaml is missing")
+        missing("the chart or values/kind.yaml is missing")
     image = f"modelops-dask:{_project_version()}"
     for ref in (image, "modelops-dask:dev"):
         if _run("docker", "image", "inspect", ref).returncode != 0:
-            pytest.skip(f"image {ref} is not built (make image-offline)")
+            missing(f"image {ref} is not built (make image-offline)")
     node_image = request.config.getoption("kind_image") or DEFAULT_NODE_IMAGE
     if _run("docker", "image", "inspect", node_image).returncode != 0:
         try:
             pulled = _run("docker", "pull", node_image, timeout=600)
         except subprocess.TimeoutExpired:
-            pytest.skip(f"kind node image {node_image} could not be pulled (timed out)")
+            missing(f"kind node image {node_image} could not be pulled (timed out)")
         if pulled.returncode != 0:
-            pytest.skip(f"kind node image {node_image} is not available and cannot be pulled: "
+            missing(f"kind node image {node_image} is not available and cannot be pulled: "
                         f"{pulled.stderr.strip()[-300:]}")
     return {"kind": kind, "kubectl": kubectl, "image": image, "node_image": node_image}
 
