@@ -57,16 +57,18 @@ BUNDLES = {
     # what a forked child looks like from the inside
     "introspect": (
         """
-        import os, resource, threading
+        import os, resource, sys, threading
 
         def simulate(params, seed):
             fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+            preloaded = sys.modules.get(params.get("preloaded", "?"))
             return {
                 "pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0), "pgid": os.getpgid(0),
                 "fds": fds, "threads": len(os.listdir("/proc/self/task")),
                 "blas_threads": [os.environ.get(v) for v in
                                  ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")],
                 "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],
+                "preloaded_id": id(preloaded) if preloaded is not None else None,
             }
         """
     ),
@@ -294,6 +296,17 @@ def test_child_is_a_clean_process_group_leader_with_only_its_channel(runtime_fac
     # stdin, stdout (-> stderr), stderr, its own channel, and the fd listing /proc/self/fd
     assert out["fds"][:3] == [0, 1, 2] and len(out["fds"]) <= 5
     assert len(out["fds"]) >= 4
+
+
+def test_preload_modules_are_imported_once_in_the_zygote(runtime_factory):
+    runtime = runtime_factory(MODELOPS_COLD_PRELOAD_MODULES="xml.dom.minidom")
+    outs = [run(runtime, "introspect", {"preloaded": "xml.dom.minidom", "i": i}).outputs for i in range(2)]
+    # imported before the fork: the same module object (same address) in every child
+    assert outs[0]["preloaded_id"] is not None
+    assert outs[0]["preloaded_id"] == outs[1]["preloaded_id"]
+    assert outs[0]["pid"] != outs[1]["pid"]
+    plain = runtime_factory()
+    assert run(plain, "introspect", {"preloaded": "xml.dom.minidom"}).outputs["preloaded_id"] is None
 
 
 def test_spares_are_kept_ready_for_every_slot_plus_one(runtime_factory):

@@ -1,10 +1,11 @@
 """`mops bench`: the same task N times through each executor, side by side.
 
-Tasks go through `WorkerRuntime.execute` from a thread pool of `concurrency` threads,
-exactly as a Dask worker with that many threads calls its executor. Each
-(executor, concurrency) pair gets a fresh runtime with `slots = concurrency`; its first
-`concurrency` tasks are warm-up (pool/zygote start, reported as `first_task_ms`) and are
-excluded from the statistics.
+Tasks go through `WorkerRuntime.execute` from `concurrency` threads, exactly as a Dask
+worker with that many threads calls its executor. Each (executor, concurrency) pair gets
+a fresh runtime with `slots = concurrency`; its first `concurrency` tasks are warm-up
+(pool/zygote start, reported as `first_task_ms`) and are excluded from the statistics.
+The measured tasks run in interleaved rounds (every executor's chunk in turn, `rounds`
+times), so background load that drifts during a run does not favour one executor.
 
 CPU per task counts every process involved: this process (all threads, RUSAGE_SELF),
 reaped children (RUSAGE_CHILDREN: cold-spawn children), and every live descendant
@@ -159,43 +160,88 @@ def _run_batch(runtime: WorkerRuntime, tasks: list[Task], concurrency: int, gap_
     return walls, failures
 
 
-def measure(
-    executor: str,
+class Bench:
+    """One executor at one concurrency: a runtime with `slots = concurrency`, warmed up."""
+
+    def __init__(self, executor: str, concurrency: int, bundles_dir: Path, entrypoint: str, params: dict):
+        env = {"MODELOPS_BUNDLES_DIR": str(bundles_dir), **EXECUTORS[executor]}
+        self.runtime = WorkerRuntime(RuntimeConfig.from_env(env), f"bench-{executor}", slots=concurrency)
+        self.bundle = self.runtime.resolver.resolve(BUNDLE_NAME)
+        self.entrypoint = entrypoint
+        self.params = params
+        self.m = Measurement(executor, concurrency, 0, first_task_ms=math.nan)
+        self._next = 0
+
+    def task(self, i: int) -> Task:
+        return Task(
+            bundle=BUNDLE_NAME, bundle_digest=self.bundle.digest, entrypoint=self.entrypoint,
+            params={**self.params, "i": i}, seed=1000 + i,
+        )
+
+    def warm_up(self) -> None:
+        """The first `concurrency` tasks pay pool/zygote start: reported, never in the stats."""
+        tasks = [self.task(-1 - i) for i in range(self.m.concurrency)]
+        walls, failures = _run_batch(self.runtime, tasks, self.m.concurrency, 0.0)
+        self.m.first_task_ms = walls[0]
+        self.m.failures.extend(failures)
+
+    def run_chunk(self, n: int, gap_s: float, settle_s: float) -> None:
+        if n <= 0:
+            return
+        tasks = [self.task(self._next + i) for i in range(n)]
+        self._next += n
+        cpu0 = tree_cpu_s()
+        t0 = time.perf_counter()
+        walls, failures = _run_batch(self.runtime, tasks, self.m.concurrency, gap_s)
+        self.m.elapsed_s += time.perf_counter() - t0
+        time.sleep(settle_s)  # children finishing their exit count as this chunk's CPU
+        self.m.cpu_s += tree_cpu_s() - cpu0
+        self.m.walls_ms.extend(walls)
+        self.m.failures.extend(failures)
+        self.m.tasks += n
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+def split(n: int, parts: int) -> list[int]:
+    """n tasks in `parts` chunks as even as possible (earlier chunks get the remainder)."""
+    base, extra = divmod(n, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def measure_concurrency(
+    executors: tuple[str, ...],
     concurrency: int,
-    n_tasks: int,
+    counts: dict[str, int],
     bundles_dir: Path,
     entrypoint: str,
     params: dict,
+    rounds: int,
     gap_s: float = 0.0,
-    settle_s: float = 0.3,
-) -> Measurement:
-    env = {"MODELOPS_BUNDLES_DIR": str(bundles_dir), **EXECUTORS[executor]}
-    runtime = WorkerRuntime(RuntimeConfig.from_env(env), f"bench-{executor}", slots=concurrency)
+    settle_s: float = 0.2,
+    progress=None,
+) -> dict[str, Measurement]:
+    """All executors at one concurrency, interleaved in `rounds` rounds (A B C D, A B C D, ...)
+    so that drifting background load on the machine hits every executor alike."""
+    benches: dict[str, Bench] = {}
     try:
-        bundle = runtime.resolver.resolve(BUNDLE_NAME)
-
-        def task(i: int) -> Task:
-            return Task(
-                bundle=BUNDLE_NAME, bundle_digest=bundle.digest, entrypoint=entrypoint,
-                params={**params, "i": i}, seed=1000 + i,
-            )
-
-        warmup = [task(-1 - i) for i in range(concurrency)]
-        warm_walls, warm_failures = _run_batch(runtime, warmup, concurrency, 0.0)
-        m = Measurement(executor, concurrency, n_tasks, first_task_ms=warm_walls[0])
-        m.failures.extend(warm_failures)
-        time.sleep(settle_s)  # let pools/spares settle so the batch measures the steady state
-        tasks = [task(i) for i in range(n_tasks)]
-        cpu0 = tree_cpu_s()
-        t0 = time.perf_counter()
-        m.walls_ms, failures = _run_batch(runtime, tasks, concurrency, gap_s)
-        m.elapsed_s = time.perf_counter() - t0
-        time.sleep(settle_s)  # children finishing their exit count as this batch's CPU
-        m.cpu_s = tree_cpu_s() - cpu0
-        m.failures.extend(failures)
-        return m
+        for executor in executors:
+            if progress:
+                progress(f"x{concurrency} {executor}: starting (warm-up)")
+            benches[executor] = bench = Bench(executor, concurrency, bundles_dir, entrypoint, params)
+            bench.warm_up()
+        time.sleep(settle_s)  # let pools and spares settle: the rounds measure the steady state
+        chunks = {executor: split(counts[executor], rounds) for executor in executors}
+        for r in range(rounds):
+            if progress:
+                progress(f"x{concurrency} round {r + 1}/{rounds}")
+            for executor in executors:
+                benches[executor].run_chunk(chunks[executor][r], gap_s, settle_s)
     finally:
-        runtime.close()
+        for bench in benches.values():
+            bench.close()
+    return {executor: bench.m for executor, bench in benches.items()}
 
 
 # ---- a whole run -----------------------------------------------------------------------
@@ -208,6 +254,7 @@ def run_bench(
     executors: tuple[str, ...] = tuple(EXECUTORS),
     gap_ms: float = 0.0,
     params: dict | None = None,
+    rounds: int = 5,
     progress=None,
 ) -> dict:
     """Measure every executor at every concurrency; the dict that `--json` writes."""
@@ -218,13 +265,15 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="modelops-bench-") as tmp:
         bundles_dir = Path(tmp)
         write_bundle(bundles_dir, list(heavy_modules))
+        counts = {e: min(n_tasks, spawn_tasks) if e == "cold-spawn" else n_tasks for e in executors}
+        rounds = max(1, min(rounds, max(counts.values())))
         for concurrency in concurrencies:
+            measured = measure_concurrency(
+                executors, concurrency, counts, bundles_dir, entrypoint, params, rounds,
+                gap_s=gap_ms / 1000, progress=progress,
+            )
             row: dict[str, dict] = {}
-            for executor in executors:
-                n = min(n_tasks, spawn_tasks) if executor == "cold-spawn" else n_tasks
-                if progress:
-                    progress(f"{executor} x{concurrency}: {n} tasks")
-                m = measure(executor, concurrency, n, bundles_dir, entrypoint, params, gap_ms / 1000)
+            for executor, m in measured.items():
                 row[executor] = m.stats()
                 if m.failures:
                     failures[f"{executor} x{concurrency}"] = m.failures[:5]
@@ -241,6 +290,7 @@ def run_bench(
         "concurrency": list(concurrencies),
         "heavy_modules": list(heavy_modules),
         "gap_ms": gap_ms,
+        "rounds": rounds,
         "executors": first,
         "by_concurrency": by_concurrency,
         "targets": {c: check_targets(row, mode) for c, row in by_concurrency.items()},
@@ -300,7 +350,8 @@ COLUMNS = (
 def format_table(result: dict) -> str:
     lines = [
         f"mops bench: mode={result['mode']} heavy modules={','.join(result['heavy_modules']) or '(none)'} "
-        f"tasks={result['tasks']} (cold-spawn {result['spawn_tasks']}) gap={result['gap_ms']:g} ms "
+        f"tasks={result['tasks']} (cold-spawn {result['spawn_tasks']}) rounds={result['rounds']} "
+        f"gap={result['gap_ms']:g} ms "
         f"cpus={result['machine']['cpus']} load={result['machine']['load_avg_1m']}",
     ]
     header = "".join(

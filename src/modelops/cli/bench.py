@@ -30,9 +30,11 @@ def _csv(value: str) -> tuple[str, ...]:
               help="Comma list of executors to measure.")
 @click.option("--gap-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Pause after each task in each thread (tasks arriving with gaps).")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleave executors in this many rounds (fair under drifting machine load).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the numbers as JSON to this file.")
-def bench(mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names, gap_ms, json_path) -> None:
+def bench(mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names, gap_ms, rounds, json_path) -> None:
     """Benchmark executors side by side: p50/p95 wall, CPU per task, tasks/s."""
     try:
         concurrencies = tuple(int(c) for c in _csv(concurrency))
@@ -54,6 +56,7 @@ def bench(mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names
         heavy_modules=_csv(heavy_modules),
         executors=executors,
         gap_ms=gap_ms,
+        rounds=rounds,
         progress=lambda message: click.echo(f"... {message}", err=True),
     )
     click.echo(format_table(result))
