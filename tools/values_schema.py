@@ -238,6 +238,7 @@ def schema() -> dict:
                 {
                     "enabled": BOOL,
                     "probeTasks": INT0,
+                    "minWorkers": {"oneOf": [INT1, {"type": "string", "enum": ["all"]}]},
                     "timeoutSeconds": INT1,
                     "resources": K8S_OBJECT,
                 }

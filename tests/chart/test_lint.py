@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from chartlib import CHART, CI_DIR, REPO, file_id
+from chartlib import CHART, REPO, file_id, values_files
 
 pytestmark = pytest.mark.chart
 
@@ -17,8 +17,8 @@ def test_lint_strict_defaults(helm):
     assert "0 chart(s) failed" in proc.stdout
 
 
-@pytest.mark.parametrize("values", sorted(CI_DIR.glob("*-values.yaml")), ids=file_id)
-def test_lint_strict_ci_values(helm, values):
+@pytest.mark.parametrize("values", values_files(), ids=file_id)
+def test_lint_strict_every_values_file(helm, values):
     proc = helm.run("lint", "--strict", str(CHART), "-f", str(values))
     assert "0 chart(s) failed" in proc.stdout
 
