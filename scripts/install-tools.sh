@@ -125,9 +125,10 @@ install_go_tools() {
 }
 
 install_unittest_plugin() {
-  # Helm 4.1's `helm plugin install DIR` ignores HELM_PLUGINS (it writes to the default data dir) and
-  # Helm 3's symlinks the source dir, so the plugin dir is laid out here directly: both helms find
-  # any directory with a plugin.yaml under $HELM_PLUGINS.
+  # Helm 4.1's `helm plugin install DIR` ignores HELM_PLUGINS and writes to ~/.local/share/helm/plugins
+  # (helm issue #32646; a local dir needs no --verify=false, it installs in "development mode"), and
+  # Helm 3's symlinks the source dir, so the plugin dir is laid out here directly: both helms load
+  # any directory with a plugin.yaml under $HELM_PLUGINS (Helm 4 as a "legacy" cli/v1 plugin).
   local dir="$PLUGINS/unittest"
   mkdir -p "$dir/bin"
   if ! cmp -s "$ROOT/tools/helm-plugin/plugin.yaml" "$dir/plugin.yaml"; then
