@@ -244,8 +244,8 @@ class ZygoteHandle:
         return self.alive and self.threaded is None and not self.retiring and not self.closed
 
     def take_spare(self) -> Spare | None:
-        """A never-used child (asking the zygote for its replacement), or None if this zygote
-        cannot serve any more (dead, multi-threaded, retired): the caller uses its replacement."""
+        """A never-used child (its replacement is asked for when its task ends), or None if this
+        zygote cannot serve any more (dead, multi-threaded, retired): the caller uses the next."""
         with self.cond:
             while not self.spares and self.usable and self.fork_error is None:
                 self.cond.wait()
