@@ -63,12 +63,38 @@ def docker(*args: str, check: bool = True, timeout: float = 120, **kw) -> subpro
 
 # ---- chart rendering --------------------------------------------------------------------------------
 
-def render(values_files: Sequence[str | Path] = (), sets: Sequence[str] = ()) -> list[dict]:
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("", 0))  # all interfaces, as the scheduler binds
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+# Host networking: the chart's fixed ports (8786/8787/8788) could be taken on a developer's machine,
+# so every rendering in this session uses the same three free ports instead.
+COMM_PORT, DASHBOARD_PORT, WORKER_HEALTH_PORT = _free_ports(3)
+PORT_SETS = (
+    f"scheduler.ports.comm={COMM_PORT}",
+    f"scheduler.ports.dashboard={DASHBOARD_PORT}",
+    f"worker.healthPort={WORKER_HEALTH_PORT}",
+)
+
+
+def render(values_files: Sequence[str | Path] = (), sets: Sequence[str] = (), *, ports: bool = True) -> list[dict]:
     """``helm template`` the chart; return the rendered manifests (documents that are not empty)."""
     cmd = [str(HELM), "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     for f in values_files:
         cmd += ["-f", str(f)]
-    for s in sets:
+    for s in [*(PORT_SETS if ports else ()), *sets]:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:

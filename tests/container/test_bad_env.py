@@ -9,7 +9,6 @@ from container_support import (
     HELM,
     CHART,
     VALUES,
-    Containers,
     build_run_spec,
     pod_template,
     render,

@@ -7,20 +7,19 @@ import time
 
 import pytest
 from container_support import (
+    COMM_PORT,
     VALUES,
     Containers,
     build_run_spec,
     child_pids,
+    docker,
     helm_test_pods,
-    main_container,
-    pod_template,
     project_version,
     render,
     run_study,
     run_to_exit,
     start_cluster,
     study_size,
-    workloads,
 )
 
 pytestmark = pytest.mark.container
@@ -53,6 +52,7 @@ def test_rendered_pods_are_what_the_containers_run(cold):
         assert "--read-only" in spec.options and "--user" in spec.options
     for worker in cold.workers:
         assert worker.env.get("MODELOPS_EXECUTOR_TYPE") == "cold"
+    assert cold.address == f"tcp://127.0.0.1:{COMM_PORT}"
     # The chart's default image tag is the version of the image these tests run.
     for spec in [cold.scheduler, *cold.workers]:
         assert spec.container["image"].rsplit(":", 1)[-1] == project_version()
@@ -101,9 +101,6 @@ def test_helm_test_pod_of_warm_values_fails_against_cold_workers(cold):
 def test_pid1_is_tini_and_reaps_orphans(cold):
     """Orphans re-parent to PID 1; tini reaps them, so no zombie stays behind."""
     name = cold.workers[0].name
-    comm = cold.containers
-    from container_support import docker
-
     assert docker("exec", name, "cat", "/proc/1/comm").stdout.strip() == "tini"
     cmdline = docker("exec", name, "sh", "-c", "tr '\\0' ' ' </proc/1/cmdline").stdout
     assert "dask worker" in cmdline and "--preload modelops.worker.preload" in cmdline
@@ -113,15 +110,13 @@ def test_pid1_is_tini_and_reaps_orphans(cold):
     states = docker("exec", name, "sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null").stdout
     zombies = [line for line in states.splitlines() if re.match(r"\d+ \(.*\) Z ", line)]
     assert not zombies, zombies
-    assert comm.state(name)["Running"]
+    assert cold.containers.state(name)["Running"]
 
 
 def test_sigterm_retires_worker_gracefully(cold, cold_results):
     """Runs last in this module: a pod's SIGTERM reaches Dask through tini, the worker closes cleanly."""
     worker = cold.workers[0]
     grace = int(worker.pod["spec"].get("terminationGracePeriodSeconds", 30))
-    from container_support import docker
-
     started = time.monotonic()
     docker("stop", "-t", str(grace), worker.name, timeout=grace + 30)
     elapsed = time.monotonic() - started
