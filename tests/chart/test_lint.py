@@ -37,3 +37,14 @@ def test_values_schema_is_generated_from_tools_values_schema_py():
         [sys.executable, str(REPO / "tools" / "values_schema.py"), "--check"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_yamllint_values_files_and_unittest_suites():
+    """ct lints the chart's own values.yaml; this covers values/, ci/ and the helm-unittest suites."""
+    targets = [REPO / "values", CHART / "ci", CHART / "tests", REPO / "ct.yaml", REPO / "chart_schema.yaml"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "yamllint", "-c", str(REPO / "lintconf.yaml"), "-f", "parsable",
+         *[str(t) for t in targets]],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
