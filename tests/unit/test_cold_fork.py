@@ -265,6 +265,18 @@ def test_fresh_pid_per_task_and_no_state_carried(runtime_factory):
     wait_until(lambda: not any(alive(p) for p in pids), what="children to exit")
 
 
+def test_native_and_module_state_results_match_spawn(runtime_factory):
+    fork, spawn = runtime_factory(), runtime_factory(MODELOPS_COLD_START="spawn")
+
+    def state_only(result):
+        assert result.ok, result.error
+        return {k: v for k, v in result.outputs.items() if k not in ("pid", "ppid")}
+
+    for seed in (3, 4):
+        forked = [state_only(run(fork, "state", {"i": i}, seed=seed)) for i in range(2)]
+        assert forked[0] == forked[1] == state_only(run(spawn, "state", {"i": 0}, seed=seed))
+
+
 def test_warm_would_have_leaked_the_same_state(runtime_factory):
     """Control: the bundle really does carry state between tasks in one process."""
     runtime = runtime_factory(MODELOPS_EXECUTOR_TYPE="isolated_warm")
