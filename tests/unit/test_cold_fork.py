@@ -522,3 +522,24 @@ def test_a_worker_killed_with_sigkill_leaves_no_zygote_or_child_behind(bundles_r
         worker.wait()
     wait_until(lambda: processes_mentioning(str(root)) == [], timeout=10, what="zygote and children to exit")
     wait_until(lambda: not alive(info["grandchild"]), timeout=10, what="the task's grandchild to be killed")
+
+
+def test_a_changed_bundle_gets_a_new_zygote_and_the_old_one_is_retired(runtime_factory, bundles_root):
+    changing = bundles_root / "changing"
+    if changing.exists():
+        shutil.rmtree(changing)
+    shutil.copytree(bundles_root / "state", changing)
+    (changing / "bundle.json").write_text(
+        json.dumps({"name": "changing", "version": "1", "entrypoint": "state_model:simulate"})
+    )
+    runtime = runtime_factory()
+    first = run(runtime, "changing")
+    old = first.outputs["ppid"]
+    with open(changing / "state_model.py", "a") as fh:
+        fh.write("\nVERSION = 2\n")
+    second = run(runtime, "changing")
+    assert first.ok and second.ok
+    assert second.provenance.bundle_digest != first.provenance.bundle_digest
+    assert second.outputs["ppid"] != old
+    wait_until(lambda: not alive(old), what="the outdated zygote to exit")
+    assert runtime.executor.zygote_pids() == [second.outputs["ppid"]]

@@ -469,6 +469,18 @@ class ColdForkExecutor(Executor):
                 zygote.close()
                 raise ExecutorClosed("executor is closed")
             self._zygotes[key] = zygote
+            # the bundle changed (new digest): its old zygotes go once their tasks are done
+            stale = [k for k in self._zygotes if k[0] == key[0] and k != key]
+            outdated = [self._zygotes.pop(k) for k in stale]
+        for old in outdated:
+            logger.info(
+                "Bundle %r changed (digest %s): retiring cold fork zygote PID %d",
+                key[0], key[1][:19], old.pid,
+            )
+            old.retire()
+            with self._lock:
+                if not old.closed:
+                    self._retired.append(old)
         return zygote
 
     # ---- tasks ----------------------------------------------------------------------
