@@ -10,6 +10,9 @@ threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task
   as soon as that task has its reply (or failed): forking while the task runs measurably
   slows the task (the fork and the child's copy-on-write faults compete for the same
   pages and CPU), and the extra spare covers dispatches meanwhile.
+- A spare waits for its task having already done the task-independent work every task
+  does (unpickling, entrypoint lookup, RNG seeding, reply pickling), so the copy-on-write
+  faults of that path are paid before dispatch (`Zygote.prewarm`).
 - Each child is in its own session/process group, dies with the zygote (PDEATHSIG), has
   closed every inherited descriptor except its own socket (which the zygote handed to the
   worker with SCM_RIGHTS, with the child's PID), runs exactly one task via
@@ -19,11 +22,14 @@ threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task
 - The zygote reaps its children and reports each exit status, so a child that dies in
   its task becomes a classified failure (`base.death_reply`).
 - Single-threaded check: the zygote counts /proc/self/task before every fork. If it is
-  multi-threaded it refuses to fork, reports, exits, and is replaced. If a *fresh* zygote
+  multi-threaded it refuses every further fork and reports; the worker replaces it (the
+  children it forked earlier, while single-threaded, finish their tasks). If a *fresh* zygote
   is already multi-threaded after its imports (the bundle starts a thread at import), or
   zygotes of a bundle had to be replaced for threads MAX_THREAD_REPLACEMENTS times, the
   bundle's tasks are served by cold spawn instead (a new interpreter per task: still
   fully isolated, only slower), with one WARNING naming the threads.
+- A bundle whose digest changed gets a new zygote; the outdated one is closed once the
+  tasks running in its children are done.
 - A dead zygote is replaced by the next task. Tasks that had not started in a child of
   the dead zygote (spares killed with it) are transparently dispatched to the new one.
   A task that was running in a child when its zygote died is NOT retried: it fails with
