@@ -357,6 +357,8 @@ def test_thread_started_at_import_means_the_bundle_is_served_by_spawn(runtime_fa
     # no zygote forked them: they are children of the worker (cold spawn)
     assert {r.outputs["ppid"] for r in results} == {os.getpid()}
     assert runtime.executor.zygote_pids() == []
+    # provenance says how the processes really started, not what the config asked for
+    assert {r.provenance.cold_start for r in results} == {"spawn"}
     warnings = [r.getMessage() for r in executor_log if r.levelno == logging.WARNING]
     assert any("cannot be forked safely" in m and "import-thread" in m for m in warnings), warnings
 

@@ -24,6 +24,7 @@ class RunOutcome:
     pid: int
     started: float
     duration_s: float
+    cold_start: str | None = None  # how a cold task's process really started, when it differs from config
 
 
 class Executor(ABC):

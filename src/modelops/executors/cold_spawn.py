@@ -46,7 +46,7 @@ class ColdSpawnExecutor(Executor):
             child.stop()
             with self._lock:
                 self._running.discard(child)
-        return RunOutcome(reply, child.pid, started, time.perf_counter() - t0)
+        return RunOutcome(reply, child.pid, started, time.perf_counter() - t0, cold_start=self.cold_start)
 
     def close(self) -> None:
         with self._lock:

@@ -89,7 +89,7 @@ class WorkerRuntime:
             error=None if ok else TaskError(**reply["error"]),
             provenance=Provenance(
                 executor=self.config.executor.value,
-                cold_start=self.cold_start,
+                cold_start=outcome.cold_start or self.cold_start,
                 worker=self.worker_address,
                 worker_group=self.config.worker_group,
                 pid=outcome.pid,
