@@ -409,7 +409,12 @@ class Containers:
         return json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
 
     def wait_exit(self, name: str, timeout: float) -> int:
-        proc = docker("wait", name, timeout=timeout)
+        try:
+            proc = docker("wait", name, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{name} did not exit within {timeout}s; logs of all containers:\n{self.dump()}"
+            ) from None
         return int(proc.stdout.strip())
 
     def wait_log(self, name: str, pattern: str, timeout: float = 60) -> str:
