@@ -11,11 +11,11 @@ import pytest
 from container_support import (
     CHART,
     HELM,
-    LABEL,
     VALUES,
     Containers,
     docker,
     project_version,
+    remove_leftovers,
     unavailable,
 )
 
@@ -37,10 +37,8 @@ def engine() -> None:
         unavailable("'docker info' timed out")
     if proc.returncode != 0:
         unavailable(f"no Docker engine answers 'docker info' (make docker-engine): {proc.stderr.strip()}")
-    # Leftovers of an interrupted earlier run hold the chart's fixed host ports.
-    stale = docker("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
-    if stale:
-        docker("rm", "-f", *stale, check=False)
+    # Leftovers of an interrupted earlier run (not those of another live session).
+    remove_leftovers()
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,9 @@ HELM = REPO / ".tools" / "bin" / "helm"
 RELEASE = "mops"
 NAMESPACE = "modelops"
 LABEL = "org.modelops.test=container"
+# The pytest process that started a container: leftovers of dead sessions are removed, never the
+# containers of another session that is still running.
+SESSION_LABEL = f"org.modelops.test.pid={os.getpid()}"
 
 
 def in_ci() -> bool:
@@ -291,7 +294,8 @@ class RunSpec:
     options: list[str]
 
     def docker_run_args(self) -> list[str]:
-        return ["run", "-d", "--name", self.name, "--label", LABEL, *self.options, self.image, *self.argv]
+        return ["run", "-d", "--name", self.name, "--label", LABEL, "--label", SESSION_LABEL,
+                *self.options, self.image, *self.argv]
 
 
 def build_run_spec(
@@ -389,6 +393,23 @@ def build_run_spec(
 
 
 # ---- running containers ------------------------------------------------------------------------------
+
+def remove_leftovers() -> None:
+    """Remove test containers whose pytest process is gone (an interrupted earlier run)."""
+    rows = docker("ps", "-a", "--filter", f"label={LABEL}",
+                  "--format", '{{.ID}} {{.Label "org.modelops.test.pid"}}').stdout.splitlines()
+    stale = []
+    for row in rows:
+        cid, _, pid = row.partition(" ")
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            stale.append(cid)
+        except PermissionError:
+            pass
+    if stale:
+        docker("rm", "-f", *stale, check=False)
+
 
 class Containers:
     """Starts containers from RunSpecs; removes every one of them at the end (and dumps logs on failure)."""
