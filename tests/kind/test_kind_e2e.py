@@ -41,7 +41,7 @@ def kubectl(cluster, *args: str) -> str:
 def install_args(values: str) -> list[str]:
     """values/kind.yaml (the locally loaded image, small resources) plus the executor's values file."""
     return [
-        RELEASE, str(CHART), "--namespace", NAMESPACE,
+        RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
         "-f", str(VALUES / "kind.yaml"), "-f", str(VALUES / values),
         "--wait", "--timeout", "5m",
     ]
@@ -55,8 +55,14 @@ def worker_pods(cluster) -> set[str]:
     }
 
 
-def worker_logs(cluster) -> str:
-    return kubectl(cluster, "logs", "-l", WORKER_SELECTOR, "--tail=-1", "--prefix", "--max-log-requests=20")
+def worker_logs(cluster, pods: set[str] | None = None) -> str:
+    """All worker logs (`kubectl logs -l ... --tail=-1`), or only those of the given pods."""
+    if pods is None:
+        return kubectl(cluster, "logs", "-l", WORKER_SELECTOR, "--tail=-1", "--prefix", "--max-log-requests=20")
+    return "\n".join(
+        "\n".join(f"[{pod}] {line}" for line in kubectl(cluster, "logs", f"pod/{pod}", "--tail=-1").splitlines())
+        for pod in sorted(pods)
+    )
 
 
 def rollout(cluster) -> None:
@@ -67,7 +73,7 @@ def rollout(cluster) -> None:
 def run_study(cluster, output: Path) -> list[dict]:
     service = json.loads(kubectl(cluster, "get", "svc", "-l", "app.kubernetes.io/component=scheduler", "-o", "json"))
     svc = service["items"][0]
-    comm = next(p["port"] for p in svc["spec"]["ports"] if p["port"] != 8787 and "dashboard" not in p.get("name", ""))
+    comm = next(p["port"] for p in svc["spec"]["ports"] if p.get("name") == "comm")
     with cluster.port_forward(f"service/{svc['metadata']['name']}", comm, "--namespace", NAMESPACE) as port:
         proc = subprocess.run(
             [str(REPO / ".venv" / "bin" / "mops"), "run", str(STUDY),
@@ -92,7 +98,6 @@ def dump(cluster) -> str:
 
 @pytest.fixture(scope="module")
 def release(cluster):
-    cluster.kubectl("create", "namespace", NAMESPACE)
     try:
         helm(cluster, "install", *install_args("cold.yaml"))
         rollout(cluster)
@@ -135,7 +140,7 @@ def test_upgrade_to_warm_rolls_new_pods_with_new_log_lines(release, on_failure_d
     rollout(release)
     after = worker_pods(release)
     assert after and not (after & before), f"pods were not replaced: {before} -> {after}"
-    logs = worker_logs(release)
+    logs = worker_logs(release, after)
     assert "Executor: isolated_warm" in logs and "Executor: cold" not in logs
     results = run_study(release, tmp_path / "warm.jsonl")
     assert {r["provenance"]["executor"] for r in results} == {"isolated_warm"}
