@@ -78,6 +78,9 @@ start() {
     say "engine already running ($(docker info --format '{{.ServerVersion}} {{.Driver}}' 2>/dev/null))"
     return 0
   fi
+  if docker info 2>&1 | grep -qi "permission denied"; then
+    die "a Docker engine runs but this user may not use its socket (join the docker group, or run as root)"
+  fi
   install_engine
   install_client
   mkdir -p "$STATE_DIR"
