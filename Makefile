@@ -7,7 +7,7 @@ TOOLS := .tools
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export HELM_PLUGINS := $(CURDIR)/$(TOOLS)/helm-plugins
 
-.PHONY: venv tools demo test test-unit test-chart chart-lint docker-engine image image-offline bench clean
+.PHONY: venv tools demo test test-kind test-unit test-chart chart-lint docker-engine image image-offline bench clean
 
 venv: $(VENV)/.installed
 
@@ -52,6 +52,10 @@ test: venv tools
 	bash scripts/docker-engine.sh start && bash scripts/build-image-offline.sh
 	$(PY) -m pytest tests
 	$(MAKE) chart-lint
+
+## kind end-to-end tests (skip with their reason where kind or its node image is missing).
+test-kind: venv tools image-offline
+	$(PY) -m pytest tests/kind -m kind -rs
 
 bench: venv
 	$(VENV)/bin/mops bench

@@ -48,10 +48,11 @@ def check_worker(info: dict, results: list[TaskResult], expect: str | None) -> l
     return problems
 
 
-def run_probes(client, address: str, n: int) -> list[TaskResult]:
+def run_probes(client, address: str, n: int, timeout: float) -> list[TaskResult]:
+    """Probe tasks pinned to one worker; a worker that does not answer within `timeout` raises."""
     bundle = client.submit(
         resolve_bundle, PROBE_BUNDLE, workers=[address], allow_other_workers=False, pure=False
-    ).result()
+    ).result(timeout=timeout)
     nonce = uuid.uuid4().hex
     futures = []
     for i in range(n):
@@ -67,7 +68,7 @@ def run_probes(client, address: str, n: int) -> list[TaskResult]:
             run_task, task.model_dump(mode="json"), key=f"probe-{task.task_id}",
             workers=[address], allow_other_workers=False, pure=False,
         )
-        futures.append(TaskResult.model_validate(future.result()))
+        futures.append(TaskResult.model_validate(future.result(timeout=timeout)))
     return futures
 
 
@@ -106,8 +107,11 @@ def doctor(scheduler, expect_executor, group, probe_tasks, min_workers, timeout)
             sys.exit(2)
         bad = {}
         for address, info in sorted(matching.items()):
-            results = run_probes(client, address, probe_tasks) if info.get("executor") else []
-            problems = check_worker(info, results, expect_executor)
+            try:
+                results = run_probes(client, address, probe_tasks, timeout) if info.get("executor") else []
+                problems = check_worker(info, results, expect_executor)
+            except TimeoutError:
+                results, problems = [], [f"probe tasks did not finish within {timeout:g} s"]
             pids = [r.outputs["pid"] for r in results if r.ok]
             status = "OK" if not problems else "MISMATCH"
             click.echo(f"{status} worker {address} group={info.get('worker_group')} "

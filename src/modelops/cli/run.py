@@ -34,8 +34,11 @@ LOG_MARKERS = ("Executor:", "Bundle source:", "Cold start:", "Worker group:")
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="Write results as JSON lines here.")
 @click.option("--resume", is_flag=True, help="Keep results already in --output and run only the missing tasks.")
+@click.option("--wait-workers", default=120.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds to wait for at least one worker before giving up.")
 @click.option("--max-in-flight", type=click.IntRange(1), help="Tasks submitted at once [default: max(200, 4 x cluster threads)].")
-def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume, max_in_flight):
+def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume,
+        wait_workers, max_in_flight):
     """Run a study and print a summary (tasks, failures, executor per worker, child PIDs)."""
     if bool(scheduler) == bool(local):
         raise click.UsageError("give exactly one of --scheduler ADDRESS or --local")
@@ -54,7 +57,7 @@ def run(study_path, scheduler, local, workers, threads, executor, cold_start, bu
         if local:
             cluster = _start_local(study_path, workers, threads, executor, cold_start, bundles_dir)
             scheduler = cluster.address
-        _run_study(study, scheduler, output, resume, max_in_flight)
+        _run_study(study, scheduler, output, resume, max_in_flight, wait_workers)
         if cluster is not None:
             _print_worker_log_lines(cluster)
     finally:
@@ -86,14 +89,25 @@ def _start_local(study_path, workers, threads, executor, cold_start, bundles_dir
     return cluster
 
 
-def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight) -> None:
+def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight, wait_workers: float) -> None:
     from distributed import Client
 
     from modelops.services.dask_simulation import DaskSimulationService
     from modelops.services.results_file import ResultsFile
 
     started = time.perf_counter()
-    with Client(scheduler, timeout=60) as client:
+    try:
+        client = Client(scheduler, timeout=60)
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach scheduler {scheduler}: {exc}") from None
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=wait_workers)
+        except TimeoutError:
+            raise click.ClickException(
+                f"no worker connected to {scheduler} within {wait_workers:g} s "
+                "(check the workers' logs: a worker with an invalid environment exits at start)"
+            ) from None
         service = DaskSimulationService(client)
         runtimes = service.worker_runtime()
         try:
