@@ -35,6 +35,21 @@ def limit_memory(megabytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def run_and_reply(out_fd: int, message: dict) -> None:
+    """Run one task message and send its reply; outputs pickle cannot carry fail the task."""
+    reply = run_job(message["job"], message["bundle"])
+    reply["pid"] = os.getpid()
+    # flush before replying: once the worker has the reply it may kill the process group
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        send(out_fd, reply)
+    except Exception as exc:
+        fallback = failure("serialization", exc)
+        fallback["pid"] = os.getpid()
+        send(out_fd, fallback)
+
+
 def serve(in_fd: int, out_fd: int, max_tasks: int) -> None:
     done = 0
     while True:
@@ -42,14 +57,7 @@ def serve(in_fd: int, out_fd: int, max_tasks: int) -> None:
             message = recv(in_fd)
         except EOFError:
             return
-        reply = run_job(message["job"], message["bundle"])
-        reply["pid"] = os.getpid()
-        try:
-            send(out_fd, reply)
-        except Exception as exc:  # an output pickle cannot carry
-            fallback = failure("serialization", exc)
-            fallback["pid"] = os.getpid()
-            send(out_fd, fallback)
+        run_and_reply(out_fd, message)
         done += 1
         if max_tasks and done >= max_tasks:
             return

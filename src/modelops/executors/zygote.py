@@ -270,9 +270,8 @@ class Zygote:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             os.closerange(3, fd)
             os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
-            from modelops.executors.child import limit_memory
-            from modelops.executors.invoke import failure, run_job
-            from modelops.executors.protocol import recv, send
+            from modelops.executors.child import limit_memory, run_and_reply
+            from modelops.executors.protocol import recv
 
             limit_memory(self.memory_limit_mb)
             self.prewarm()
@@ -281,17 +280,7 @@ class Zygote:
             except EOFError:  # a spare that was never used
                 os._exit(0)
             os.write(fd, ACK)
-            reply = run_job(message["job"], message["bundle"])
-            reply["pid"] = os.getpid()
-            # flush before replying: once the worker has the reply it kills the group
-            sys.stdout.flush()
-            sys.stderr.flush()
-            try:
-                send(fd, reply)
-            except Exception as exc:  # an output pickle cannot carry
-                fallback = failure("serialization", exc)
-                fallback["pid"] = os.getpid()
-                send(fd, fallback)
+            run_and_reply(fd, message)
         except BaseException:  # noqa: BLE001 - report, never return into the zygote's loop
             code = 70
             try:
