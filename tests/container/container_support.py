@@ -10,6 +10,8 @@ Anything in a spec this translation does not know is an error, never silently dr
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import re
@@ -578,3 +580,16 @@ def run_to_exit(spec: RunSpec, containers: Containers, timeout: float = 180) -> 
     containers.start(spec)
     code = containers.wait_exit(spec.name, timeout)
     return code, containers.logs(spec.name)
+
+
+@contextlib.contextmanager
+def running_cluster(values_files: Sequence[str | Path], image: str):
+    """The chart's scheduler and workers running as containers; logs printed if the block fails."""
+    containers = Containers()
+    try:
+        yield start_cluster(render(values_files), image, containers)
+    except BaseException:
+        print(containers.dump())
+        raise
+    finally:
+        containers.remove_all()

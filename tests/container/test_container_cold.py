@@ -7,9 +7,9 @@ import time
 
 import pytest
 from container_support import (
+    running_cluster,
     COMM_PORT,
     VALUES,
-    Containers,
     build_run_spec,
     child_pids,
     docker,
@@ -18,7 +18,6 @@ from container_support import (
     render,
     run_study,
     run_to_exit,
-    start_cluster,
     study_size,
 )
 
@@ -27,16 +26,8 @@ pytestmark = pytest.mark.container
 
 @pytest.fixture(scope="module")
 def cold(image, chart):
-    manifests = render([VALUES / "cold.yaml"])
-    containers = Containers()
-    try:
-        cluster = start_cluster(manifests, image, containers)
+    with running_cluster([VALUES / "cold.yaml"], image) as cluster:
         yield cluster
-    except BaseException:
-        print(containers.dump())
-        raise
-    finally:
-        containers.remove_all()
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pytest
 from container_support import (
+    running_cluster,
     VALUES,
-    Containers,
     build_run_spec,
     child_pids,
     helm_test_pods,
-    render,
     run_study,
     run_to_exit,
-    start_cluster,
     study_size,
 )
 
@@ -21,15 +19,8 @@ pytestmark = pytest.mark.container
 
 @pytest.fixture(scope="module")
 def warm(image, chart):
-    manifests = render([VALUES / "warm.yaml"])
-    containers = Containers()
-    try:
-        yield start_cluster(manifests, image, containers)
-    except BaseException:
-        print(containers.dump())
-        raise
-    finally:
-        containers.remove_all()
+    with running_cluster([VALUES / "warm.yaml"], image) as cluster:
+        yield cluster
 
 
 def test_warm_reuses_processes(warm, tmp_path):
