@@ -163,8 +163,9 @@ def _print_worker_log_lines(cluster) -> None:
     for path, text in zip(cluster.worker_log_paths, cluster.worker_logs()):
         lines = [ln for ln in text.splitlines() if any(m in ln for m in LOG_MARKERS)]
         pid_lines = [ln for ln in text.splitlines() if "Child process PID" in ln]
-        for line in lines:
-            click.echo(f"  [{path.stem}] {line.split(' - ')[-1]}")
+        # a client registering the plugin again repeats the setup lines: show each once
+        for message in dict.fromkeys(line.split(" - ")[-1] for line in lines):
+            click.echo(f"  [{path.stem}] {message}")
         for line in pid_lines[:3]:
             click.echo(f"  [{path.stem}] {line.split(' - ')[-1]}")
         if len(pid_lines) > 3:
