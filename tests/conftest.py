@@ -21,13 +21,20 @@ def bundles_dir(tmp_path_factory) -> Path:
     """A MODELOPS_BUNDLES_DIR with the test bundles and the SIR example; libcounter.so built by `cc`."""
     root = tmp_path_factory.mktemp("bundles")
     for source in [*TEST_BUNDLES.iterdir(), REPO / "examples" / "sir"]:
-        shutil.copytree(source, root / source.name)
-    native = root / "native_counter"
+        if source.name != "native_counter":
+            shutil.copytree(source, root / source.name)
+    install_native_counter(root / "native_counter")
+    return root
+
+
+def install_native_counter(target: Path) -> Path:
+    """Copy the native_counter bundle to `target` and build its C library there with `cc`."""
+    shutil.copytree(TEST_BUNDLES / "native_counter", target)
     subprocess.run(
-        ["cc", "-shared", "-fPIC", "-O2", "-o", str(native / "libcounter.so"), str(native / "counter.c")],
+        ["cc", "-shared", "-fPIC", "-O2", "-o", str(target / "libcounter.so"), str(target / "counter.c")],
         check=True,
     )
-    return root
+    return target
 
 
 @pytest.fixture

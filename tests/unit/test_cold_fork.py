@@ -24,25 +24,11 @@ from modelops.executors.cold_fork import ColdForkExecutor
 from modelops.tasks import Task
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
+from tests.conftest import install_native_counter
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 
 BUNDLES = {
-    # module global AND native static state: both must start from zero in every task
-    "state": (
-        """
-        import ctypes, os
-        from pathlib import Path
-        _lib = ctypes.CDLL(str(Path(__file__).with_name("libstatic.so")))
-        _lib.bump.restype = ctypes.c_long
-        _calls = 0
-
-        def simulate(params, seed):
-            global _calls
-            _calls += 1
-            return {"native": _lib.bump(), "python": _calls, "pid": os.getpid(), "ppid": os.getppid()}
-        """
-    ),
     # numpy's global RNG and `random`: decided by the task seed, never by the zygote
     "rng": (
         """
@@ -117,9 +103,6 @@ BUNDLES = {
     ),
 }
 
-STATIC_C = "static long calls = 0;\nlong bump(void) { return ++calls; }\n"
-
-
 @pytest.fixture(scope="module")
 def bundles_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cold_fork_bundles")
@@ -131,11 +114,8 @@ def bundles_root(tmp_path_factory) -> Path:
         (directory / "bundle.json").write_text(
             json.dumps({"name": name, "version": "1", "entrypoint": f"{module}:simulate"})
         )
-    (root / "state" / "static.c").write_text(STATIC_C)
-    subprocess.run(
-        ["cc", "-shared", "-fPIC", "-O2", "-o", str(root / "state" / "libstatic.so"), str(root / "state" / "static.c")],
-        check=True,
-    )
+    # module global AND native static state: both must start from zero in every task
+    install_native_counter(root / "state")
     return root
 
 
@@ -253,8 +233,8 @@ def test_fresh_pid_per_task_and_no_state_carried(runtime_factory):
     assert pids == [r.provenance.pid for r in results]
     assert len(set(pids)) == 6 and os.getpid() not in pids
     # the module global and the C library's static counter start from zero in every task
-    assert [r.outputs["python"] for r in results] == [1] * 6
-    assert [r.outputs["native"] for r in results] == [1] * 6
+    assert [r.outputs["python_calls"] for r in results] == [1] * 6
+    assert [r.outputs["native_calls"] for r in results] == [1] * 6
     # every child was forked by the one zygote, which the worker started by exec
     zygote = zygote_of(runtime)
     assert {r.outputs["ppid"] for r in results} == {zygote}
@@ -281,8 +261,8 @@ def test_warm_would_have_leaked_the_same_state(runtime_factory):
     """Control: the bundle really does carry state between tasks in one process."""
     runtime = runtime_factory(MODELOPS_EXECUTOR_TYPE="isolated_warm")
     results = [run(runtime, "state", {"i": i}) for i in range(3)]
-    assert [r.outputs["native"] for r in results] == [1, 2, 3]
-    assert [r.outputs["python"] for r in results] == [1, 2, 3]
+    assert [r.outputs["native_calls"] for r in results] == [1, 2, 3]
+    assert [r.outputs["python_calls"] for r in results] == [1, 2, 3]
 
 
 def test_global_rngs_match_spawn_for_the_same_seed_and_differ_across_seeds(runtime_factory):
@@ -333,7 +313,7 @@ def test_spares_are_kept_ready_for_every_slot_plus_one(runtime_factory):
     assert all(ppid_of(p) == zygote for p in spares) and first.provenance.pid not in spares
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda i: run(runtime, "state", {"i": i}), range(4)))
-    assert all(r.ok and r.outputs["native"] == 1 for r in results)
+    assert all(r.ok and r.outputs["native_calls"] == 1 for r in results)
     assert len({r.provenance.pid for r in results} | {first.provenance.pid}) == 5
 
 
@@ -392,7 +372,7 @@ def test_zygote_killed_between_tasks_is_replaced(runtime_factory):
     second = run(runtime, "state")
     assert first.ok and second.ok, second.error
     assert second.outputs["ppid"] not in (zygote, os.getpid())
-    assert second.outputs["native"] == 1
+    assert second.outputs["native_calls"] == 1
     # the old zygote's spares died with it (PDEATHSIG)
     wait_until(lambda: not any(alive(p) for p in spares), what="the old spares to die")
 
@@ -494,6 +474,7 @@ import json, sys, threading
 from modelops.tasks import Task
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
+from tests.conftest import install_native_counter
 
 root, marker = sys.argv[1], sys.argv[2]
 env = {"MODELOPS_BUNDLES_DIR": root, "MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"}
@@ -532,12 +513,12 @@ def test_a_changed_bundle_gets_a_new_zygote_and_the_old_one_is_retired(runtime_f
         shutil.rmtree(changing)
     shutil.copytree(bundles_root / "state", changing)
     (changing / "bundle.json").write_text(
-        json.dumps({"name": "changing", "version": "1", "entrypoint": "state_model:simulate"})
+        json.dumps({"name": "changing", "version": "1", "entrypoint": "native_counter:simulate"})
     )
     runtime = runtime_factory()
     first = run(runtime, "changing")
     old = first.outputs["ppid"]
-    with open(changing / "state_model.py", "a") as fh:
+    with open(changing / "native_counter.py", "a") as fh:
         fh.write("\nVERSION = 2\n")
     second = run(runtime, "changing")
     assert first.ok and second.ok

@@ -12,4 +12,9 @@ _python_calls = 0
 def simulate(params, seed):
     global _python_calls
     _python_calls += 1
-    return {"native_calls": _lib.counter_next(), "python_calls": _python_calls, "pid": os.getpid()}
+    return {
+        "native_calls": _lib.counter_next(),
+        "python_calls": _python_calls,
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+    }
