@@ -116,6 +116,18 @@ DEFINITIONS = {
 }
 
 # Worker settings: valid under worker.* and, every one optional, in each worker.groups entry.
+# Pod metadata and placement, the same for the scheduler and every worker group.
+POD_SETTINGS = {
+    "podAnnotations": STRING_MAP,
+    "podLabels": STRING_MAP,
+    "nodeSelector": STRING_MAP,
+    "affinity": K8S_OBJECT,
+    "tolerations": K8S_LIST,
+    "topologySpreadConstraints": K8S_LIST,
+    "priorityClassName": STR,
+    "terminationGracePeriodSeconds": INT0,
+}
+
 WORKER_SETTINGS = {
     "replicas": INT0,
     "nworkers": INT1,
@@ -135,14 +147,7 @@ WORKER_SETTINGS = {
     "readinessProbe": ref("probe"),
     "livenessProbe": ref("probe"),
     "podDisruptionBudget": ref("pdb"),
-    "podAnnotations": STRING_MAP,
-    "podLabels": STRING_MAP,
-    "nodeSelector": STRING_MAP,
-    "affinity": K8S_OBJECT,
-    "tolerations": K8S_LIST,
-    "topologySpreadConstraints": K8S_LIST,
-    "priorityClassName": STR,
-    "terminationGracePeriodSeconds": INT0,
+    **POD_SETTINGS,
 }
 
 
@@ -207,14 +212,7 @@ def schema() -> dict:
                     ),
                     "readinessProbe": ref("probe"),
                     "livenessProbe": ref("probe"),
-                    "podAnnotations": STRING_MAP,
-                    "podLabels": STRING_MAP,
-                    "nodeSelector": STRING_MAP,
-                    "affinity": K8S_OBJECT,
-                    "tolerations": K8S_LIST,
-                    "topologySpreadConstraints": K8S_LIST,
-                    "priorityClassName": STR,
-                    "terminationGracePeriodSeconds": INT0,
+                    **POD_SETTINGS,
                 }
             ),
             "worker": obj(worker_props),
