@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 
 import pytest
 from distributed import Client
@@ -136,3 +137,40 @@ def test_log_level_comes_from_the_worker_env(cluster_factory):
     debug_log, info_log = cluster.worker_logs()
     assert re.search(r"DEBUG - Task sim-\w+ ok on PID \d+", debug_log)
     assert "DEBUG" not in info_log and "Executor: isolated_warm" in info_log
+
+
+def test_plugin_registered_again_while_studies_run_fails_no_task(cluster_factory):
+    """distributed's plugin_add tears the old plugin down before the new one's setup() ends.
+    Tasks must never notice: the runtime lives on the worker, not on the plugin object.
+    Registered with idempotent=False, as a client without the flag (or an older one) would."""
+    from distributed.protocol.pickle import dumps
+
+    from modelops.worker.runtime import PLUGIN_NAME
+
+    cluster = cluster_factory(n_workers=2, nthreads=2, MODELOPS_EXECUTOR_TYPE="isolated_warm")
+    stop = threading.Event()
+    registrations = []
+
+    def register_repeatedly():
+        with Client(cluster.address) as other:
+            while not stop.is_set():
+                other.sync(
+                    other.scheduler.register_worker_plugin,
+                    plugin=dumps(ModelOpsWorkerPlugin()), name=PLUGIN_NAME, idempotent=False,
+                )
+                registrations.append(1)
+
+    registrar = threading.Thread(target=register_repeatedly)
+    with Client(cluster.address) as client:
+        service = DaskSimulationService(client)
+        bundle = service.resolve_bundle("faulty")
+        study = Study(name="busy", bundle="faulty", parameters=[{"i": i} for i in range(1500)])
+        registrar.start()
+        try:
+            results = service.run(study.tasks(bundle["digest"], bundle["entrypoint"]))
+        finally:
+            stop.set()
+            registrar.join()
+    assert len(registrations) >= 5
+    failed = [r.error for r in results if not r.ok]
+    assert failed == [], failed[:3]

@@ -1,8 +1,8 @@
 """DaskSimulationService: submit simulation tasks to workers that choose their own executor.
 
-It takes a Dask client and nothing else: there is no config to send. It
-registers the plugin (the class only; each worker builds its runtime from its
-own environment) and keeps a bounded number of tasks in flight.
+It takes a Dask client and nothing else: there is no config to send, and it does not
+register the plugin (each worker's preload does; registering it from a client would only
+churn it on every worker). It keeps a bounded number of tasks in flight.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 
 from distributed import Client, as_completed
 
+from modelops.executors.replies import Failure
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
-from modelops.worker.plugin import ModelOpsWorkerPlugin
 from modelops.worker.runtime import describe_worker, resolve_bundle, run_task
 
 IN_FLIGHT_PER_THREAD = 4
@@ -22,7 +22,6 @@ IN_FLIGHT_MIN = 200  # enough to hide the client round trip for ms-long tasks
 class DaskSimulationService:
     def __init__(self, client: Client):
         self.client = client
-        self.client.register_plugin(ModelOpsWorkerPlugin())
 
     def worker_runtime(self) -> dict[str, dict]:
         """Each worker's effective executor and config, as read on the worker itself."""
@@ -65,8 +64,10 @@ class DaskSimulationService:
         first = [self.submit(t) for _, t in zip(range(limit), pending)]
         queue = as_completed(first, with_results=True, raise_errors=False)
         for future, payload in queue:
-            if isinstance(payload, BaseException):
-                result = task_error_result(unique[future.key], payload)
+            if future.status != "finished":
+                # an erred future: as_completed(raise_errors=False) gives (type, exception, traceback)
+                exc = payload[1] if isinstance(payload, tuple) and len(payload) == 3 else payload
+                result = task_error_result(unique[future.key], exc)
             else:
                 result = TaskResult.model_validate(payload)
             results.append(result)
@@ -90,7 +91,7 @@ def task_error_result(task: Task, exc: BaseException) -> TaskResult:
         status="failed",
         params=dict(task.params),
         seed=task.seed,
-        error=TaskError(kind="runtime", type=type(exc).__name__, message=str(exc), retryable=True),
+        error=TaskError(**Failure.from_exception("runtime", exc, retryable=True).error()),
         provenance=Provenance(
             executor="unknown",
             worker="unknown",

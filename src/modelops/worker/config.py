@@ -38,6 +38,13 @@ class BundleSource(str, Enum):
     IMAGE = "image"
 
 
+class ImportRng(str, Enum):
+    """What cold fork does with a bundle that creates random generators at import."""
+
+    REFUSE = "refuse"  # its tasks fail, naming the generators and the fix
+    SPAWN = "spawn"  # its tasks run under cold spawn (a new interpreter per task)
+
+
 class LogLevel(str, Enum):
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -71,7 +78,11 @@ KNOWN_VARS = (
     "MODELOPS_WORKER_GROUP",
     "MODELOPS_COLD_PRELOAD_MODULES",
     "MODELOPS_TASK_MEMORY_LIMIT_MB",
+    "MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS",
+    "MODELOPS_COLD_IMPORT_RNG",
 )
+
+DEFAULT_BUNDLE_IMPORT_TIMEOUT_S = 300.0
 
 def _parse_enum(variable: str, raw: str, enum: type[Enum], upper: bool = False) -> Enum:
     value = raw.strip().upper() if upper else raw.strip().lower()
@@ -82,14 +93,17 @@ def _parse_enum(variable: str, raw: str, enum: type[Enum], upper: bool = False) 
     raise ConfigError(variable, raw, f"one of {allowed}")
 
 
-def _parse_number(variable: str, raw: str, *, integer: bool) -> float | int:
+def _parse_number(variable: str, raw: str, *, integer: bool, positive: bool = False) -> float | int:
     text = raw.strip()
-    kind = "an integer >= 0" if integer else "a number >= 0 (0 = no limit)"
+    if positive:
+        kind = "an integer > 0" if integer else "a number > 0"
+    else:
+        kind = "an integer >= 0" if integer else "a number >= 0 (0 = no limit)"
     try:
         value = int(text) if integer else float(text)
     except ValueError:
         raise ConfigError(variable, raw, kind) from None
-    if (not integer and not math.isfinite(value)) or value < 0:
+    if (not integer and not math.isfinite(value)) or value < 0 or (positive and value == 0):
         raise ConfigError(variable, raw, kind)
     return value
 
@@ -109,6 +123,8 @@ class RuntimeConfig(BaseModel):
     worker_group: str = "default"
     cold_preload_modules: tuple[str, ...] = ()
     task_memory_limit_mb: int = 0
+    bundle_import_timeout_seconds: float = DEFAULT_BUNDLE_IMPORT_TIMEOUT_S
+    cold_import_rng: ImportRng = ImportRng.REFUSE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeConfig:
@@ -150,9 +166,30 @@ class RuntimeConfig(BaseModel):
                 "MODELOPS_TASK_MEMORY_LIMIT_MB", raw, integer=True
             )
 
+        if (raw := env.get("MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS")) is not None:
+            fields["bundle_import_timeout_seconds"] = _parse_number(
+                "MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS", raw, integer=False, positive=True
+            )
+        if (raw := env.get("MODELOPS_COLD_IMPORT_RNG")) is not None:
+            fields["cold_import_rng"] = _parse_enum("MODELOPS_COLD_IMPORT_RNG", raw, ImportRng)
+
         config = cls(**fields)
         config.check_bundles_dir()
+        config.check_preload_modules()
         return config
+
+    def check_preload_modules(self) -> None:
+        """A preload module that is not installed would kill the worker after Dask started
+        (with a long nanny traceback): fail here, before Dask, naming the module."""
+        for name in self.cold_preload_modules:
+            problem = module_problem(name)
+            if problem:
+                raise ConfigError(
+                    "MODELOPS_COLD_PRELOAD_MODULES",
+                    ",".join(self.cold_preload_modules),
+                    "modules installed in the worker's environment",
+                    f"{name!r}: {problem}",
+                )
 
     def check_bundles_dir(self) -> None:
         """A file-bundle worker without its bundles directory could run nothing: fail at start."""
@@ -177,6 +214,8 @@ class RuntimeConfig(BaseModel):
             "MODELOPS_WORKER_GROUP": self.worker_group,
             "MODELOPS_COLD_PRELOAD_MODULES": ",".join(self.cold_preload_modules),
             "MODELOPS_TASK_MEMORY_LIMIT_MB": str(self.task_memory_limit_mb),
+            "MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS": repr(self.bundle_import_timeout_seconds),
+            "MODELOPS_COLD_IMPORT_RNG": self.cold_import_rng.value,
         }
 
     def summary(self) -> dict[str, object]:
@@ -207,6 +246,28 @@ def _parse_module_list(raw: str) -> tuple[str, ...]:
                 "MODELOPS_COLD_PRELOAD_MODULES", raw, "a comma-separated list of module names"
             )
     return names
+
+
+def module_problem(name: str) -> str | None:
+    """Why module `name` cannot be imported here, or None. Found with finders only: neither the
+    module nor its parent packages are imported (no heavy code, no threads in the worker)."""
+    import importlib.machinery
+    import importlib.util
+
+    parts = name.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+    except (ImportError, ValueError) as exc:
+        return f"cannot look it up: {exc}"
+    for depth in range(1, len(parts)):
+        if spec is None:
+            break
+        if spec.submodule_search_locations is None:
+            return f"{'.'.join(parts[:depth])!r} is a module, not a package"
+        spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: depth + 1]), spec.submodule_search_locations)
+    if spec is None:
+        return "not installed (no such module)"
+    return None
 
 
 def warn_unknown_variables(env: Mapping[str, str]) -> list[str]:

@@ -2,6 +2,12 @@
 
 It takes no configuration: a client that registers it sends nothing that could
 override the worker's env. `setup()` reads `RuntimeConfig.from_env()` on the worker.
+
+The preload adds it on every worker; clients do not register it. It is `idempotent` (a
+registration through the scheduler is skipped once the scheduler has it), and the runtime
+it builds lives on the worker (`runtime.attach_runtime`), not on the plugin object: when
+the plugin is registered again anyway, distributed tears the old plugin down before the
+new one's `setup()` ends, and tasks running meanwhile must still find the runtime.
 """
 
 from __future__ import annotations
@@ -13,14 +19,14 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from modelops.worker.config import ExecutorType, RuntimeConfig
 from modelops.worker.logs import configure_logging
-from modelops.worker.runtime import PLUGIN_NAME, WorkerRuntime
+from modelops.worker.runtime import PLUGIN_NAME, WorkerRuntime, attach_runtime, attached_runtime
 
 logger = logging.getLogger("modelops.plugin")
-_RUNTIME_ATTR = "_modelops_runtime"
 
 
 class ModelOpsWorkerPlugin(WorkerPlugin):
     name = PLUGIN_NAME
+    idempotent = True
 
     def __init__(self) -> None:
         self.runtime: WorkerRuntime | None = None
@@ -40,6 +46,8 @@ class ModelOpsWorkerPlugin(WorkerPlugin):
             self.runtime = self._adopt_or_build(worker, config)
         except Exception as exc:
             self.setup_error = f"{type(exc).__name__}: {exc}"
+            if attached_runtime(worker) is None:
+                attach_runtime(worker, None, self.setup_error)
             configure_logging()
             logger.error("modelops worker setup failed: %s", self.setup_error)
             raise
@@ -59,21 +67,20 @@ class ModelOpsWorkerPlugin(WorkerPlugin):
     def _adopt_or_build(worker, config: RuntimeConfig) -> WorkerRuntime:
         """A plugin registered again (e.g. by a client) keeps the running executor when the
         worker's env still asks for the same config, so warm pools and zygotes are not churned."""
-        previous: WorkerRuntime | None = getattr(worker, _RUNTIME_ATTR, None)
+        previous = attached_runtime(worker)
         if previous is not None and previous.config == config:
             logger.info("Plugin registered again; keeping the running executor")
             return previous
+        runtime = WorkerRuntime(config, worker.address, slots=worker.state.nthreads)
+        attach_runtime(worker, runtime)  # tasks see the new runtime from here on
         if previous is not None:
             previous.close()
-        runtime = WorkerRuntime(config, worker.address, slots=worker.state.nthreads)
-        setattr(worker, _RUNTIME_ATTR, runtime)
         return runtime
 
     def teardown(self, worker) -> None:
-        """Stop every child process, unless the plugin is only being replaced on a live worker."""
-        self.runtime = None
+        """Stop every child process, unless the plugin is only being replaced on a live worker
+        (then the runtime stays attached to the worker, and running tasks keep using it)."""
         if worker.status in (Status.closing, Status.closing_gracefully, Status.closed, Status.failed):
-            runtime = getattr(worker, _RUNTIME_ATTR, None)
+            runtime = attached_runtime(worker)
             if runtime is not None:
                 runtime.close()
-                setattr(worker, _RUNTIME_ATTR, None)

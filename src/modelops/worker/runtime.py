@@ -7,7 +7,6 @@ a runtime fails the task with the reason; it never runs the task some other way.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import time
@@ -15,8 +14,9 @@ import time
 from modelops.bundles import Bundle, BundleError, BundleResolver
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
 from modelops.executors.factory import build_executor
+from modelops.executors.replies import Failure
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
-from modelops.worker.config import ConfigError, ExecutorType, RuntimeConfig
+from modelops.worker.config import ExecutorType, RuntimeConfig
 
 logger = logging.getLogger("modelops.runtime")
 
@@ -24,24 +24,8 @@ PLUGIN_NAME = "modelops"
 RESCHEDULE_KINDS = ("signal", "exit", "runtime")
 
 
-def check_preload_modules(modules: tuple[str, ...]) -> None:
-    """Fail worker start, not every task, when a module the cold zygote must import is missing.
-
-    Only the top-level package is looked up, so nothing is imported into the worker itself.
-    """
-    for name in modules:
-        top = name.split(".")[0]
-        if importlib.util.find_spec(top) is None:
-            raise ConfigError(
-                "MODELOPS_COLD_PRELOAD_MODULES", ",".join(modules),
-                "modules installed in the worker's environment", f"{top!r} is not installed",
-            )
-
-
 class WorkerRuntime:
     def __init__(self, config: RuntimeConfig, worker_address: str, slots: int):
-        if config.executor is ExecutorType.COLD:
-            check_preload_modules(config.cold_preload_modules)
         self.config = config
         self.worker_address = worker_address
         self.slots = slots
@@ -64,7 +48,7 @@ class WorkerRuntime:
                 )
         except BundleError as exc:
             outcome = RunOutcome(
-                {"status": "failed", "error": {"kind": "runtime", "type": "BundleError", "message": str(exc)}},
+                Failure(kind="runtime", type="BundleError", message=str(exc)).reply(),
                 os.getpid(),
                 started,
                 time.time() - started,
@@ -118,14 +102,31 @@ class WorkerRuntime:
         self.executor.close()
 
 
+# Where the runtime lives: an attribute of the Dask worker, not the plugin object, which
+# distributed replaces (tearing the old one down first) whenever the plugin is registered again.
+_RUNTIME_ATTR = "_modelops_runtime"
+_SETUP_ERROR_ATTR = "_modelops_setup_error"
+
+
+def attach_runtime(worker, runtime: WorkerRuntime | None, setup_error: str | None = None) -> None:
+    setattr(worker, _RUNTIME_ATTR, runtime)
+    setattr(worker, _SETUP_ERROR_ATTR, setup_error)
+
+
+def attached_runtime(worker) -> WorkerRuntime | None:
+    return getattr(worker, _RUNTIME_ATTR, None)
+
+
+def _missing_reason(worker) -> str:
+    return getattr(worker, _SETUP_ERROR_ATTR, None) or "the modelops plugin is not loaded"
+
+
 def current_runtime(worker) -> WorkerRuntime:
-    plugin = worker.plugins.get(PLUGIN_NAME)
-    runtime = getattr(plugin, "runtime", None)
+    runtime = attached_runtime(worker)
     if runtime is None:
-        reason = getattr(plugin, "setup_error", None) or "the modelops plugin is not loaded"
         raise RuntimeError(
-            f"worker {worker.address} has no modelops runtime ({reason}); start workers with "
-            "`--preload modelops.worker.preload` so their own environment picks the executor"
+            f"worker {worker.address} has no modelops runtime ({_missing_reason(worker)}); start workers "
+            "with `--preload modelops.worker.preload` so their own environment picks the executor"
         )
     return runtime
 
@@ -165,13 +166,12 @@ def resolve_bundle(name: str) -> dict:
 
 def describe_worker(dask_worker) -> dict:
     """For `Client.run`: the executor and config this worker really runs, read on the worker."""
-    plugin = dask_worker.plugins.get(PLUGIN_NAME)
-    runtime = getattr(plugin, "runtime", None)
+    runtime = attached_runtime(dask_worker)
     if runtime is None:
         return {
             "worker": dask_worker.address,
             "pid": os.getpid(),
             "executor": None,
-            "error": getattr(plugin, "setup_error", None) or "the modelops plugin is not loaded",
+            "error": _missing_reason(dask_worker),
         }
     return runtime.describe()
