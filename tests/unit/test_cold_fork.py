@@ -47,10 +47,16 @@ BUNDLES = {
 
         def simulate(params, seed):
             fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+            targets = {}
+            for fd in fds:
+                try:
+                    targets[fd] = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    pass
             preloaded = sys.modules.get(params.get("preloaded", "?"))
             return {
                 "pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0), "pgid": os.getpgid(0),
-                "fds": fds, "threads": len(os.listdir("/proc/self/task")),
+                "fds": fds, "fd_targets": list(targets.values()), "threads": len(os.listdir("/proc/self/task")),
                 "blas_threads": [os.environ.get(v) for v in
                                  ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")],
                 "rlimit_as": resource.getrlimit(resource.RLIMIT_AS)[0],
@@ -285,9 +291,11 @@ def test_child_is_a_clean_process_group_leader_with_only_its_channel(runtime_fac
     assert out["threads"] == 1
     assert out["blas_threads"] == ["1", "1", "1", "1"]
     assert out["rlimit_as"] == 4096 * 1024 * 1024
-    # stdin, stdout (-> stderr), stderr, its own channel, and the fd listing /proc/self/fd
-    assert out["fds"][:3] == [0, 1, 2] and len(out["fds"]) <= 5
-    assert len(out["fds"]) >= 4
+    # stdin, stdout (-> stderr), stderr, its own channel, its faulthandler memfd, and the fd
+    # listing /proc/self/fd
+    assert out["fds"][:3] == [0, 1, 2] and len(out["fds"]) <= 6
+    assert len(out["fds"]) >= 5
+    assert sum("memfd:modelops-faulthandler" in t for t in out["fd_targets"]) == 1
 
 
 def test_preload_modules_are_imported_once_in_the_zygote(runtime_factory):

@@ -15,7 +15,10 @@ CHILD_FAULTS = {
     "exception": ("exception", lambda e: e.type == "ValueError" and "bad parameter set" in e.message
                   and "Traceback" in e.traceback, False),
     "exit": ("exit", lambda e: e.exit_code == 3, False),
-    "segfault": ("signal", lambda e: e.signal == "SIGSEGV", False),
+    # the child's faulthandler wrote the crashing Python frame; the result carries it
+    "segfault": ("signal", lambda e: e.signal == "SIGSEGV" and "Fatal Python error: Segmentation fault"
+                 in (e.traceback or "") and 'faulty.py", line' in e.traceback and "in simulate" in e.traceback,
+                 False),
     "sigkill": ("signal", lambda e: e.signal == "SIGKILL", True),
     "unserialisable": ("serialization", lambda e: "only JSON values and bytes" in e.message, False),
     "not_a_dict": ("serialization", lambda e: "must return a dict" in e.message, False),

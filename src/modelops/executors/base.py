@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import signal
+import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelops.bundles import Bundle
@@ -46,43 +47,31 @@ def job_message(task: Task, bundle: Bundle) -> dict:
     }
 
 
-def death_reply(returncode: int | None, what: str) -> dict:
-    """Classify how a child died: by signal (SIGKILL may be the OOM killer: retryable) or exit code."""
-    if returncode is not None and returncode < 0:
-        sig = signal.Signals(-returncode).name
-        return {
-            "status": "failed",
-            "error": {
-                "kind": "signal",
-                "type": "ChildKilled",
-                "message": f"{what} was killed by {sig}",
-                "signal": sig,
-                "retryable": sig in ("SIGKILL", "SIGTERM"),
-            },
-        }
-    return {
-        "status": "failed",
-        "error": {
-            "kind": "exit",
-            "type": "ChildExited",
-            "message": f"{what} exited with code {returncode} before replying",
-            "exit_code": returncode,
-            "retryable": False,
-        },
-    }
-
-
-def timeout_reply(seconds: float) -> dict:
-    return {
-        "status": "failed",
-        "error": {
-            "kind": "timeout",
-            "type": "TaskTimeout",
-            "message": f"task exceeded MODELOPS_TASK_TIMEOUT_SECONDS={seconds:g}; its process group was killed",
-            "retryable": False,
-        },
-    }
-
-
 def deadline_for(timeout_s: float) -> float | None:
     return time.monotonic() + timeout_s if timeout_s > 0 else None
+
+
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left before `deadline` (never negative); None when there is no deadline."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+# Native thread pools (BLAS, OpenMP, numexpr) in every child: sized 1 so a task uses the one core
+# Dask gave its thread, and so a cold-fork zygote stays single-threaded. Identical for warm, spawn
+# and fork children; a variable set in the worker's own environment wins (the operator's choice).
+THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "BLIS_NUM_THREADS",
+)
+
+
+def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every child process (warm, cold spawn, cold-fork zygote)."""
+    env = dict(os.environ if environ is None else environ)
+    for var in THREAD_VARS:
+        env.setdefault(var, "1")
+    return env

@@ -1,11 +1,13 @@
 """Entry point of a child process: run tasks read from a pipe, reply on another.
 
-`python -m modelops.executors.child IN_FD OUT_FD MAX_TASKS MEMORY_LIMIT_MB`
+`python -m modelops.executors.child IN_FD OUT_FD MAX_TASKS MEMORY_LIMIT_MB FAULT_FD`
 MAX_TASKS=1 is a cold runner (one task, then exit); 0 means serve until EOF (warm).
+FAULT_FD: where faulthandler writes the Python traceback of a fatal signal (the worker reads it).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 import threading
@@ -25,6 +27,12 @@ def watch_parent(original_parent: int, interval: float = 0.5) -> None:
                 os._exit(70)
 
     threading.Thread(target=loop, name="modelops-parent-watch", daemon=True).start()
+
+
+def enable_faulthandler(fd: int) -> None:
+    """A SIGSEGV/SIGBUS/SIGFPE/SIGABRT/SIGILL in a task writes every thread's Python traceback
+    to `fd`, so the failed result says where the crash happened, not only which signal."""
+    faulthandler.enable(file=fd, all_threads=True)
 
 
 def limit_memory(megabytes: int) -> None:
@@ -64,8 +72,9 @@ def serve(in_fd: int, out_fd: int, max_tasks: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    in_fd, out_fd, max_tasks, memory_mb = (int(a) for a in argv[1:5])
+    in_fd, out_fd, max_tasks, memory_mb, fault_fd = (int(a) for a in argv[1:6])
     os.dup2(2, 1)  # model prints go to stderr; the protocol has its own descriptors
+    enable_faulthandler(fault_fd)
     watch_parent(os.getppid())
     limit_memory(memory_mb)
     serve(in_fd, out_fd, max_tasks)

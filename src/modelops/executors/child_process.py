@@ -1,4 +1,13 @@
-"""Worker-side handle of one child process started by exec (never a fork of the worker)."""
+"""Worker-side handle of one child process started by exec (never a fork of the worker).
+
+Three rules keep this race-free when `close()` comes from another thread mid-task:
+- the pipes are closed only by the thread that owns the channel (the one inside `run`); another
+  thread asks for the close, kills the process, and the owner closes once it sees EOF, so a reader
+  never gets EBADF or bytes from a pipe that reused its fd number;
+- the process is signalled through a pidfd, and its process group (grandchildren) by number only
+  before it is reaped, and reaping happens in one place (`_reap`), never through `Popen.poll`;
+- any OSError on the channel means the child is gone, and becomes a classified failure.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +16,27 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
-from modelops.executors.base import death_reply, deadline_for, timeout_reply
+from modelops.executors import pidfd as pidfds
+from modelops.executors.base import child_env, remaining
 from modelops.executors.protocol import recv, send
+from modelops.executors.replies import died, timed_out
+
+FAULT_TEXT_LIMIT = 64 * 1024
 
 
 class ChildProcess:
     """A child in its own session (so a timeout can kill its whole process group).
 
-    Its stderr is the worker's stderr (no pipe that could fill and deadlock);
-    its stdout is redirected to stderr inside the child.
+    Its stderr is the worker's stderr (no pipe that could fill and deadlock); its stdout is
+    redirected to stderr inside the child. Its faulthandler writes to a memfd the worker reads
+    when the child dies by a signal, so the Python traceback of a crash reaches the result.
     """
 
     def __init__(self, max_tasks: int, memory_limit_mb: int = 0):
         task_r, self._task_w = os.pipe()
         self._reply_r, reply_w = os.pipe()
+        self._fault_fd = os.memfd_create("modelops-faulthandler", os.MFD_CLOEXEC)
         try:
             self.proc = subprocess.Popen(
                 [
@@ -33,75 +47,143 @@ class ChildProcess:
                     str(reply_w),
                     str(max_tasks),
                     str(memory_limit_mb),
+                    str(self._fault_fd),
                 ],
-                pass_fds=(task_r, reply_w),
+                pass_fds=(task_r, reply_w, self._fault_fd),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 close_fds=True,
+                env=child_env(),
             )
         finally:
             os.close(task_r)
             os.close(reply_w)
         self.pid = self.proc.pid
+        self.pidfd = pidfds.open_pidfd(self.pid)  # we are its parent and have not reaped it
         self.tasks_done = 0
-        self._closed = False
         self._lock = threading.Lock()
+        self._reap_lock = threading.Lock()
+        self._owner: int | None = None  # thread inside run(): the only one that may close the pipes
+        self._close_requested = False
+        self._channels_closed = False
+        self._released = False
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        """Whether the child is still running (never reaps it)."""
+        return self.proc.returncode is None and not pidfds.exited(self.pidfd)
 
-    def run(self, message: dict, timeout_s: float) -> dict:
-        """Send one task and wait for its reply; a dead or late child becomes a failed reply."""
+    def run(self, message: dict, deadline: float | None, timeout_s: float) -> dict:
+        """Send one task and wait for its reply until `deadline` (monotonic); a dead or late
+        child becomes a failed reply. `timeout_s` only names the limit in the message."""
+        with self._lock:
+            if self._close_requested or self._channels_closed:
+                closed = True
+            else:
+                closed = False
+                self._owner = threading.get_ident()
+        if closed:
+            return died(self._wait_dead(), f"child process {self.pid}", self.fault_text()).reply()
         try:
             send(self._task_w, message)
-            reply = recv(self._reply_r, deadline_for(timeout_s))
+            reply = recv(self._reply_r, deadline)
         except TimeoutError:
             self.kill()
-            return timeout_reply(timeout_s)
-        except (EOFError, BrokenPipeError):
+            return timed_out(timeout_s).reply()
+        except (EOFError, OSError):  # any error on the channel: the child is gone
             returncode = self._wait_dead()
-            return death_reply(returncode, f"child process {self.pid}")
+            return died(returncode, f"child process {self.pid}", self.fault_text()).reply()
+        finally:
+            with self._lock:
+                self._owner = None
+                close_now = self._close_requested
+            if close_now:
+                self._close_pipes()
+            self._release_if_done()
         self.tasks_done += 1
         return reply
 
+    def fault_text(self) -> str | None:
+        return read_fault_text(self._fault_fd)
+
     def _wait_dead(self, grace: float = 5.0) -> int | None:
-        try:
-            return self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return self.proc.returncode
+        if self.proc.returncode is None and not pidfds.exited(self.pidfd, grace):
+            pidfds.send(self.pidfd, signal.SIGKILL)
+        return self._reap()
+
+    def _reap(self) -> int | None:
+        """Wait for the child; kill what is left of its group first, while the group's number
+        is still held by the unreaped child (it cannot belong to anyone else yet)."""
+        with self._reap_lock:
+            if self.proc.returncode is None:
+                pidfds.exited(self.pidfd, None)
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)  # leader is a zombie: number still ours
+                except (ProcessLookupError, PermissionError):
+                    pass
+                self.proc.wait()
+        self._release_if_done()
+        return self.proc.returncode
 
     def kill(self) -> None:
-        """SIGKILL the child's whole process group (grandchildren included) and reap it."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self.proc.wait()
+        """SIGKILL the child (and its whole process group) and reap it. Safe from any thread."""
+        with self._reap_lock:
+            if self.proc.returncode is None:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)  # not reaped yet (we hold the reap lock)
+                except (ProcessLookupError, PermissionError):
+                    pidfds.send(self.pidfd, signal.SIGKILL)
         self.close_channels()
+        self._reap()
 
     def stop(self, grace: float = 2.0) -> None:
         """Ask the child to exit (EOF on its task pipe); kill it if it does not."""
         self.close_channels()
-        deadline = time.monotonic() + grace
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self.proc.poll() is None:
-            self.kill()
-        else:
-            # the child is gone; its group may still hold grandchildren it left behind
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        if self.proc.returncode is None and not pidfds.exited(self.pidfd, grace):
+            pidfds.send(self.pidfd, signal.SIGKILL)
+        self._reap()  # also kills grandchildren it left in its group
 
     def close_channels(self) -> None:
+        """Close the pipes now, or, when another thread is inside `run`, let that thread close
+        them when it returns (the caller has killed or is stopping the child, so it returns soon)."""
         with self._lock:
-            if self._closed:
+            self._close_requested = True
+            if self._owner is not None and self._owner != threading.get_ident():
                 return
-            self._closed = True
+        self._close_pipes()
+        self._release_if_done()
+
+    def _close_pipes(self) -> None:
+        with self._lock:
+            if self._channels_closed:
+                return
+            self._channels_closed = True
         for fd in (self._task_w, self._reply_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            _close(fd)
+
+    def _release_if_done(self) -> None:
+        """Close the pidfd and the faulthandler memfd once nothing can need them: the child is
+        reaped, a close was asked for, and no thread is inside `run` (which reads both)."""
+        with self._lock:
+            if self._released or self._owner is not None or not self._close_requested:
+                return
+            if self.proc.returncode is None:
+                return
+            self._released = True
+        _close(self.pidfd)
+        _close(self._fault_fd)
+
+
+def read_fault_text(fd: int) -> str | None:
+    """What a dead child's faulthandler wrote to its memfd (a fatal signal's Python traceback)."""
+    try:
+        data = os.pread(fd, FAULT_TEXT_LIMIT, 0)
+    except OSError:
+        return None
+    return data.decode(errors="replace").strip() or None
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

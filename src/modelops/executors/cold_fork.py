@@ -53,18 +53,21 @@ from collections import deque
 from dataclasses import dataclass
 
 from modelops.bundles import Bundle
+from modelops.executors import pidfd as pidfds
 from modelops.executors.base import (
     Executor,
     ExecutorClosed,
     RunOutcome,
-    death_reply,
+    child_env,
     deadline_for,
     job_message,
-    timeout_reply,
+    remaining,
 )
+from modelops.executors.child_process import read_fault_text
 from modelops.executors.cold_spawn import ColdSpawnExecutor
 from modelops.executors.protocol import recv, send
-from modelops.executors.zygote import ACK, FORK_REQUEST, THREAD_VARS
+from modelops.executors.replies import Failure, died, timed_out
+from modelops.executors.zygote import ACK, FORK_REQUEST
 from modelops.tasks import Task
 
 logger = logging.getLogger("modelops.executor")
@@ -81,19 +84,26 @@ class ZygoteError(RuntimeError):
     """A zygote could not be started or could not fork."""
 
 
+class ImportTimeout(ZygoteError):
+    """A zygote did not finish importing the bundle within MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS."""
+
+
 @dataclass
 class Spare:
+    """A forked child waiting for its task. Its fds belong to whoever holds the Spare: the
+    zygote handle while it is idle, then the one thread that dispatches a task to it."""
+
     pid: int
     fd: int  # the worker's end of the child's socket
+    pidfd: int  # signals reach this child only, even after its PID was reaped and reused
+    fault_fd: int  # memfd the child's faulthandler writes to
 
+    def kill(self) -> None:
+        pidfds.send(self.pidfd, signal.SIGKILL)
 
-def _kill_group(pid: int) -> None:
-    """SIGKILL the child's process group (grandchildren included) and the child itself."""
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    def close(self) -> None:
+        for fd in (self.fd, self.pidfd, self.fault_fd):
+            _close_fd(fd)
 
 
 def _close_fd(fd: int) -> None:
@@ -101,13 +111,6 @@ def _close_fd(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
-
-
-def zygote_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for var in THREAD_VARS:
-        env[var] = "1"
-    return env
 
 
 class ZygoteHandle:
@@ -121,6 +124,7 @@ class ZygoteHandle:
             "entrypoint": bundle.entrypoint,
             "import_path": bundle.import_path,
             "modules": [module, *[m for m in preload_modules if m != module]],
+            "bundle_modules": [module],
             "memory_limit_mb": memory_limit_mb,
         }
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -132,7 +136,7 @@ class ZygoteHandle:
                 stdout=2,  # never the worker's stdout; stderr is inherited, never a pipe
                 start_new_session=True,
                 close_fds=True,
-                env=zygote_env(),
+                env=child_env(),
             )
         finally:
             theirs.close()
@@ -140,7 +144,7 @@ class ZygoteHandle:
         self.cond = threading.Condition()
         self._send_lock = threading.Lock()
         self.spares: deque[Spare] = deque()
-        self.watched: set[int] = set()  # children running a task: their exit status is wanted
+        self.watched: dict[int, int] = {}  # children running a task -> pidfd; exit status wanted
         self.exits: dict[int, int] = {}
         self.info: dict | None = None
         self.threaded: dict | None = None
@@ -181,19 +185,19 @@ class ZygoteHandle:
             spares = list(self.spares)
             self.spares.clear()
             self.cond.notify_all()
-        for spare in spares:  # PDEATHSIG killed them already; make sure, and free the fds
-            _kill_group(spare.pid)
-            _close_fd(spare.fd)
+        for spare in spares:  # PDEATHSIG killed them already; make sure (by pidfd), free the fds
+            spare.kill()
+            spare.close()
 
     def _handle(self, message: tuple, fds: list[int]) -> None:
         kind = message[0]
         replace = 0
         with self.cond:
             if kind == "spare":
-                spare = Spare(pid=message[1], fd=fds[0])
+                spare = Spare(pid=message[1], fd=fds[0], pidfd=fds[1], fault_fd=fds[2])
                 if self.closed:
-                    _kill_group(spare.pid)
-                    _close_fd(spare.fd)
+                    spare.kill()
+                    spare.close()
                 else:
                     self.spares.append(spare)
                     logger.debug("Cold fork spare ready: PID %d (zygote %d)", spare.pid, self.pid)
@@ -205,7 +209,7 @@ class ZygoteHandle:
                     for spare in list(self.spares):
                         if spare.pid == pid:  # an idle spare died: replace it
                             self.spares.remove(spare)
-                            _close_fd(spare.fd)
+                            spare.close()
                             replace = 1
                             logger.warning(
                                 "Cold fork spare PID %d died while idle (%s); replacing it", pid, code
@@ -230,12 +234,13 @@ class ZygoteHandle:
             pass  # a dead zygote: the reader notices and the next task replaces it
 
     # ---- used by the executor ---------------------------------------------------------
-    def wait_ready(self, timeout_s: float | None) -> dict:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    def wait_ready(self, timeout_s: float) -> dict:
+        """The zygote's ready report; TimeoutError after `timeout_s` (the caller kills it)."""
+        deadline = time.monotonic() + timeout_s
         with self.cond:
             while self.info is None and self.alive:
-                wait = None if deadline is None else deadline - time.monotonic()
-                if wait is not None and wait <= 0:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
                     raise TimeoutError(f"cold fork zygote {self.pid} did not finish its imports")
                 self.cond.wait(wait)
             if self.info is None:
@@ -249,17 +254,22 @@ class ZygoteHandle:
     def usable(self) -> bool:
         return self.alive and self.threaded is None and not self.retiring and not self.closed
 
-    def take_spare(self) -> Spare | None:
+    def take_spare(self, timeout_s: float) -> Spare | None:
         """A never-used child (its replacement is asked for when its task ends), or None if this
-        zygote cannot serve any more (dead, multi-threaded, retired): the caller uses the next."""
+        zygote cannot serve any more (dead, multi-threaded, retired): the caller uses the next.
+        TimeoutError when no spare came within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
         with self.cond:
             while not self.spares and self.usable and self.fork_error is None:
-                self.cond.wait()
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise TimeoutError(f"no forked child of zygote {self.pid} became ready")
+                self.cond.wait(wait)
             if not self.usable:
                 return None
             if self.spares:
                 spare = self.spares.popleft()
-                self.watched.add(spare.pid)
+                self.watched[spare.pid] = spare.pidfd
             elif self.fork_error is not None and self.alive:
                 error, self.fork_error = self.fork_error, None
                 raise ZygoteError(error)
@@ -279,9 +289,10 @@ class ZygoteHandle:
             return self.exits.get(pid)
 
     def unwatch(self, pid: int) -> bool:
-        """Forget a finished child; True when this zygote is retiring and now idle (close it)."""
+        """Forget a finished child (after this its pidfd may be closed); True when this zygote is
+        retiring and now idle (close it)."""
         with self.cond:
-            self.watched.discard(pid)
+            self.watched.pop(pid, None)
             self.exits.pop(pid, None)
             return self.retiring and not self.watched and not self.closed
 
@@ -294,8 +305,8 @@ class ZygoteHandle:
             self.spares.clear()
             self.cond.notify_all()
         for spare in spares:
-            _kill_group(spare.pid)
-            _close_fd(spare.fd)
+            spare.kill()
+            spare.close()
         if idle or not self.alive:
             self.close()
 
@@ -313,12 +324,12 @@ class ZygoteHandle:
             self.closed = True
             spares = list(self.spares)
             self.spares.clear()
-            running = list(self.watched)
+            # under the lock: a dispatching thread closes a pidfd only after unwatch()
+            for pidfd in self.watched.values():
+                pidfds.send(pidfd, signal.SIGKILL)
         for spare in spares:
-            _kill_group(spare.pid)
-            _close_fd(spare.fd)
-        for pid in running:
-            _kill_group(pid)
+            spare.kill()
+            spare.close()
         try:
             self.ctl.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -332,35 +343,33 @@ class ZygoteHandle:
         self.ctl.close()
 
 
-def zygote_died_reply(zygote: ZygoteHandle, pid: int, closed: bool) -> dict:
+def zygote_died(zygote: ZygoteHandle, pid: int, closed: bool) -> Failure:
     code = zygote.returncode
     how = (
         f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
         else f"exited with code {code}"
     )
     why = "the executor was closed" if closed else f"its zygote (PID {zygote.pid}) {how}"
-    return {
-        "status": "failed",
-        "error": {
-            "kind": "runtime",
-            "type": "ZygoteDied",
-            "message": (
-                f"cold fork child process {pid} (bundle {zygote.bundle.name!r}) was killed "
-                f"mid-task because {why}; the task was not retried (rerunning it is safe)"
-            ),
-            "retryable": True,
-        },
-    }
-
-
-def runtime_failure(type_: str, message: str, retryable: bool = False) -> dict:
-    return {
-        "status": "failed",
-        "error": {"kind": "runtime", "type": type_, "message": message, "retryable": retryable},
-    }
+    return Failure(
+        kind="runtime",
+        type="ZygoteDied",
+        message=(
+            f"cold fork child process {pid} (bundle {zygote.bundle.name!r}) was killed "
+            f"mid-task because {why}; the task was not retried (rerunning it is safe)"
+        ),
+        retryable=True,
+    )
 
 
 _NOT_STARTED = object()
+
+
+class _Refused(Exception):
+    """This bundle's tasks fail without running: it cannot be forked safely (see `failure`)."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 class ColdForkExecutor(Executor):
@@ -374,6 +383,8 @@ class ColdForkExecutor(Executor):
         memory_limit_mb: int = 0,
         preload_modules: tuple[str, ...] | list[str] = (),
         spares: int | None = None,
+        import_timeout_s: float = 300.0,
+        import_rng: str = "refuse",
     ):
         self.slots = max(1, slots)
         # never-used children kept ready per zygote: one per thread, plus one that covers
@@ -382,28 +393,40 @@ class ColdForkExecutor(Executor):
         self.task_timeout_s = task_timeout_s
         self.memory_limit_mb = memory_limit_mb
         self.preload_modules = tuple(preload_modules)
+        self.import_timeout_s = import_timeout_s
+        self.import_rng = import_rng
         self._zygotes: dict[tuple[str, str], ZygoteHandle] = {}
         self._retired: list[ZygoteHandle] = []  # replaced zygotes still finishing tasks
         self._start_locks: dict[tuple[str, str], threading.Lock] = {}
         self._thread_replacements: dict[tuple[str, str], int] = {}
-        self._spawn_bundles: set[tuple[str, str]] = set()
+        self._spawn_bundles: dict[tuple[str, str], str] = {}  # served by spawn -> why
+        self._refused: dict[tuple[str, str], Failure] = {}  # not forkable, not allowed to spawn
         self._spawn = ColdSpawnExecutor(task_timeout_s=task_timeout_s, memory_limit_mb=memory_limit_mb)
         self._lock = threading.Lock()
         self._closed = False
 
     # ---- zygotes --------------------------------------------------------------------
-    def _zygote(self, bundle: Bundle) -> ZygoteHandle | None:
-        """The live zygote for this bundle (started or replaced as needed); None = serve by spawn."""
+    def _zygote(self, bundle: Bundle, deadline: float | None) -> ZygoteHandle | None:
+        """The live zygote for this bundle (started or replaced as needed); None = serve by spawn.
+        TimeoutError when the task's deadline passes while another thread starts the zygote."""
         key = (bundle.name, bundle.digest)
         with self._lock:
             if self._closed:
                 raise ExecutorClosed("executor is closed")
+            if key in self._refused:
+                raise _Refused(self._refused[key])
             zygote = self._zygotes.get(key)
             if zygote is not None and zygote.usable:
                 return zygote
             start_lock = self._start_locks.setdefault(key, threading.Lock())
-        with start_lock:
+        # another thread may be starting this zygote: wait no longer than the task may
+        wait = remaining(deadline)
+        if not start_lock.acquire(timeout=-1 if wait is None else wait):
+            raise TimeoutError("task deadline passed waiting for the bundle's zygote")
+        try:
             with self._lock:
+                if key in self._refused:
+                    raise _Refused(self._refused[key])
                 if key in self._spawn_bundles:
                     return None
                 old = self._zygotes.pop(key, None)
@@ -414,7 +437,9 @@ class ColdForkExecutor(Executor):
                 self._retire(key, old)
                 if key in self._spawn_bundles:
                     return None
-            return self._start(key, bundle)
+            return self._start(key, bundle, deadline)
+        finally:
+            start_lock.release()
 
     def _retire(self, key: tuple[str, str], old: ZygoteHandle) -> None:
         old.retire()
@@ -440,18 +465,37 @@ class ColdForkExecutor(Executor):
 
     def _use_spawn(self, key: tuple[str, str], why: str) -> None:
         with self._lock:
-            self._spawn_bundles.add(key)
+            self._spawn_bundles[key] = why
             self._zygotes.pop(key, None)
         logger.warning(
             "Bundle %r cannot be forked safely (%s): its tasks run with cold start spawn instead "
-            "(a new interpreter per task; still isolated, slower). Avoid starting threads at import.",
+            "(a new interpreter per task; still isolated, slower)",
             key[0], why,
         )
 
-    def _start(self, key: tuple[str, str], bundle: Bundle) -> ZygoteHandle | None:
+    def spawn_fallbacks(self) -> dict[str, str]:
+        """Bundles this worker serves by cold spawn although it is configured for fork -> why."""
+        with self._lock:
+            return {f"{name}@{digest[:19]}": why for (name, digest), why in self._spawn_bundles.items()}
+
+    def refused_bundles(self) -> dict[str, str]:
+        with self._lock:
+            return {f"{name}@{digest[:19]}": f.message for (name, digest), f in self._refused.items()}
+
+    def _start(self, key: tuple[str, str], bundle: Bundle, deadline: float | None) -> ZygoteHandle | None:
         zygote = ZygoteHandle(bundle, self.preload_modules, self.memory_limit_mb)
+        task_wait = remaining(deadline)
         try:
-            info = zygote.wait_ready(self.task_timeout_s or None)
+            info = zygote.wait_ready(self.import_timeout_s if task_wait is None else min(task_wait, self.import_timeout_s))
+        except TimeoutError:
+            zygote.close()
+            if task_wait is not None and task_wait < self.import_timeout_s:
+                raise  # the task's own timeout
+            raise ImportTimeout(
+                f"bundle {bundle.name!r}: the cold fork zygote (PID {zygote.pid}) did not finish importing "
+                f"{bundle.entrypoint.partition(':')[0]!r} within MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS="
+                f"{self.import_timeout_s:g}; it was killed (does the bundle block at import?)"
+            ) from None
         except BaseException:
             zygote.close()
             raise
@@ -460,9 +504,34 @@ class ColdForkExecutor(Executor):
             self._use_spawn(
                 key,
                 f"after importing its modules the zygote has {info['threads']} threads: "
-                + ", ".join(info["thread_names"]),
+                + ", ".join(info["thread_names"]) + "; avoid starting threads at import",
             )
             return None
+        if info.get("import_rngs"):
+            zygote.close()
+            rngs = ", ".join(info["import_rngs"])
+            if self.import_rng == "spawn":
+                self._use_spawn(
+                    key,
+                    f"random generators created at import would be cloned into every forked child: {rngs}; "
+                    "MODELOPS_COLD_IMPORT_RNG=spawn",
+                )
+                return None
+            failure = Failure(
+                kind="runtime",
+                type="ForkUnsafeBundle",
+                message=(
+                    f"bundle {bundle.name!r} cannot run under cold fork: random generator(s) created at "
+                    f"import, {rngs}, would be cloned into every forked child, so every task would draw "
+                    "the same numbers. Create generators inside simulate() from the task's seed (e.g. "
+                    "numpy.random.default_rng(seed), random.Random(seed)), or set "
+                    "MODELOPS_COLD_IMPORT_RNG=spawn to run this bundle under cold spawn (slower)"
+                ),
+            )
+            with self._lock:
+                self._refused[key] = failure
+            logger.error("%s", failure.message)
+            raise _Refused(failure)
         for error in info["import_errors"]:
             logger.warning("Cold fork zygote PID %d could not import %s", zygote.pid, error)
         logger.info(
@@ -493,70 +562,96 @@ class ColdForkExecutor(Executor):
     def run(self, task: Task, bundle: Bundle) -> RunOutcome:
         started = time.time()
         t0 = time.perf_counter()
+        # the task's timeout covers the whole task: waiting for the zygote and a spare too
+        deadline = deadline_for(self.task_timeout_s)
         message = job_message(task, bundle)
         pid = os.getpid()
+
+        def outcome(failure: Failure) -> RunOutcome:
+            return RunOutcome(failure.reply(), pid, started, time.perf_counter() - t0)
+
         for _attempt in range(MAX_DISPATCH_ATTEMPTS):
             try:
-                zygote = self._zygote(bundle)
+                zygote = self._zygote(bundle, deadline)
                 if zygote is None:
-                    return self._spawn.run(task, bundle)
-                spare = zygote.take_spare()
-            except (ZygoteError, TimeoutError) as exc:
-                reply = runtime_failure("ZygoteError", str(exc), retryable=True)
-                return RunOutcome(reply, pid, started, time.perf_counter() - t0)
+                    return self._spawn.run(task, bundle, deadline)
+                task_wait = remaining(deadline)
+                wait = self.import_timeout_s if task_wait is None else min(task_wait, self.import_timeout_s)
+                try:
+                    spare = zygote.take_spare(wait)
+                except TimeoutError:
+                    if task_wait is not None and task_wait <= self.import_timeout_s:
+                        raise
+                    return outcome(Failure(
+                        kind="runtime", type="ZygoteError", retryable=True,
+                        message=(
+                            f"bundle {bundle.name!r}: no forked child of zygote PID {zygote.pid} became ready "
+                            f"within MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS={self.import_timeout_s:g}"
+                        ),
+                    ))
+            except TimeoutError:
+                return outcome(timed_out(self.task_timeout_s))
+            except _Refused as refused:
+                return outcome(refused.failure)
+            except ImportTimeout as exc:
+                return outcome(Failure(kind="runtime", type="BundleImportTimeout", message=str(exc)))
+            except ZygoteError as exc:
+                return outcome(Failure(kind="runtime", type="ZygoteError", message=str(exc), retryable=True))
             if spare is None:  # the zygote died while this task waited: use its replacement
                 continue
             pid = spare.pid
             logger.info("Cold runner started: PID %d", pid)
             logger.info("Child process PID %d running task %s", pid, task.task_id)
-            reply = self._dispatch(zygote, spare, message)
+            reply = self._dispatch(zygote, spare, message, deadline)
             if reply is not _NOT_STARTED:
                 return RunOutcome(reply, pid, started, time.perf_counter() - t0)
             logger.warning(
                 "Cold fork child PID %d died before it accepted task %s; dispatching it again",
                 pid, task.task_id,
             )
-        reply = runtime_failure(
-            "ZygoteError",
-            f"no cold fork child of bundle {bundle.name!r} accepted the task in "
-            f"{MAX_DISPATCH_ATTEMPTS} attempts (zygotes keep dying; see the worker's stderr)",
-            retryable=True,
-        )
-        return RunOutcome(reply, pid, started, time.perf_counter() - t0)
+        return outcome(Failure(
+            kind="runtime", type="ZygoteError", retryable=True,
+            message=(
+                f"no cold fork child of bundle {bundle.name!r} accepted the task in "
+                f"{MAX_DISPATCH_ATTEMPTS} attempts (zygotes keep dying; see the worker's stderr)"
+            ),
+        ))
 
-    def _dispatch(self, zygote: ZygoteHandle, spare: Spare, message: dict):
+    def _dispatch(self, zygote: ZygoteHandle, spare: Spare, message: dict, deadline: float | None):
+        """Run the task in `spare`. This thread owns the spare's fds and closes them at the end;
+        the child is signalled only through its pidfd, never by its (reusable) PID."""
         pid, fd = spare.pid, spare.fd
-        deadline = deadline_for(self.task_timeout_s)
         try:
             try:
                 send(fd, message)
             except OSError:
-                _kill_group(pid)
+                spare.kill()
                 return _NOT_STARTED
             try:
-                if deadline is not None and not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                if deadline is not None and not select.select([fd], [], [], remaining(deadline))[0]:
                     raise TimeoutError
                 ack = os.read(fd, 1)
                 if ack != ACK:
-                    _kill_group(pid)
+                    spare.kill()
                     return _NOT_STARTED
                 reply = recv(fd, deadline)
             except TimeoutError:
-                _kill_group(pid)
+                spare.kill()  # the zygote kills the rest of its process group before reaping it
                 zygote.wait_exit(pid)
-                return timeout_reply(self.task_timeout_s)
+                return timed_out(self.task_timeout_s).reply()
             except (EOFError, OSError):
                 code = zygote.wait_exit(pid)
-                _kill_group(pid)  # leftovers of its group
                 if code is None:
-                    return zygote_died_reply(zygote, pid, self._closed)
-                return death_reply(code, f"child process {pid}")
-            _kill_group(pid)  # the child is exiting anyway; this also removes grandchildren it left
+                    spare.kill()
+                    return zygote_died(zygote, pid, self._closed).reply()
+                return died(code, f"child process {pid}", read_fault_text(spare.fault_fd)).reply()
+            # the child exits by itself now; the zygote kills grandchildren it left, then reaps it
             return reply
         finally:
-            _close_fd(fd)
             zygote.request_spares(1)
-            if zygote.unwatch(pid):
+            retire = zygote.unwatch(pid)
+            spare.close()  # after unwatch(): close() no longer signals through this pidfd
+            if retire:
                 zygote.close()
 
     # ---- lifecycle ------------------------------------------------------------------

@@ -11,7 +11,7 @@ import threading
 import time
 
 from modelops.bundles import Bundle
-from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, job_message
+from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, job_message
 from modelops.executors.child_process import ChildProcess
 from modelops.tasks import Task
 
@@ -29,9 +29,12 @@ class ColdSpawnExecutor(Executor):
         self._lock = threading.Lock()
         self._closed = False
 
-    def run(self, task: Task, bundle: Bundle) -> RunOutcome:
+    def run(self, task: Task, bundle: Bundle, deadline: float | None = None) -> RunOutcome:
+        """`deadline` (monotonic) when the task's timeout started earlier (cold fork's fallback)."""
         started = time.time()
         t0 = time.perf_counter()
+        if deadline is None:
+            deadline = deadline_for(self.task_timeout_s)
         child = ChildProcess(max_tasks=1, memory_limit_mb=self.memory_limit_mb)
         with self._lock:
             if self._closed:
@@ -41,7 +44,7 @@ class ColdSpawnExecutor(Executor):
         try:
             logger.info("Cold runner started: PID %d", child.pid)
             logger.info("Child process PID %d running task %s", child.pid, task.task_id)
-            reply = child.run(job_message(task, bundle), self.task_timeout_s)
+            reply = child.run(job_message(task, bundle), deadline, self.task_timeout_s)
         finally:
             child.stop()
             with self._lock:
@@ -53,4 +56,5 @@ class ColdSpawnExecutor(Executor):
             self._closed = True
             children = list(self._running)
         for child in children:
+            # kill only: the thread running the task owns the child's pipes and closes them
             child.kill()

@@ -34,4 +34,6 @@ def build_executor(config: RuntimeConfig, slots: int) -> Executor:
         task_timeout_s=config.task_timeout_seconds,
         memory_limit_mb=config.task_memory_limit_mb,
         preload_modules=config.cold_preload_modules,
+        import_timeout_s=config.bundle_import_timeout_seconds,
+        import_rng=config.cold_import_rng.value,
     )

@@ -9,10 +9,10 @@ import json
 import math
 import random
 import sys
-import traceback
 from typing import Any
 
 from modelops.bundles.bundle import Bundle, BundleError
+from modelops.executors.replies import Failure
 
 
 def seed_global_rngs(seed: int) -> None:
@@ -52,16 +52,7 @@ def check_outputs(outputs: Any) -> None:
 
 
 def failure(kind: str, exc: BaseException, retryable: bool = False) -> dict:
-    return {
-        "status": "failed",
-        "error": {
-            "kind": kind,
-            "type": type(exc).__name__,
-            "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc)),
-            "retryable": retryable,
-        },
-    }
+    return Failure.from_exception(kind, exc, retryable).reply()  # type: ignore[arg-type]
 
 
 def run_job(job: dict, bundle: Bundle) -> dict:

@@ -11,7 +11,8 @@ import threading
 import time
 
 from modelops.bundles import Bundle
-from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, job_message
+from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, job_message, remaining
+from modelops.executors.replies import timed_out
 from modelops.executors.child_process import ChildProcess
 from modelops.tasks import Task
 
@@ -28,7 +29,8 @@ class _Pool:
         self.cond = threading.Condition()
         self.closed = False
 
-    def acquire(self) -> ChildProcess:
+    def acquire(self, deadline: float | None = None) -> ChildProcess | None:
+        """An idle or new child; None when `deadline` passed while every child was busy."""
         with self.cond:
             while True:
                 if self.closed:
@@ -43,10 +45,12 @@ class _Pool:
                         child.pid,
                         child.proc.returncode,
                     )
-                    child.close_channels()
+                    child.stop()
                 if len(self.busy) < self.size:
                     break
-                self.cond.wait()
+                if deadline is not None and remaining(deadline) <= 0:
+                    return None
+                self.cond.wait(remaining(deadline))
         child = ChildProcess(max_tasks=self.max_tasks, memory_limit_mb=self.memory_limit_mb)
         with self.cond:
             self.busy.add(child)
@@ -70,6 +74,7 @@ class _Pool:
             self.idle.clear()
             self.cond.notify_all()
         for child in children:
+            # a busy child's pipes stay with the thread running its task, which closes them
             child.stop(grace=1.0)
 
 
@@ -95,13 +100,16 @@ class WarmExecutor(Executor):
             return pool
 
     def run(self, task: Task, bundle: Bundle) -> RunOutcome:
-        pool = self._pool(bundle)
-        child = pool.acquire()
         started = time.time()
         t0 = time.perf_counter()
+        deadline = deadline_for(self.task_timeout_s)  # the whole task, waiting for a child included
+        pool = self._pool(bundle)
+        child = pool.acquire(deadline)
+        if child is None:
+            return RunOutcome(timed_out(self.task_timeout_s).reply(), 0, started, time.perf_counter() - t0)
         try:
             logger.info("Child process PID %d running task %s", child.pid, task.task_id)
-            reply = child.run(job_message(task, bundle), self.task_timeout_s)
+            reply = child.run(job_message(task, bundle), deadline, self.task_timeout_s)
         finally:
             pool.release(child)
         return RunOutcome(reply, child.pid, started, time.perf_counter() - t0)

@@ -11,8 +11,13 @@ Control channel: a SOCK_SEQPACKET unix socket (one message = one datagram).
   EOF (the worker closed it or died) -> kill every child's process group, reap, exit.
 - zygote -> worker: pickled tuples
   ("ready", info)              once, after the imports (info: pid, threads, import errors, seconds)
-  ("spare", pid) + 1 fd        a new child, waiting for its task on the attached socket
-  ("exit", pid, returncode)    a child was reaped (returncode < 0: killed by that signal)
+  ("spare", pid) + 3 fds       a new child, waiting for its task on the attached socket; the fds are
+                               its socket, a pidfd (opened before the child could be reaped, so the
+                               worker never signals a reused PID) and the memfd its faulthandler
+                               writes a fatal signal's traceback to
+  ("exit", pid, returncode)    a child was reaped (returncode < 0: killed by that signal); what was
+                               left of its process group was killed just before, while the dead
+                               child still held the group's number
   ("threaded", info)           the zygote is no longer single-threaded: it refuses every further
                                fork; running children finish; it exits when the worker closes it
   ("fork_failed", message)     fork() itself failed (e.g. EAGAIN)
@@ -27,32 +32,18 @@ from __future__ import annotations
 
 import os
 
-# Native thread pools must be sized 1 before numpy/scipy/... are imported: a BLAS
-# thread pool would make the zygote multi-threaded, and forking that is unsafe.
-THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "BLIS_NUM_THREADS",
-)
-
-if __name__ == "__main__":
-    for _var in THREAD_VARS:
-        os.environ[_var] = "1"
-
-import ctypes  # noqa: E402
-import gc  # noqa: E402
-import importlib  # noqa: E402
-import json  # noqa: E402
-import pickle  # noqa: E402
-import select  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
+import ctypes
+import faulthandler
+import gc
+import importlib
+import json
+import pickle
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
 
 ACK = b"\x01"
 FORK_REQUEST = b"F"
@@ -60,6 +51,79 @@ _PR_SET_PDEATHSIG = 1
 # how long a fresh zygote waits for threads started at import to finish before
 # declaring itself multi-threaded
 STARTUP_THREAD_GRACE_S = 1.0
+
+
+def rng_types() -> tuple[tuple[type, ...], list[int]]:
+    """Generator types whose state a fork clones, and the global instances every task reseeds.
+
+    Only modules already imported are looked at (numpy is never imported just to check)."""
+    types: list[type] = []
+    reseeded: list[int] = []
+    random_module = sys.modules.get("random")
+    if random_module is not None:
+        types.append(random_module.Random)
+        reseeded.append(id(getattr(random_module, "_inst", None)))
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        types.extend(
+            t for t in (getattr(numpy_random, n, None) for n in ("Generator", "RandomState", "BitGenerator"))
+            if isinstance(t, type)
+        )
+        mtrand = sys.modules.get("numpy.random.mtrand")
+        reseeded.append(id(getattr(mtrand, "_rand", None)))
+    return tuple(types), reseeded
+
+
+def find_import_rngs(modules: list) -> list[str]:
+    """Random generators reachable from `modules` (attributes, and items/attributes of containers
+    one level deep) that every forked child would inherit with the same state.
+
+    `random`'s and numpy's global generators are not listed: every task reseeds them."""
+    types, reseeded = rng_types()
+    if not types:
+        return []
+    system_random = getattr(sys.modules.get("random"), "SystemRandom", None)
+    found: list[str] = []
+
+    def check(value, where: str) -> bool:
+        if isinstance(value, types) and id(value) not in reseeded:
+            if system_random is None or not isinstance(value, system_random):  # no state to clone
+                kind = type(value)
+                found.append(f"{where} ({kind.__module__}.{kind.__qualname__})")
+            return True
+        return False
+
+    for module in modules:
+        for name, value in list(vars(module).items()):
+            where = f"{module.__name__}.{name}"
+            if check(value, where) or isinstance(value, (type, type(sys), type(check), type(len))):
+                continue  # classes, modules and functions are not containers of generators
+            if isinstance(value, dict):
+                items = [(f"{where}[{k!r}]", v) for k, v in list(value.items())[:10000]]
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                items = [(f"{where}[{i}]", v) for i, v in enumerate(list(value)[:10000])]
+            elif type(value).__module__ != "builtins" and isinstance(getattr(value, "__dict__", None), dict):
+                items = [(f"{where}.{k}", v) for k, v in list(vars(value).items())]
+            else:
+                continue
+            for item_where, item in items:
+                check(item, item_where)
+    return found
+
+
+def bundle_modules(spec: dict) -> list:
+    """The bundle's own modules: those under its directory, and the entrypoint's package."""
+    import_path = spec.get("import_path")
+    root = os.path.realpath(import_path) + os.sep if import_path else None
+    tops = {name.split(".")[0] for name in spec.get("bundle_modules", [])}
+    found = []
+    for name, module in list(sys.modules.items()):
+        if module is None:
+            continue
+        origin = getattr(module, "__file__", None)
+        if name.split(".")[0] in tops or (root and origin and os.path.realpath(origin).startswith(root)):
+            found.append(module)
+    return found
 
 
 def thread_count() -> int:
@@ -116,6 +180,7 @@ class Zygote:
         from modelops.executors import child as child_helpers  # noqa: F401
         from modelops.executors import invoke, protocol  # noqa: F401
 
+        import_rngs = find_import_rngs(bundle_modules(self.spec))
         deadline = time.monotonic() + STARTUP_THREAD_GRACE_S
         while thread_count() > 1 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -126,6 +191,7 @@ class Zygote:
             "threads": thread_count(),
             "thread_names": thread_names(),
             "import_errors": errors,
+            "import_rngs": import_rngs,
             "import_s": time.perf_counter() - t0,
         }
 
@@ -163,13 +229,22 @@ class Zygote:
                     self.fork_spare()
 
     def reap(self) -> None:
+        """Report every exited child. Before reaping one, kill what is left of its process group
+        (grandchildren it started): the dead child still holds the group's number, so the
+        number cannot belong to anyone else yet; after the reap it could."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None:
                 return
+            pid = info.si_pid
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            _, status = os.waitpid(pid, 0)
             self.children.discard(pid)
             try:
                 self.tell(("exit", pid, os.waitstatus_to_exitcode(status)))
@@ -207,6 +282,7 @@ class Zygote:
                 self.shutdown(0)
             return
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fault_fd = os.memfd_create("modelops-faulthandler", os.MFD_CLOEXEC)
         sys.stdout.flush()
         sys.stderr.flush()
         try:
@@ -214,22 +290,26 @@ class Zygote:
         except OSError as exc:
             parent_end.close()
             child_end.close()
+            os.close(fault_fd)
             self.tell(("fork_failed", f"fork() failed in zygote {self.pid}: {exc}"))
             return
         if pid == 0:  # pragma: no cover - runs in the child, which _exits
             fd = child_end.detach()
             parent_end.detach()
             self.ctl.detach()
-            self.child_main(fd)
+            self.child_main(fd, fault_fd)
         child_end.close()
         self.children.add(pid)
         self.forked += 1
+        pidfd = os.pidfd_open(pid)  # not reaped before this: only this loop reaps
         try:
-            self.tell(("spare", pid), [parent_end.fileno()])
+            self.tell(("spare", pid), [parent_end.fileno(), pidfd, fault_fd])
         except OSError:
             self.shutdown(0)
         finally:
             parent_end.close()
+            os.close(pidfd)
+            os.close(fault_fd)
 
     def prewarm(self) -> None:
         """Task-independent work a spare does while it waits, so that the copy-on-write page
@@ -255,7 +335,7 @@ class Zygote:
         except Exception:  # noqa: BLE001 - an optimisation only
             pass
 
-    def child_main(self, fd: int) -> None:  # pragma: no cover - covered through real processes
+    def child_main(self, fd: int, fault_fd: int) -> None:  # pragma: no cover - covered through real processes
         """A forked child: become a clean one-task process, wait for the task, run it, _exit."""
         code = 0
         try:
@@ -268,8 +348,12 @@ class Zygote:
             for sig in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            os.closerange(3, fd)
-            os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+            low, high = sorted((fd, fault_fd))
+            os.closerange(3, low)
+            os.closerange(low + 1, high)
+            os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
+            os.set_inheritable(fault_fd, False)
+            faulthandler.enable(file=fault_fd, all_threads=True)
             from modelops.executors.child import limit_memory, run_and_reply
             from modelops.executors.protocol import recv
 
