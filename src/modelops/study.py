@@ -2,6 +2,9 @@
 
 Replicate r of every parameter set gets the same seed (derived from the base
 seed and r), so parameter sets are compared on common random numbers.
+
+Derivation: the first 4 bytes (big-endian) of sha256(f"{base_seed}:{r}"), so every seed
+lies in [0, 2**32), the range numpy's legacy seeding and common frameworks accept.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from modelops.tasks import Scalar, Task
+from modelops.tasks import Scalar, Task, check_seed
 
 
 class StudyError(ValueError):
@@ -28,7 +31,12 @@ class Study(BaseModel):
     entrypoint: str | None = None
     parameters: list[dict[str, Scalar]] = Field(min_length=1)
     replicates: int = Field(default=1, ge=1)
-    base_seed: int = Field(default=0, ge=0)
+    base_seed: int = 0
+
+    @field_validator("base_seed")
+    @classmethod
+    def _seed_range(cls, base_seed: int) -> int:
+        return check_seed("base_seed", base_seed)
 
     @field_validator("parameters")
     @classmethod
@@ -59,7 +67,7 @@ class Study(BaseModel):
 
     def replicate_seed(self, replicate: int) -> int:
         digest = hashlib.sha256(f"{self.base_seed}:{replicate}".encode()).digest()
-        return int.from_bytes(digest[:8], "big") >> 1
+        return int.from_bytes(digest[:4], "big")
 
     def tasks(self, bundle_digest: str, entrypoint: str) -> list[Task]:
         return [

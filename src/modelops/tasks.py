@@ -12,9 +12,20 @@ import json
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 Scalar = bool | int | float | str | None
+
+# Seeds handed to simulate() lie in [0, 2**32): numpy's legacy seeding (RandomState,
+# np.random.seed) and many simulation frameworks reject anything larger.
+SEED_LIMIT = 2**32
+
+
+def check_seed(name: str, value: int) -> int:
+    """A seed in [0, 2**32), or a ValueError naming the field, the value and what is allowed."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name}={value!r} is invalid: allowed an integer in [0, 2**32) (0 to {SEED_LIMIT - 1})")
+    return value
 
 
 class Task(BaseModel):
@@ -24,7 +35,12 @@ class Task(BaseModel):
     bundle_digest: str
     entrypoint: str
     params: dict[str, Scalar]
-    seed: int = Field(ge=0, lt=2**63)
+    seed: int
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, seed: int) -> int:
+        return check_seed("seed", seed)
 
     @field_validator("params")
     @classmethod

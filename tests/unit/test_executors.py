@@ -170,3 +170,30 @@ def test_entrypoint_that_does_not_exist_is_a_failed_result(make_runtime, executo
     result = runtime.execute(task)
     assert result.status == "failed" and result.outputs is None
     assert "has no callable 'nope'" in result.error.message
+
+
+@pytest.mark.parametrize("executor", list(EXECUTOR_ENVS))
+def test_a_bundle_seeding_numpy_the_legacy_way_runs_with_every_derived_seed(make_runtime, executor):
+    """Derived seeds lie in [0, 2**32): np.random.seed / RandomState accept every one."""
+    from modelops.study import Study
+
+    runtime = make_runtime(**EXECUTOR_ENVS[executor])
+    resolved = runtime.resolver.resolve("legacy_seed")
+    study = Study(name="s", bundle="legacy_seed", parameters=[{}], replicates=3, base_seed=11)
+    results = [runtime.execute(t) for t in study.tasks(resolved.digest, resolved.entrypoint)]
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert len({r.outputs["draw"] for r in results}) == 3
+
+
+@pytest.mark.parametrize("executor", CHILD_EXECUTORS)
+def test_every_child_gets_the_same_thread_environment(make_runtime, executor, monkeypatch):
+    """Warm, spawn and fork children: native thread pools sized 1, unless the worker's env says."""
+    runtime = make_runtime(**EXECUTOR_ENVS[executor])
+    result = runtime.execute(make_task(runtime, "thread_env"))
+    assert result.ok, result.error
+    assert set(result.outputs["threads_env"].values()) == {"1"}, result.outputs
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # the operator's choice, in the worker's env
+    override = make_runtime(**EXECUTOR_ENVS[executor])
+    result = override.execute(make_task(override, "thread_env", {"i": 1}))
+    assert result.outputs["threads_env"]["MKL_NUM_THREADS"] == "3"
+    assert result.outputs["threads_env"]["OMP_NUM_THREADS"] == "1"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelops.study import Study, StudyError
+from modelops.tasks import Task
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sir" / "study.json"
 DIGEST = "sha256:" + "a" * 64
@@ -74,3 +75,24 @@ def test_bad_study_files_name_the_file_and_field(tmp_path, content, message):
 def test_missing_study_file(tmp_path):
     with pytest.raises(StudyError, match="not found"):
         Study.load(tmp_path / "nope.json")
+
+
+def test_derived_seeds_lie_in_the_range_every_framework_accepts():
+    study = Study(name="s", bundle="b", parameters=[{"x": 1}], replicates=2000, base_seed=4_000_000_000)
+    seeds = [t.seed for t in study.tasks(DIGEST, "m:f")]
+    assert all(0 <= s < 2**32 for s in seeds), max(seeds)
+    assert len(set(seeds)) > 1990  # still spread over the range
+    # the documented derivation
+    import hashlib
+
+    assert seeds[7] == int.from_bytes(hashlib.sha256(b"4000000000:7").digest()[:4], "big")
+
+
+@pytest.mark.parametrize("bad", [2**32, -1, 2**40])
+def test_explicit_seeds_outside_the_range_are_rejected_naming_field_and_range(bad, tmp_path):
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"name": "s", "bundle": "b", "parameters": [{}], "base_seed": bad}))
+    with pytest.raises(StudyError, match=rf"base_seed={bad} is invalid: allowed an integer in \[0, 2\*\*32\)"):
+        Study.load(path)
+    with pytest.raises(ValueError, match=rf"seed={bad} is invalid: allowed an integer in \[0, 2\*\*32\)"):
+        Task(bundle="b", bundle_digest=DIGEST, entrypoint="m:f", params={}, seed=bad)
