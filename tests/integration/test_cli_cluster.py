@@ -32,7 +32,7 @@ def test_demo_command_runs_the_sir_study_cold_on_a_local_cluster(tmp_path):
     pids = {r["provenance"]["pid"] for r in results}
     assert len(pids) == 12
     assert "tasks: 12  succeeded: 12  failed: 0" in done.stdout
-    assert "distinct child PIDs: 12 for 12 tasks" in done.stdout
+    assert "distinct child PIDs, counted as (worker, PID) pairs: 12 for 12 tasks" in done.stdout
     assert done.stdout.count("executor cold (fork)") == 2
     assert "Executor: cold" in done.stdout and "Cold start: fork" in done.stdout
     assert {r["provenance"]["executor"] for r in results} == {"cold"}
@@ -116,3 +116,23 @@ def test_run_against_a_cluster_without_workers_gives_up_with_a_clear_error(clust
     done = mops("run", "examples/sir/study.json", "--scheduler", cluster.address, "--wait-workers", "2")
     assert done.returncode == 1
     assert "no worker connected to" in done.stderr and "within 2 s" in done.stderr
+
+
+def test_a_fallback_to_spawn_is_shown_by_run_and_fails_doctor_expecting_fork(cluster_factory, tmp_path):
+    cluster = cluster_factory(n_workers=1, MODELOPS_EXECUTOR_TYPE="cold")
+    expect_fork = ("doctor", "--scheduler", cluster.address, "--expect-executor", "cold",
+                   "--expect-cold-start", "fork", "--probe-tasks", "2")
+    good = mops(*expect_fork)
+    assert good.returncode == 0, good.stdout + good.stderr
+    study = tmp_path / "threaded.json"
+    study.write_text(json.dumps({"name": "t", "bundle": "threaded_import", "parameters": [{"i": 1}, {"i": 2}]}))
+    done = mops("run", str(study), "--scheduler", cluster.address)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "executor cold (fork)" in done.stdout
+    assert re.search(r"bundle threaded_import@sha256:\w+ served by spawn instead of fork \(2 task\(s\)\): "
+                     r".*import-thread", done.stdout), done.stdout
+    assert "cold tasks per start method (as really started): {'spawn': 2}" in done.stdout
+    bad = mops(*expect_fork)
+    assert bad.returncode == 1
+    assert "serves bundle(s) by spawn instead of fork: threaded_import@sha256:" in bad.stdout
+    assert "cannot be forked safely" in "".join(cluster.worker_logs())

@@ -56,3 +56,52 @@ def test_run_rejects_a_bad_study_file_before_connecting(tmp_path):
 def test_run_rejects_an_unknown_executor_choice():
     done = mops("run", str(REPO / "examples/sir/study.json"), "--local", "--executor", "clod")
     assert done.returncode == 2 and "'clod' is not one of 'direct', 'isolated_warm', 'cold'" in done.stderr
+
+
+def test_config_check_exits_2_naming_a_preload_module_that_is_not_installed(tmp_path):
+    env = {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_BUNDLES_DIR": str(tmp_path),
+           "MODELOPS_COLD_PRELOAD_MODULES": "json,xml.dom.minidom,modelops_no_such_module"}
+    done = mops("config", "check", env=env)
+    assert done.returncode == 2
+    assert "MODELOPS_COLD_PRELOAD_MODULES" in done.stderr
+    assert "'modelops_no_such_module': not installed" in done.stderr
+    ok = mops("config", "check", env={**env, "MODELOPS_COLD_PRELOAD_MODULES": "json,xml.dom.minidom"})
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_config_check_validates_the_new_settings(tmp_path):
+    base = {"MODELOPS_BUNDLES_DIR": str(tmp_path)}
+    done = mops("config", "check", env={**base, "MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS": "0"})
+    assert done.returncode == 2
+    assert "MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS='0' is invalid: allowed a number > 0" in done.stderr
+    done = mops("config", "check", env={**base, "MODELOPS_COLD_IMPORT_RNG": "ignore"})
+    assert done.returncode == 2
+    assert "MODELOPS_COLD_IMPORT_RNG='ignore' is invalid: allowed one of refuse, spawn" in done.stderr
+    config = json.loads(mops("config", "check", env=base).stdout)
+    assert config["bundle_import_timeout_seconds"] == 300.0 and config["cold_import_rng"] == "refuse"
+
+
+def test_run_summary_counts_worker_pid_pairs_and_spawn_fallbacks(capsys):
+    """PIDs repeat across pods (one PID namespace each): only (worker, PID) pairs are distinct."""
+    from modelops.cli.run import _print_summary
+    from modelops.tasks import Provenance, TaskResult
+
+    def result(worker: str, pid: int, start: str) -> TaskResult:
+        return TaskResult(
+            task_id=f"{worker}-{pid}", status="ok", params={}, seed=0, outputs={},
+            provenance=Provenance(executor="cold", cold_start=start, worker=worker, worker_group="default",
+                                  pid=pid, bundle="b", bundle_digest="d", started=0.0, duration_s=0.1),
+        )
+
+    results = [result(w, pid, "fork") for w in ("tcp://pod-a:1", "tcp://pod-b:1") for pid in (40, 41)]
+    results.append(result("tcp://pod-b:1", 42, "spawn"))
+    runtimes = {
+        "tcp://pod-a:1": {"executor": "cold", "cold_start": "fork", "worker_group": "default"},
+        "tcp://pod-b:1": {"executor": "cold", "cold_start": "fork", "worker_group": "default",
+                          "spawn_fallbacks": {"b@sha256:1": {"reason": "threads at import", "tasks": 1}}},
+    }
+    _print_summary(results, runtimes, 1.0)
+    out = capsys.readouterr().out
+    assert "distinct child PIDs, counted as (worker, PID) pairs: 5 for 5 tasks" in out
+    assert "bundle b@sha256:1 served by spawn instead of fork (1 task(s)): threads at import" in out
+    assert "cold tasks per start method (as really started): {'fork': 4, 'spawn': 1}" in out

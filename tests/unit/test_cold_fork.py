@@ -107,6 +107,43 @@ BUNDLES = {
             return {"pid": os.getpid(), "ppid": os.getppid()}
         """
     ),
+    # random generators created at import: a fork would clone them into every child
+    "rng_import": (
+        """
+        import random
+        import numpy as np
+
+        RNG = np.random.default_rng()
+
+        def simulate(params, seed):
+            return {"draw": float(RNG.random()), "pid": __import__("os").getpid()}
+        """
+    ),
+    "rng_container": (
+        """
+        import random
+
+        class Model:
+            def __init__(self):
+                self.rng = random.Random()
+
+        MODEL = Model()
+        STREAMS = {"main": random.Random(5)}
+
+        def simulate(params, seed):
+            return {"draw": MODEL.rng.random()}
+        """
+    ),
+    # blocks at import until killed
+    "import_hang": (
+        """
+        import time
+        time.sleep(600)
+
+        def simulate(params, seed):
+            return {}
+        """
+    ),
 }
 
 @pytest.fixture(scope="module")
@@ -349,6 +386,61 @@ def test_thread_started_at_import_means_the_bundle_is_served_by_spawn(runtime_fa
     assert {r.provenance.cold_start for r in results} == {"spawn"}
     warnings = [r.getMessage() for r in executor_log if r.levelno == logging.WARNING]
     assert any("cannot be forked safely" in m and "import-thread" in m for m in warnings), warnings
+    # counted, and shown by describe() (which mops doctor and mops run report)
+    fallbacks = runtime.describe()["spawn_fallbacks"]
+    assert list(fallbacks) == [f"threaded_import@{results[0].provenance.bundle_digest[:19]}"]
+    (fallback,) = fallbacks.values()
+    assert fallback["tasks"] == 2 and "import-thread" in fallback["reason"]
+    assert sum("cannot be forked safely" in m for m in warnings) == 1  # one WARNING per bundle
+
+
+def test_generators_created_at_import_refuse_fork_naming_module_and_attribute(runtime_factory):
+    """Forked children would all draw the same numbers from them: refuse, say what to do."""
+    runtime = runtime_factory()
+    results = [run(runtime, "rng_import", {"i": i}, seed=i) for i in range(2)]
+    for result in results:
+        assert result.status == "failed", result.outputs
+        error = result.error
+        assert error.kind == "runtime" and error.type == "ForkUnsafeBundle" and not error.retryable
+        assert "rng_import_model.RNG (numpy.random._generator.Generator)" in error.message
+        assert "from the task's seed" in error.message and "MODELOPS_COLD_IMPORT_RNG=spawn" in error.message
+    assert runtime.executor.zygote_pids() == []
+    assert list(runtime.describe()["refused_bundles"]) == [f"rng_import@{results[0].provenance.bundle_digest[:19]}"]
+    # containers one level deep: an object's attribute, a dict's value
+    (contained,) = [run(runtime, "rng_container")]
+    assert contained.error.type == "ForkUnsafeBundle"
+    assert "rng_container_model.MODEL.rng (random.Random)" in contained.error.message
+    assert "rng_container_model.STREAMS['main'] (random.Random)" in contained.error.message
+
+
+def test_generators_created_at_import_run_under_spawn_when_asked(runtime_factory):
+    runtime = runtime_factory(MODELOPS_COLD_IMPORT_RNG="spawn")
+    results = [run(runtime, "rng_import", {"i": i}, seed=i) for i in range(2)]
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert {r.provenance.cold_start for r in results} == {"spawn"}
+    assert results[0].outputs["draw"] != results[1].outputs["draw"]
+    (fallback,) = runtime.describe()["spawn_fallbacks"].values()
+    assert fallback["tasks"] == 2 and "rng_import_model.RNG" in fallback["reason"]
+
+
+def test_a_bundle_hanging_at_import_is_bounded_by_the_import_timeout(runtime_factory):
+    """Task timeout 0 (no limit): before, the task waited for the zygote forever."""
+    runtime = runtime_factory(MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS="1")
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(run, runtime, "import_hang").result(timeout=60)
+    assert result.status == "failed"
+    assert result.error.type == "BundleImportTimeout" and result.error.kind == "runtime"
+    assert "MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS=1" in result.error.message
+    assert "'import_hang_model'" in result.error.message
+    assert processes_mentioning(str(runtime.config.bundles_dir / "import_hang")) == []
+
+
+def test_the_task_timeout_covers_waiting_for_the_zygote(runtime_factory):
+    runtime = runtime_factory(MODELOPS_TASK_TIMEOUT_SECONDS="1")
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(run, runtime, "import_hang").result(timeout=60)
+    assert result.error.kind == "timeout", result.error
+    assert "MODELOPS_TASK_TIMEOUT_SECONDS=1" in result.error.message
 
 
 def test_zygote_that_becomes_multi_threaded_refuses_to_fork_and_is_replaced(runtime_factory, executor_log):

@@ -52,3 +52,27 @@ def test_worker_without_runtime():
 def test_failed_probe_is_reported():
     problems = check_worker(info("cold"), [probe(1), probe(2, ok=False)], "cold")
     assert problems == ["probe task failed: signal: killed by SIGKILL"]
+
+
+def test_expect_cold_start_fork_fails_a_worker_serving_a_bundle_by_spawn():
+    worker = {**info("cold"), "cold_start": "fork"}
+    probes = [probe(1), probe(2), probe(3)]
+    assert check_worker(worker, probes, "cold", "fork") == []
+    worker["spawn_fallbacks"] = {"sir@sha256:ab": {"reason": "after importing ... 2 threads: t", "tasks": 7}}
+    (problem,) = check_worker(worker, probes, "cold", "fork")
+    assert "serves bundle(s) by spawn instead of fork: sir@sha256:ab" in problem and "7 task(s)" in problem
+    assert check_worker(worker, probes, "cold") == []  # without the flag: reported, not failed
+
+
+def test_expect_cold_start_names_the_start_method_a_worker_runs():
+    spawn = {**info("cold"), "cold_start": "spawn"}
+    (problem,) = check_worker(spawn, [probe(1), probe(2)], None, "fork")
+    assert "cold start spawn, expected cold with fork" in problem
+    warm = {**info("isolated_warm"), "cold_start": None}
+    assert check_worker(warm, [probe(1, executor="isolated_warm")], None, "fork")
+
+
+def test_a_worker_refusing_a_bundle_is_reported():
+    worker = {**info("cold"), "cold_start": "fork", "refused_bundles": {"m@sha256:1": "RNG at import"}}
+    (problem,) = check_worker(worker, [probe(1)], "cold")
+    assert "refuses every task of bundle m@sha256:1: RNG at import" in problem

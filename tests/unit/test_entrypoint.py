@@ -134,3 +134,13 @@ def test_unknown_command_exits_127():
     proc = run_entrypoint(["no-such-command-modelops"])
     assert proc.returncode == 127
     assert "command not found: no-such-command-modelops" in proc.stderr
+
+
+@pytest.mark.parametrize("module", ["modelops_no_such_module", "xml.no_such_submodule"])
+def test_a_preload_module_that_is_not_installed_exits_2_naming_it_before_dask(tmp_path, module):
+    """Before: accepted here, then the worker died after Dask started, with a nanny traceback."""
+    env = {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_PRELOAD_MODULES": f"json, {module}"}
+    proc = run_entrypoint(["worker", "tcp://127.0.0.1:9"], env, tmp_path, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert "MODELOPS_COLD_PRELOAD_MODULES" in proc.stderr and f"{module!r}: not installed" in proc.stderr
+    assert "not starting Dask" in proc.stderr and "distributed." not in proc.stderr

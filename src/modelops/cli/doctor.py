@@ -20,7 +20,9 @@ from modelops.worker.runtime import describe_worker, resolve_bundle, run_task
 PROBE_BUNDLE = "modelops:probe"
 
 
-def check_worker(info: dict, results: list[TaskResult], expect: str | None) -> list[str]:
+def check_worker(
+    info: dict, results: list[TaskResult], expect: str | None, expect_cold_start: str | None = None
+) -> list[str]:
     """Problems with one worker: its executor, and what its probe tasks showed."""
     problems = []
     executor = info.get("executor")
@@ -28,6 +30,19 @@ def check_worker(info: dict, results: list[TaskResult], expect: str | None) -> l
         return [f"no modelops runtime: {info.get('error')}"]
     if expect and executor != expect:
         problems.append(f"runs executor {executor}, expected {expect}")
+    if expect_cold_start:
+        if executor != ExecutorType.COLD.value or info.get("cold_start") != expect_cold_start:
+            problems.append(
+                f"runs {executor} with cold start {info.get('cold_start')}, expected cold with {expect_cold_start}"
+            )
+        fallbacks = info.get("spawn_fallbacks") or {}
+        if expect_cold_start == "fork" and fallbacks:
+            problems.append(
+                "serves bundle(s) by spawn instead of fork: "
+                + "; ".join(f"{b} ({f['reason']}; {f['tasks']} task(s))" for b, f in sorted(fallbacks.items()))
+            )
+    for bundle, why in sorted((info.get("refused_bundles") or {}).items()):
+        problems.append(f"refuses every task of bundle {bundle}: {why}")
     failed = [r for r in results if not r.ok]
     for r in failed:
         problems.append(f"probe task failed: {r.error.kind}: {r.error.message}")
@@ -76,6 +91,9 @@ def run_probes(client, address: str, n: int, timeout: float) -> list[TaskResult]
 @click.option("--scheduler", required=True, help="Address of the Dask scheduler, e.g. tcp://host:8786.")
 @click.option("--expect-executor", type=click.Choice([e.value for e in ExecutorType]),
               help="Fail for every worker that runs another executor.")
+@click.option("--expect-cold-start", type=click.Choice(["fork", "spawn"]),
+              help="Fail for every worker that is not cold with this start method, and (fork) for "
+                   "every worker serving some bundle by spawn instead of fork.")
 @click.option("--group", help="Check only workers whose MODELOPS_WORKER_GROUP is this.")
 @click.option("--probe-tasks", default=3, show_default=True, type=click.IntRange(0),
               help="Probe tasks to run on each worker.")
@@ -83,7 +101,7 @@ def run_probes(client, address: str, n: int, timeout: float) -> list[TaskResult]
               help="Wait until at least this many (matching) workers are connected.")
 @click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds to wait for the scheduler and the workers.")
-def doctor(scheduler, expect_executor, group, probe_tasks, min_workers, timeout):
+def doctor(scheduler, expect_executor, expect_cold_start, group, probe_tasks, min_workers, timeout):
     """Check that workers run the executor their deployment asks for."""
     from distributed import Client
 
@@ -109,14 +127,14 @@ def doctor(scheduler, expect_executor, group, probe_tasks, min_workers, timeout)
         for address, info in sorted(matching.items()):
             try:
                 results = run_probes(client, address, probe_tasks, timeout) if info.get("executor") else []
-                problems = check_worker(info, results, expect_executor)
+                problems = check_worker(info, results, expect_executor, expect_cold_start)
             except TimeoutError:
                 results, problems = [], [f"probe tasks did not finish within {timeout:g} s"]
             pids = [r.outputs["pid"] for r in results if r.ok]
             status = "OK" if not problems else "MISMATCH"
             click.echo(f"{status} worker {address} group={info.get('worker_group')} "
                        f"executor={info.get('executor')} cold_start={info.get('cold_start')} "
-                       f"probe PIDs={pids}")
+                       f"spawn_fallbacks={len(info.get('spawn_fallbacks') or {})} probe PIDs={pids}")
             for problem in problems:
                 click.echo(f"    {problem}")
             if problems:

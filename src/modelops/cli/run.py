@@ -134,6 +134,7 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight
         finally:
             if results_file:
                 results_file.close()
+        runtimes = {**runtimes, **service.worker_runtime()}  # fallbacks happen during the study
     wall = time.perf_counter() - started
     _print_summary(results, runtimes, wall)
     if any(not r.ok for r in results):
@@ -142,16 +143,23 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight
 
 def _print_summary(results, runtimes: dict, wall: float) -> None:
     ok = sum(r.ok for r in results)
-    pids = {r.provenance.pid for r in results if r.provenance.pid}
+    # PIDs are per PID namespace (one per pod): only (worker, PID) pairs identify a process
+    pairs = {(r.provenance.worker, r.provenance.pid) for r in results if r.provenance.pid}
     click.echo("")
     click.echo(f"tasks: {len(results)}  succeeded: {ok}  failed: {len(results) - ok}  wall time: {wall:.2f} s")
     for address, info in sorted(runtimes.items()):
         executor = info.get("executor") or f"NONE ({info.get('error')})"
         cold = f" ({info['cold_start']})" if info.get("cold_start") else ""
         click.echo(f"worker {address}: executor {executor}{cold}, group {info.get('worker_group')}")
+        for bundle, fallback in sorted((info.get("spawn_fallbacks") or {}).items()):
+            click.echo(f"  bundle {bundle} served by spawn instead of fork ({fallback['tasks']} task(s)): "
+                       f"{fallback['reason']}")
     by_executor = Counter(r.provenance.executor for r in results)
     click.echo(f"tasks per executor: {dict(by_executor)}")
-    click.echo(f"distinct child PIDs: {len(pids)} for {len(results)} tasks")
+    by_start = Counter(r.provenance.cold_start for r in results if r.provenance.cold_start)
+    if by_start:
+        click.echo(f"cold tasks per start method (as really started): {dict(by_start)}")
+    click.echo(f"distinct child PIDs, counted as (worker, PID) pairs: {len(pairs)} for {len(results)} tasks")
     for r in results:
         if not r.ok:
             click.echo(f"FAILED {r.task_id} params={r.params} seed={r.seed}: "

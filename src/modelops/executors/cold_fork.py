@@ -400,6 +400,7 @@ class ColdForkExecutor(Executor):
         self._start_locks: dict[tuple[str, str], threading.Lock] = {}
         self._thread_replacements: dict[tuple[str, str], int] = {}
         self._spawn_bundles: dict[tuple[str, str], str] = {}  # served by spawn -> why
+        self._spawn_tasks: dict[tuple[str, str], int] = {}  # tasks served by that fallback
         self._refused: dict[tuple[str, str], Failure] = {}  # not forkable, not allowed to spawn
         self._spawn = ColdSpawnExecutor(task_timeout_s=task_timeout_s, memory_limit_mb=memory_limit_mb)
         self._lock = threading.Lock()
@@ -473,10 +474,14 @@ class ColdForkExecutor(Executor):
             key[0], why,
         )
 
-    def spawn_fallbacks(self) -> dict[str, str]:
-        """Bundles this worker serves by cold spawn although it is configured for fork -> why."""
+    def spawn_fallbacks(self) -> dict[str, dict]:
+        """Bundles this worker serves by cold spawn although it is configured for fork:
+        "name@digest" -> {"reason", "tasks"} (tasks run by spawn so far)."""
         with self._lock:
-            return {f"{name}@{digest[:19]}": why for (name, digest), why in self._spawn_bundles.items()}
+            return {
+                f"{name}@{digest[:19]}": {"reason": why, "tasks": self._spawn_tasks.get((name, digest), 0)}
+                for (name, digest), why in self._spawn_bundles.items()
+            }
 
     def refused_bundles(self) -> dict[str, str]:
         with self._lock:
@@ -574,6 +579,9 @@ class ColdForkExecutor(Executor):
             try:
                 zygote = self._zygote(bundle, deadline)
                 if zygote is None:
+                    key = (bundle.name, bundle.digest)
+                    with self._lock:
+                        self._spawn_tasks[key] = self._spawn_tasks.get(key, 0) + 1
                     return self._spawn.run(task, bundle, deadline)
                 task_wait = remaining(deadline)
                 wait = self.import_timeout_s if task_wait is None else min(task_wait, self.import_timeout_s)

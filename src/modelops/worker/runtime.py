@@ -95,7 +95,15 @@ class WorkerRuntime:
             "config": self.config.summary(),
             "slots": self.slots,
             "child_pids": child_pids() if child_pids else [],
+            # cold fork only: bundles served by spawn instead (threads or RNGs at import), and
+            # bundles whose tasks are refused (RNGs at import, MODELOPS_COLD_IMPORT_RNG=refuse)
+            "spawn_fallbacks": self._executor_report("spawn_fallbacks"),
+            "refused_bundles": self._executor_report("refused_bundles"),
         }
+
+    def _executor_report(self, name: str) -> dict:
+        report = getattr(self.executor, name, None)
+        return report() if report else {}
 
     def close(self) -> None:
         self.closing = True
