@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Publishes this clone's worker image and chart to the local cluster's OCI registry, as a platform
+# team publishes them to theirs, and writes .cluster/env for users and tests:
+#
+#   image  scripts/build-image-offline.sh -> docker push $REGISTRY/modelops-dask:<version>
+#          (pods pull it by digest, so a rebuilt image is never mistaken for a cached one)
+#   chart  helm package charts/modelops-dask -> helm push oci://$REGISTRY/charts
+#
+# Needs the cluster's registry running (cluster/up.sh, or cluster/kind-up.sh) and the chart tools
+# (make tools). Environment: PUBLISH_KUBECONFIG and PUBLISH_KUBECTL for a cluster other than the local
+# one (kind-up.sh sets them), MODELOPS_REGISTRY_PORT (cluster/lib.sh).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+# shellcheck source=cluster/lib.sh
+source "$HERE/lib.sh"
+
+HELM="$ROOT/.tools/bin/helm"
+ENV_FILE="$ROOT/.cluster/env"
+[ -x "$HELM" ] || die "$HELM is missing (make tools)"
+KUBECONFIG_FOR_ENV="${PUBLISH_KUBECONFIG:-$CLUSTER_KUBECONFIG}"
+KUBECTL_FOR_ENV="${PUBLISH_KUBECTL:-$CLUSTER_BIN/kubectl}"
+curl -sf -o /dev/null "http://$REGISTRY/v2/" || die "no OCI registry answers at http://$REGISTRY/v2/ (make cluster-up)"
+
+version="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$ROOT/pyproject.toml")"
+
+# --- image ---
+bash "$ROOT/scripts/docker-engine.sh" start
+bash "$ROOT/scripts/build-image-offline.sh"
+repo="$REGISTRY/modelops-dask"
+docker tag "modelops-dask:$version" "$repo:$version"
+docker push -q "$repo:$version" >/dev/null || die "docker push $repo:$version failed"
+digest="$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$repo:$version" \
+  | grep -F "$repo@" | head -n 1 | cut -d@ -f2)"
+[ -n "$digest" ] || die "no digest recorded for $repo:$version after the push"
+say "pushed $repo:$version ($digest)"
+
+# --- chart ---
+pkg="$(mktemp -d)"
+trap 'rm -rf "$pkg"' EXIT
+"$HELM" package "$ROOT/charts/modelops-dask" --destination "$pkg" >/dev/null
+chart_version="$(awk '$1 == "version:" {print $2; exit}' "$ROOT/charts/modelops-dask/Chart.yaml" | tr -d '"')"
+"$HELM" push "$pkg/modelops-dask-$chart_version.tgz" "oci://$REGISTRY/charts" --plain-http >/dev/null 2>"$pkg/push.log" \
+  || { cat "$pkg/push.log" >&2; die "helm push to oci://$REGISTRY/charts failed"; }
+say "pushed oci://$REGISTRY/charts/modelops-dask:$chart_version"
+
+# --- .cluster/env ---
+mkdir -p "$(dirname "$ENV_FILE")"
+cat >"$ENV_FILE.tmp" <<EOF
+# Written by make cluster-up: source it to point kubectl and helm at the local cluster.
+export KUBECONFIG=$KUBECONFIG_FOR_ENV
+export KUBECTL=$KUBECTL_FOR_ENV
+export PATH=$(dirname "$KUBECTL_FOR_ENV"):$ROOT/.tools/bin:\$PATH
+export REGISTRY=$REGISTRY
+export IMAGE=$repo@$digest
+export IMAGE_REPOSITORY=$repo
+export IMAGE_TAG=$version
+export IMAGE_DIGEST=$digest
+export CHART=oci://$REGISTRY/charts/modelops-dask
+export CHART_VERSION=$chart_version
+EOF
+mv -f "$ENV_FILE.tmp" "$ENV_FILE"
+grep '^export' "$ENV_FILE"
+cat <<EOF
+
+Local cluster ready. For example:
+  source .cluster/env
+  helm install sims "\$CHART" --version "\$CHART_VERSION" --plain-http -n sims --create-namespace \\
+    -f values/cold.yaml -f values/local.yaml \\
+    --set image.repository="\$IMAGE_REPOSITORY" --set image.digest="\$IMAGE_DIGEST"
+EOF

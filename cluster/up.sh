@@ -1,0 +1,383 @@
+#!/usr/bin/env bash
+# Brings up a single-node Kubernetes on this machine as plain processes, or reuses the one running:
+#
+#   containerd + runc (Debian)  <- kubelet (CRI)       pods on bridge $CLUSTER_BRIDGE, pulled from:
+#   registry (CNCF distribution) on 127.0.0.1:$REGISTRY_PORT, storage under $CLUSTER_STATE/registry
+#   etcd (Debian) on 127.0.0.1  <- kube-apiserver on $CLUSTER_NODE_IP:6443 <- controller-manager,
+#                                  scheduler, kubelet, kube-proxy (iptables), CoreDNS (a Deployment)
+#
+# Kubernetes' own components and CoreDNS are built from the Go module proxy by cluster/build.sh
+# (cached outside the clone). Every process started is recorded as "PID EXE" in
+# $CLUSTER_RUN/<name>.pid and stopped by cluster/down.sh through that record only.
+# Nothing routes off the machine: the bridge has no masquerade, pods get no default route and no
+# upstream DNS, the registry and etcd listen on loopback.
+# Usage: cluster/up.sh   (root). Environment: see cluster/lib.sh (MODELOPS_CLUSTER_STATE, ...).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=cluster/lib.sh
+source "$HERE/lib.sh"
+
+T0=$(date +%s)
+step() { say "[$(( $(date +%s) - T0 ))s] $*"; }
+
+# --- prerequisites: fail early, naming what is missing -------------------------------------------
+check_machine() {
+  [ "$(id -u)" -eq 0 ] || die "the local cluster needs root (containerd, the pod bridge, iptables); run as root"
+  [ -d /sys/fs/cgroup/memory ] || [ -f /sys/fs/cgroup/cgroup.controllers ] \
+    || die "no cgroup filesystem with a memory controller under /sys/fs/cgroup: the kubelet cannot run pods"
+  command -v ip >/dev/null 2>&1 || die "no 'ip' command (Debian package iproute2)"
+  grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null \
+    || die "the kernel has no overlay filesystem: containerd's overlayfs snapshotter needs it"
+}
+
+# Debian packages: containerd + runc, etcd, the CNI plugins, iptables and conntrack for kube-proxy.
+ensure_packages() {
+  local missing=() c
+  for c in containerd runc etcd iptables conntrack openssl curl; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
+  [ -x /usr/lib/cni/bridge ] || missing+=(cni-plugins)
+  [ ${#missing[@]} -eq 0 ] && return
+  command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
+  step "installing Debian packages for: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq --no-install-recommends containerd runc etcd-server containernetworking-plugins \
+    iptables conntrack openssl curl >/dev/null \
+    || die "apt-get install of containerd runc etcd-server containernetworking-plugins iptables conntrack failed"
+  for c in containerd runc etcd iptables conntrack; do command -v "$c" >/dev/null 2>&1 || die "$c still missing after apt-get install"; done
+}
+
+# --- processes ---------------------------------------------------------------------------------------
+# start NAME BINARY ARGS...: start a component detached (own session) unless the recorded one runs.
+start() {
+  local name="$1" bin="$2"; shift 2
+  local exe; exe="$(readlink -f "$(command -v "$bin")")" || die "$bin not found"
+  if pid_of "$name" >/dev/null; then step "$name already running (pid $(pid_of "$name"))"; return; fi
+  # Not a process group leader here (no job control), so setsid execs in place: $! is the daemon.
+  setsid "$exe" "$@" >>"$CLUSTER_LOGS/$name.log" 2>&1 </dev/null &
+  echo "$! $exe" >"$CLUSTER_RUN/$name.pid"
+  step "started $name (pid $!, log $CLUSTER_LOGS/$name.log)"
+}
+
+# wait_for WHAT SECONDS COMPONENT CMD...: poll CMD; fail with the component's log if it dies or times out.
+wait_for() {
+  local what="$1" secs="$2" comp="$3"; shift 3
+  local i
+  for ((i = 0; i < secs * 2; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    if [ -n "$comp" ] && ! pid_of "$comp" >/dev/null; then
+      tail -n 25 "$CLUSTER_LOGS/$comp.log" >&2 || true
+      die "$comp exited while waiting for $what (log: $CLUSTER_LOGS/$comp.log)"
+    fi
+    sleep 0.5
+  done
+  [ -n "$comp" ] && tail -n 25 "$CLUSTER_LOGS/$comp.log" >&2
+  die "timed out after ${secs}s waiting for $what"
+}
+
+# A cluster whose processes all died (machine restarted, session ended) leaves mounts, a bridge and
+# stale records behind: clear them before starting afresh. Cluster data (etcd, images) is kept.
+clear_dead_cluster() {
+  local n alive=0
+  for n in $CLUSTER_COMPONENTS; do pid_of "$n" >/dev/null && alive=1; done
+  [ "$alive" = 0 ] || return 0
+  ls "$CLUSTER_RUN"/*.pid >/dev/null 2>&1 || return 0
+  step "no component of the previous cluster runs: clearing its leftovers"
+  "$HERE/down.sh" --leftovers-only
+}
+
+# --- certificates and kubeconfigs (openssl) -----------------------------------------------------------
+issue_cert() {  # issue_cert NAME SUBJECT [SUBJECT_ALT_NAMES]
+  local name="$1" subj="$2" sans="${3:-}" ext
+  [ -f "$CLUSTER_PKI/$name.crt" ] && return
+  ext="$(mktemp)"
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    if [ -n "$sans" ]; then echo "extendedKeyUsage=serverAuth,clientAuth"; echo "subjectAltName=$sans"
+    else echo "extendedKeyUsage=clientAuth"; fi
+  } >"$ext"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$CLUSTER_PKI/$name.key" -subj "$subj" \
+    -out "$CLUSTER_PKI/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$CLUSTER_PKI/$name.csr" -CA "$CLUSTER_PKI/ca.crt" -CAkey "$CLUSTER_PKI/ca.key" \
+    -CAcreateserial -days 825 -sha256 -extfile "$ext" -out "$CLUSTER_PKI/$name.crt" 2>/dev/null
+  rm -f "$ext" "$CLUSTER_PKI/$name.csr"
+}
+
+write_kubeconfig() {  # write_kubeconfig FILE CERT_NAME
+  local file="$1" cert="$2"
+  mkdir -p "$(dirname "$file")"
+  cat >"$file.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: modelops-local
+  cluster:
+    server: https://$CLUSTER_NODE_IP:$CLUSTER_API_PORT
+    certificate-authority-data: $(base64 -w0 "$CLUSTER_PKI/ca.crt")
+users:
+- name: $cert
+  user:
+    client-certificate-data: $(base64 -w0 "$CLUSTER_PKI/$cert.crt")
+    client-key-data: $(base64 -w0 "$CLUSTER_PKI/$cert.key")
+contexts:
+- name: modelops-local
+  context: {cluster: modelops-local, user: $cert}
+current-context: modelops-local
+EOF
+  chmod 600 "$file.tmp"; mv -f "$file.tmp" "$file"
+}
+
+make_pki() {
+  mkdir -p "$CLUSTER_PKI"; chmod 700 "$CLUSTER_PKI"
+  if [ ! -f "$CLUSTER_PKI/ca.crt" ]; then
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$CLUSTER_PKI/ca.key" -subj "/CN=modelops-local-ca" \
+      -days 3650 -sha256 -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out "$CLUSTER_PKI/ca.crt" 2>/dev/null
+    openssl genrsa -out "$CLUSTER_PKI/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$CLUSTER_PKI/sa.key" -pubout -out "$CLUSTER_PKI/sa.pub" 2>/dev/null
+  fi
+  issue_cert apiserver "/CN=kube-apiserver" \
+    "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$CLUSTER_NODE_IP,IP:$CLUSTER_API_SERVICE_IP"
+  issue_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  issue_cert admin "/O=system:masters/CN=modelops-admin"
+  issue_cert controller-manager "/CN=system:kube-controller-manager"
+  issue_cert scheduler "/CN=system:kube-scheduler"
+  issue_cert kubelet "/O=system:nodes/CN=system:node:$CLUSTER_NODE_NAME"
+  issue_cert kube-proxy "/CN=system:kube-proxy"
+  local c
+  for c in admin controller-manager scheduler kubelet kube-proxy; do
+    write_kubeconfig "$CLUSTER_STATE/kubeconfig/$c.conf" "$c"
+  done
+}
+
+# --- network -------------------------------------------------------------------------------------------
+make_bridge() {
+  ip link show "$CLUSTER_BRIDGE" >/dev/null 2>&1 || ip link add "$CLUSTER_BRIDGE" type bridge
+  ip addr show dev "$CLUSTER_BRIDGE" | grep -q " $CLUSTER_NODE_IP/" || ip addr add "$CLUSTER_NODE_IP/16" dev "$CLUSTER_BRIDGE"
+  ip link set "$CLUSTER_BRIDGE" up
+  # Forwarding between pods through the host (a Service's DNAT) and bridged traffic seen by iptables
+  # (kube-proxy's rules). The previous values are restored by down.sh.
+  [ -f "$CLUSTER_RUN/sysctl.saved" ] || sysctl -n net.ipv4.ip_forward >"$CLUSTER_RUN/sysctl.saved"
+  sysctl -qw net.ipv4.ip_forward=1
+  if [ ! -f /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
+    modprobe br_netfilter 2>/dev/null || die "bridged pod traffic is invisible to iptables (no br_netfilter): Services would not work"
+  fi
+  sysctl -qw net.bridge.bridge-nf-call-iptables=1
+  mkdir -p "$CLUSTER_STATE/cni/net.d" "$CLUSTER_STATE/cni/ipam"
+  # Pods get routes to the pod and service networks only: no default route, nothing leaves the machine.
+  cat >"$CLUSTER_STATE/cni/net.d/10-modelops.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "modelops-local",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$CLUSTER_BRIDGE",
+      "isGateway": true,
+      "isDefaultGateway": false,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "dataDir": "$CLUSTER_STATE/cni/ipam",
+        "ranges": [[{"subnet": "$CLUSTER_POD_CIDR", "rangeStart": "10.88.1.1", "gateway": "$CLUSTER_NODE_IP"}]],
+        "routes": [{"dst": "$CLUSTER_SERVICE_CIDR"}]
+      }
+    }
+  ]
+}
+EOF
+}
+
+# --- containerd and the registry -----------------------------------------------------------------------
+start_containerd() {
+  local d="$CLUSTER_STATE/containerd"
+  mkdir -p "$d/certs.d/$REGISTRY"
+  # The registry on loopback speaks plain HTTP; containerd learns that from a hosts.toml.
+  cat >"$d/certs.d/$REGISTRY/hosts.toml" <<EOF
+server = "http://$REGISTRY"
+[host."http://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
+EOF
+  # restrict_oom_score_adj: root here lacks CAP_SYS_RESOURCE, so runc cannot give the sandbox the
+  # negative oom_score_adj the kubelet asks for; without this no pod sandbox starts.
+  cat >"$d/config.toml" <<EOF
+version = 2
+root = "$d/root"
+state = "$d/state"
+[grpc]
+  address = "$CONTAINERD_SOCKET"
+[ttrpc]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  disable_apparmor = true
+  enable_selinux = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+        Root = "$d/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$CLUSTER_STATE/cni/net.d"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$d/certs.d"
+EOF
+  start containerd containerd --config "$d/config.toml"
+  wait_for "containerd" 30 containerd ctr --address "$CONTAINERD_SOCKET" version
+}
+
+start_registry() {
+  mkdir -p "$CLUSTER_STATE/registry/data"
+  cat >"$CLUSTER_STATE/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $CLUSTER_STATE/registry/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REGISTRY_PORT
+EOF
+  start registry "$CLUSTER_BIN/registry" serve "$CLUSTER_STATE/registry/config.yml"
+  wait_for "the registry on $REGISTRY" 30 registry curl -sf "http://$REGISTRY/v2/"
+}
+
+# The cluster's own images (pause, CoreDNS): one static binary each, built into an image by the Docker
+# engine with no network and pushed to the local registry, where containerd pulls them like any other.
+push_system_images() {
+  local name bin ctx
+  for name in pause coredns; do
+    local ref="$REGISTRY/modelops-cluster/$name:$(cat "$CLUSTER_BIN/.$name.stamp")"
+    if curl -sf -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+        "http://$REGISTRY/v2/modelops-cluster/$name/manifests/${ref##*:}"; then continue; fi
+    ctx="$(mktemp -d)"; cp "$CLUSTER_BIN/$name" "$ctx/$name"
+    printf 'FROM scratch\nCOPY %s /%s\nENTRYPOINT ["/%s"]\n' "$name" "$name" "$name" >"$ctx/Dockerfile"
+    docker build -q --network none -t "$ref" "$ctx" >/dev/null || die "docker build of $ref failed"
+    rm -rf "$ctx"
+    docker push -q "$ref" >/dev/null || die "docker push $ref failed"
+    step "pushed $ref"
+  done
+}
+
+# --- the control plane ---------------------------------------------------------------------------------
+start_etcd() {
+  start etcd etcd --name modelops --data-dir "$CLUSTER_STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-cluster "modelops=http://127.0.0.1:$((ETCD_PORT + 1))" --listen-metrics-urls "http://127.0.0.1:$((ETCD_PORT + 2))"
+  wait_for "etcd" 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+}
+
+start_control_plane() {
+  local p="$CLUSTER_PKI" k="$CLUSTER_STATE/kubeconfig"
+  start kube-apiserver "$CLUSTER_BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --bind-address="$CLUSTER_NODE_IP" --advertise-address="$CLUSTER_NODE_IP" --secure-port="$CLUSTER_API_PORT" \
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt" \
+    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range="$CLUSTER_SERVICE_CIDR" --authorization-mode=Node,RBAC \
+    --kubelet-client-certificate="$p/apiserver-kubelet-client.crt" --kubelet-client-key="$p/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP --enable-admission-plugins=NodeRestriction \
+    --allow-privileged=true --profiling=false --cert-dir="$CLUSTER_STATE/apiserver"
+  wait_for "kube-apiserver /readyz" 120 kube-apiserver \
+    curl -sf --cacert "$p/ca.crt" "https://$CLUSTER_NODE_IP:$CLUSTER_API_PORT/readyz"
+  start kube-controller-manager "$CLUSTER_BIN/kube-controller-manager" --kubeconfig="$k/controller-manager.conf" \
+    --authentication-kubeconfig="$k/controller-manager.conf" --authorization-kubeconfig="$k/controller-manager.conf" \
+    --bind-address=127.0.0.1 --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
+    --cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key" \
+    --use-service-account-credentials=true --leader-elect=false --cluster-name=modelops-local --profiling=false \
+    --flex-volume-plugin-dir="$CLUSTER_STATE/kubelet-plugins"
+  start kube-scheduler "$CLUSTER_BIN/kube-scheduler" --kubeconfig="$k/scheduler.conf" \
+    --authentication-kubeconfig="$k/scheduler.conf" --authorization-kubeconfig="$k/scheduler.conf" \
+    --bind-address=127.0.0.1 --leader-elect=false --profiling=false
+}
+
+start_node() {
+  local k="$CLUSTER_STATE/kubeconfig"
+  : >"$CLUSTER_STATE/resolv.conf"   # pods get cluster DNS only, no upstream resolver
+  cat >"$CLUSTER_STATE/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $CLUSTER_PKI/ca.crt}
+authorization: {mode: Webhook}
+address: $CLUSTER_NODE_IP
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+containerRuntimeEndpoint: unix://$CONTAINERD_SOCKET
+cgroupDriver: cgroupfs
+# This machine's cgroups are v1 (hybrid); 1.34 still runs there when told to.
+failCgroupV1: false
+failSwapOn: false
+makeIPTablesUtilChains: false
+resolvConf: $CLUSTER_STATE/resolv.conf
+clusterDNS: [$CLUSTER_DNS_IP]
+clusterDomain: cluster.local
+podLogsDir: $CLUSTER_STATE/pod-logs
+volumePluginDir: $CLUSTER_STATE/kubelet-plugins
+serializeImagePulls: false
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "200Mi", nodefs.available: "1%", imagefs.available: "1%"}
+EOF
+  mkdir -p "$CLUSTER_STATE/pod-logs" "$CLUSTER_STATE/kubelet-plugins"
+  start kubelet "$CLUSTER_BIN/kubelet" --config="$CLUSTER_STATE/kubelet.yaml" --kubeconfig="$k/kubelet.conf" \
+    --root-dir="$CLUSTER_STATE/kubelet" --cert-dir="$CLUSTER_STATE/kubelet-pki" \
+    --node-ip="$CLUSTER_NODE_IP" --hostname-override="$CLUSTER_NODE_NAME"
+  start kube-proxy "$CLUSTER_BIN/kube-proxy" --kubeconfig="$k/kube-proxy.conf" --hostname-override="$CLUSTER_NODE_NAME" \
+    --proxy-mode=iptables --cluster-cidr="$CLUSTER_POD_CIDR" --nodeport-addresses="$CLUSTER_POD_CIDR" \
+    --conntrack-max-per-core=0 --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256
+  wait_for "node $CLUSTER_NODE_NAME Ready" 120 kubelet bash -c \
+    "'$CLUSTER_BIN/kubectl' --kubeconfig '$CLUSTER_KUBECONFIG' get node '$CLUSTER_NODE_NAME' \
+       -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+}
+
+start_dns() {
+  sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|" -e "s|@DNS_IP@|$CLUSTER_DNS_IP|" "$HERE/manifests/coredns.yaml" \
+    | kubectl apply -f - >/dev/null
+  kubectl -n kube-system rollout status deploy/coredns --timeout=180s >/dev/null \
+    || { kubectl -n kube-system describe pods -l k8s-app=kube-dns >&2; die "CoreDNS did not become ready"; }
+}
+
+kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" "$@"; }
+
+main() {
+  check_machine
+  [ "${1:-}" = --check ] && return 0
+  ensure_packages
+  mkdir -p "$CLUSTER_RUN" "$CLUSTER_LOGS"
+  clear_dead_cluster
+  step "building (or reusing) the cluster's binaries"
+  "$HERE/build.sh" >/dev/null
+  PAUSE_IMAGE="$REGISTRY/modelops-cluster/pause:$(cat "$CLUSTER_BIN/.pause.stamp")"
+  COREDNS_IMAGE="$REGISTRY/modelops-cluster/coredns:$(cat "$CLUSTER_BIN/.coredns.stamp")"
+  make_pki
+  make_bridge
+  start_registry
+  bash "$HERE/../scripts/docker-engine.sh" start
+  push_system_images
+  start_containerd
+  start_etcd
+  start_control_plane
+  start_node
+  start_dns
+  step "cluster ready: export KUBECONFIG=$CLUSTER_KUBECONFIG"
+}
+
+main "$@"
