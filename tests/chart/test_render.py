@@ -109,13 +109,27 @@ def test_values_files_cover_every_executor(helm):
     assert set(production.values()) == {"isolated_warm", "cold"}
 
 
-def test_kind_values_use_the_local_image(helm):
+def test_local_overlays_change_sizes_never_the_executor(helm):
+    """values/local.yaml (and local-production.yaml) scale a file down to one small node: every worker
+    group keeps exactly the MODELOPS_* environment the file alone gives it."""
     from chartlib import VALUES_DIR
 
-    for deployment in workers(helm.template("-f", str(VALUES_DIR / "kind.yaml"))):
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert container["image"] == "modelops-dask:dev"
-        assert container["imagePullPolicy"] == "Never"
+    def modelops_env(*files):
+        args = [a for f in files for a in ("-f", str(VALUES_DIR / f))]
+        out = {}
+        for deployment in workers(helm.template(*args)):
+            container = deployment["spec"]["template"]["spec"]["containers"][0]
+            env = {e["name"]: e.get("value") for e in container.get("env", []) if e["name"].startswith("MODELOPS_")}
+            out[deployment["metadata"]["name"]] = (env, deployment["spec"]["replicas"])
+        return out
+
+    for main, overlays in {"cold.yaml": ["local.yaml"], "warm.yaml": ["local.yaml"],
+                           "production.yaml": ["local.yaml", "local-production.yaml"]}.items():
+        alone, scaled = modelops_env(main), modelops_env(main, *overlays)
+        assert set(alone) == set(scaled), main
+        for name in alone:
+            assert alone[name][0] == scaled[name][0], f"{main} + {overlays} changed the env of {name}"
+            assert scaled[name][1] == 1, f"{name} is not scaled to one replica"
 
 
 def test_servicemonitor_only_with_its_crd(helm):
@@ -126,3 +140,13 @@ def test_servicemonitor_only_with_its_crd(helm):
     with_crd = helm.template("-f", production, "--api-versions", SERVICEMONITOR_API)
     assert "ServiceMonitor" not in {o["kind"] for o in without}
     assert "ServiceMonitor" in {o["kind"] for o in with_crd}
+
+
+def test_test_pods_are_removed_when_they_pass_where_helm_can_still_show_their_logs(helm):
+    """Helm 4 prints a test pod's logs before hook-succeeded removes it (so `helm uninstall` leaves no
+    test pod behind); Helm 3 would fail `helm test --logs` on a removed pod, so there it stays."""
+    pods = [o for o in helm.template() if o["kind"] == "Pod" and o["metadata"]["annotations"].get("helm.sh/hook") == "test"]
+    assert pods
+    policies = {p["metadata"]["annotations"]["helm.sh/hook-delete-policy"] for p in pods}
+    want = "before-hook-creation,hook-succeeded" if helm.name == "helm" else "before-hook-creation"
+    assert policies == {want}

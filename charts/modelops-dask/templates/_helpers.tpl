@@ -246,3 +246,18 @@ priorityClassName: {{ . | quote }}
 {{- end }}
 terminationGracePeriodSeconds: {{ include "modelops-dask.num" .terminationGracePeriodSeconds }}
 {{- end -}}
+
+{{/*
+Delete policy of the `helm test` pods. Hook resources are not part of the release, so `helm uninstall`
+leaves behind any test pod still there. Helm 4 reads a test pod's logs (`helm test --logs`) before it
+applies hook-succeeded: a passing test pod is removed at once. Helm 3 would fail `helm test --logs`
+on a pod already deleted, so under Helm 3 a test pod stays until the next `helm test` replaces it.
+A failing test pod always stays, for its logs.
+*/}}
+{{- define "modelops-dask.testHookDeletePolicy" -}}
+{{- if semverCompare ">=4.0.0-0" .Capabilities.HelmVersion.Version -}}
+before-hook-creation,hook-succeeded
+{{- else -}}
+before-hook-creation
+{{- end -}}
+{{- end -}}
