@@ -7,7 +7,8 @@ TOOLS := .tools
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export HELM_PLUGINS := $(CURDIR)/$(TOOLS)/helm-plugins
 
-.PHONY: venv tools demo test test-kind test-unit test-chart chart-lint docker-engine image image-offline bench clean
+.PHONY: venv tools demo test test-cluster test-unit test-chart chart-lint docker-engine image image-offline bench clean \
+	cluster-up cluster-down
 
 venv: $(VENV)/.installed
 
@@ -47,15 +48,28 @@ test-unit: venv
 test-chart: tools
 	$(PY) -m pytest tests/chart
 
-## The whole suite: unit, local cluster, chart, container (kind skips with its reason).
+## The whole suite: unit, local Dask cluster, chart, container, then the real Kubernetes tier.
 test: venv tools
 	bash scripts/docker-engine.sh start && bash scripts/build-image-offline.sh
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/cluster
 	$(MAKE) chart-lint
+	$(MAKE) test-cluster
 
-## kind end-to-end tests (skip with their reason where kind or its node image is missing).
-test-kind: venv tools image-offline
-	$(PY) -m pytest tests/kind -m kind -rs
+## A single-node Kubernetes on this machine (root): built from the Go module proxy and Debian, with a
+## local OCI registry holding this clone's image and chart. Writes .cluster/env. Idempotent.
+cluster-up: venv tools
+	bash cluster/up.sh
+	bash cluster/publish.sh
+
+## Stops what cluster-up started (by recorded PID) and removes its bridge, mounts and iptables chains.
+cluster-down:
+	bash cluster/down.sh
+	bash scripts/docker-engine.sh stop
+
+## The real-cluster tier: brings the cluster up, runs tests/cluster, brings it down even when tests fail.
+## Where this machine cannot run a cluster the tests skip with the reason (fail with MODELOPS_CLUSTER_REQUIRED=1).
+test-cluster: venv tools
+	bash cluster/test-tier.sh
 
 bench: venv
 	$(VENV)/bin/mops bench

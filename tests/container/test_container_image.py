@@ -81,3 +81,15 @@ def test_invalid_executor_stops_before_dask(image):
     assert proc.returncode == 2
     assert "MODELOPS_EXECUTOR_TYPE='clod'" in proc.stderr
     assert "distributed." not in proc.stderr
+
+
+def test_invalid_executor_stops_dask_even_without_the_entrypoint(image):
+    """A user who bypasses the entrypoint still gets no worker: the preload refuses at import, and
+    `dask worker` exits before it ever contacts a scheduler."""
+    proc = docker("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "--entrypoint", "dask",
+                  "-e", "MODELOPS_EXECUTOR_TYPE=clod", image, "worker", "tcp://127.0.0.1:9",
+                  "--preload", "modelops.worker.preload", "--no-dashboard", check=False, timeout=90)
+    assert proc.returncode != 0
+    logs = proc.stdout + proc.stderr
+    assert "MODELOPS_EXECUTOR_TYPE" in logs and "clod" in logs
+    assert "Executor:" not in logs
