@@ -4,13 +4,30 @@
 #
 # Prints the image reference on stdout (last line); everything else goes to stderr.
 # Idempotent: an image already built from the same recipe is reused, whatever day it was built on.
-# Environment: BASE_SUITE (bookworm), BASE_MIRROR (http://deb.debian.org/debian), BASE_TAG (force a tag),
+# Environment: BASE_SUITE (bookworm), BASE_MIRROR (default: the Debian mirror this machine's own apt
+# sources name for that suite, as an air-gapped site has configured it), BASE_TAG (force a tag),
 # BASE_REBUILD=1 (build even if an image from this recipe exists).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SUITE="${BASE_SUITE:-bookworm}"
-MIRROR="${BASE_MIRROR:-http://deb.debian.org/debian}"
+
+# The mirror of the machine's apt sources that serves $SUITE (deb822 .sources files or one-line
+# sources.list entries), never a security or updates archive.
+apt_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk -v suite="$SUITE" '
+      /^[[:space:]]*$/ { if (uri != "" && has) { print uri; exit } uri = ""; has = 0; next }
+      tolower($1) == "uris:" { uri = $2 }
+      tolower($1) == "suites:" { for (i = 2; i <= NF; i++) if ($i == suite) has = 1 }
+      END { if (uri != "" && has) print uri }' "$f"
+  done
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+    | awk -v suite="$SUITE" '$1 == "deb" { for (i = 2; i < NF; i++) if ($i !~ /^\[/ && $(i+1) == suite) { print $i; exit } }'
+}
+MIRROR="${BASE_MIRROR:-$(apt_mirror | head -n 1 || true)}"
 REPO="modelops-base"
 # python3 + venv for the runtime, ca-certificates for TLS clients, tini as PID 1 (zombie reaping).
 PACKAGES="python3,python3-venv,ca-certificates,tini"
@@ -19,6 +36,7 @@ CACHE="${ROOT}/.cache/base-image"
 say() { echo "build-base-image: $*" >&2; }
 die() { echo "build-base-image: ERROR: $*" >&2; exit 1; }
 
+[ -n "$MIRROR" ] || die "no Debian mirror for suite ${SUITE} in this machine's apt sources (/etc/apt/sources.list*): set BASE_MIRROR"
 docker info >/dev/null 2>&1 || die "no Docker engine answers 'docker info' (run scripts/docker-engine.sh start)"
 
 # The recipe's identity: changing the suite, the mirror's suite or the package list gives a new image.
