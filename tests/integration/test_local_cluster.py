@@ -117,16 +117,18 @@ def test_a_worker_with_a_bad_env_exits_non_zero_naming_the_variable(cluster_fact
         assert client.scheduler_info(n_workers=-1)["workers"] == {}
 
 
-def test_a_worker_whose_executor_cannot_start_exits_non_zero(cluster_factory, tmp_path):
-    # valid env at import, but the executor's start fails in setup: the bundles dir vanishes in between
-    # is racy to arrange, so break setup the way a broken image would: an unimportable preload module
+def test_a_worker_whose_preload_module_is_not_installed_exits_before_dask(cluster_factory, tmp_path):
+    """A broken image (an unimportable preload module) stops the worker at the preload's import,
+    with one line naming the module; before issue 11 it failed in setup(), after Dask started."""
     cluster = cluster_factory(n_workers=0)
     worker = cluster.start_worker(env={"MODELOPS_EXECUTOR_TYPE": "cold",
                                        "MODELOPS_COLD_PRELOAD_MODULES": "module_that_is_not_installed"})
     returncode = worker.wait(timeout=60)
     log = cluster.worker_logs()[-1]
     assert returncode != 0, log
-    assert "module_that_is_not_installed" in log and "worker setup failed" in log
+    assert "invalid worker environment: MODELOPS_COLD_PRELOAD_MODULES" in log
+    assert "'module_that_is_not_installed': not installed" in log
+    assert "Start worker at" not in log  # Dask never started a worker
 
 
 def test_log_level_comes_from_the_worker_env(cluster_factory):
