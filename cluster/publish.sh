@@ -36,10 +36,14 @@ digest="$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{en
 say "pushed $repo:$version ($digest)"
 
 # --- chart ---
+# Published as <version>-local.<content hash>: clones with different charts never overwrite each
+# other's in the shared registry, and the same files always give the same version.
 pkg="$(mktemp -d)"
 trap 'rm -rf "$pkg"' EXIT
-"$HELM" package "$ROOT/charts/modelops-dask" --destination "$pkg" >/dev/null
-chart_version="$(awk '$1 == "version:" {print $2; exit}' "$ROOT/charts/modelops-dask/Chart.yaml" | tr -d '"')"
+base_version="$(awk '$1 == "version:" {print $2; exit}' "$ROOT/charts/modelops-dask/Chart.yaml" | tr -d '"')"
+content="$(cd "$ROOT/charts" && find modelops-dask -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)"
+chart_version="$base_version-local.$content"
+"$HELM" package "$ROOT/charts/modelops-dask" --version "$chart_version" --destination "$pkg" >/dev/null
 "$HELM" push "$pkg/modelops-dask-$chart_version.tgz" "oci://$REGISTRY/charts" --plain-http >/dev/null 2>"$pkg/push.log" \
   || { cat "$pkg/push.log" >&2; die "helm push to oci://$REGISTRY/charts failed"; }
 say "pushed oci://$REGISTRY/charts/modelops-dask:$chart_version"

@@ -153,7 +153,8 @@ make_pki() {
 # --- network -------------------------------------------------------------------------------------------
 make_bridge() {
   ip link show "$CLUSTER_BRIDGE" >/dev/null 2>&1 || ip link add "$CLUSTER_BRIDGE" type bridge
-  ip addr show dev "$CLUSTER_BRIDGE" | grep -q " $CLUSTER_NODE_IP/" || ip addr add "$CLUSTER_NODE_IP/16" dev "$CLUSTER_BRIDGE"
+  local addrs; addrs="$(ip -o -4 addr show dev "$CLUSTER_BRIDGE")"
+  [[ "$addrs" == *" $CLUSTER_NODE_IP/"* ]] || ip addr add "$CLUSTER_NODE_IP/16" dev "$CLUSTER_BRIDGE"
   ip link set "$CLUSTER_BRIDGE" up
   # Forwarding between pods through the host (a Service's DNAT) and bridged traffic seen by iptables
   # (kube-proxy's rules). The previous values are restored by down.sh.
@@ -351,8 +352,14 @@ EOF
 start_dns() {
   sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|" -e "s|@DNS_IP@|$CLUSTER_DNS_IP|" "$HERE/manifests/coredns.yaml" \
     | kubectl apply -f - >/dev/null
-  kubectl -n kube-system rollout status deploy/coredns --timeout=180s >/dev/null \
-    || { kubectl -n kube-system describe pods -l k8s-app=kube-dns >&2; die "CoreDNS did not become ready"; }
+  # An answer, not a Ready condition: after a restart that is read back, stale, from etcd.
+  local i
+  for ((i = 0; i < 180; i++)); do
+    python3 "$HERE/dns-answers.py" "$CLUSTER_DNS_IP" kubernetes.default.svc.cluster.local && return 0
+    sleep 1
+  done
+  kubectl -n kube-system describe pods -l k8s-app=kube-dns >&2
+  die "CoreDNS did not become ready within 180 s"
 }
 
 kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" "$@"; }
