@@ -58,7 +58,7 @@ def test_study_from_an_in_cluster_client_job(cold):
     out = cold.run_client_job(f"mops run {STUDY_IN_IMAGE} --scheduler @SCHEDULER@ --output /tmp/results.jsonl"
                               " && cat /tmp/results.jsonl")
     check_fresh_process_per_task(cold, load_results(out), N_STUDY_TASKS)
-    assert f"distinct child PIDs" in out
+    assert "distinct child PIDs" in out
 
 
 def test_study_through_a_port_forward(cold, tmp_path):
