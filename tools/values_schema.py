@@ -59,6 +59,10 @@ DEFINITIONS = {
             "taskMemoryLimitMb": dict(INT0, description="MODELOPS_TASK_MEMORY_LIMIT_MB (0 = none)"),
             "coldPreloadModules": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_.]*$"},
                                    "description": "MODELOPS_COLD_PRELOAD_MODULES (comma-joined)"},
+            "bundleImportTimeoutSeconds": {"type": "number", "exclusiveMinimum": 0,
+                                           "description": "MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS (> 0)"},
+            "coldImportRng": {"type": "string", "enum": ["refuse", "spawn"],
+                              "description": "MODELOPS_COLD_IMPORT_RNG: refuse | spawn"},
         }
     ),
     "bundles": obj(
