@@ -267,7 +267,8 @@ push_system_images() {
         "http://$REGISTRY/v2/modelops-cluster/$name/manifests/${ref##*:}"; then continue; fi
     ctx="$(mktemp -d)"; cp "$CLUSTER_BIN/$name" "$ctx/$name"
     printf 'FROM scratch\nCOPY %s /%s\nENTRYPOINT ["/%s"]\n' "$name" "$name" "$name" >"$ctx/Dockerfile"
-    docker build -q --network none -t "$ref" "$ctx" >/dev/null || die "docker build of $ref failed"
+    docker build -q --network none -t "$ref" "$ctx" >"$CLUSTER_LOGS/image-build.log" 2>&1 \
+      || { cat "$CLUSTER_LOGS/image-build.log" >&2; die "docker build of $ref failed"; }
     rm -rf "$ctx"
     docker push -q "$ref" >/dev/null || die "docker push $ref failed"
     step "pushed $ref"
