@@ -16,6 +16,9 @@ import pytest
 from cluster_support import HELMS, MOPS, REPO, Release, Target
 
 SESSION = uuid.uuid4().hex[:5]
+# Namespaces of this suite carry the pytest process that made them: those of a run that died (its
+# process is gone) are removed at the start of the next one, never those of a run still going.
+OWNER_LABEL = "modelops-dask.io/e2e-pid"
 
 
 def pytest_collection_modifyitems(items):
@@ -47,7 +50,19 @@ def target() -> Target:
     reason = t.reachable()
     if reason:
         missing(f"the cluster of {env_file} is not usable: {reason}")
+    remove_namespaces_of_dead_runs(t)
     return t
+
+
+def remove_namespaces_of_dead_runs(t: Target) -> None:
+    for ns in t.kubectl_json("get", "namespaces", "-l", OWNER_LABEL)["items"]:
+        pid = int(ns["metadata"]["labels"][OWNER_LABEL])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            t.kubectl("delete", "namespace", ns["metadata"]["name"], "--wait=false", check=False)
+        except PermissionError:
+            pass
 
 
 class Releases:
@@ -59,6 +74,8 @@ class Releases:
     def new(self, helm: str = "helm4") -> Release:
         n = len(self.made)
         rel = Release(self.target, helm, name=f"mops{n}", namespace=f"e2e-{SESSION}-{self.module}-{n}")
+        self.target.kubectl("create", "namespace", rel.namespace)
+        self.target.kubectl("label", "namespace", rel.namespace, f"{OWNER_LABEL}={os.getpid()}")
         self.made.append(rel)
         return rel
 
