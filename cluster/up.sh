@@ -64,7 +64,8 @@ wait_for() {
   local i
   for ((i = 0; i < secs * 2; i++)); do
     if "$@" >/dev/null 2>&1; then return 0; fi
-    if [ -n "$comp" ] && ! pid_of "$comp" >/dev/null; then
+    # Alive by PID alone here: right after `start`, the process may not have exec'd its binary yet.
+    if [ -n "$comp" ] && ! kill -0 "$(cut -d' ' -f1 "$CLUSTER_RUN/$comp.pid")" 2>/dev/null; then
       tail -n 25 "$CLUSTER_LOGS/$comp.log" >&2 || true
       die "$comp exited while waiting for $what (log: $CLUSTER_LOGS/$comp.log)"
     fi
