@@ -19,9 +19,11 @@ case "$MODE" in stop|--reset|--leftovers-only) ;; *) die "usage: $0 [--reset|--l
 kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" --request-timeout=10s "$@"; }
 ctr_k8s() { ctr --address "$CONTAINERD_SOCKET" --namespace k8s.io "$@"; }
 
+STOPPED=()  # name:pid of every process stopped here, checked by verify_clean
 stop_component() {  # TERM, then KILL after 10 s; only the recorded process
   local name="$1" pid
   if pid="$(pid_of "$name")"; then
+    STOPPED+=("$name:$pid")
     kill -TERM "$pid" 2>/dev/null
     local i; for ((i = 0; i < 40; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
     if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null; say "killed $name (pid $pid) after 10 s"
@@ -94,6 +96,23 @@ remove_host_changes() {
   rm -rf "$CLUSTER_STATE/cni/ipam"
 }
 
+# What must be gone afterwards; anything left is named and makes the exit status non-zero.
+verify_clean() {
+  local left=() entry pid f
+  for entry in "${STOPPED[@]}"; do
+    pid="${entry#*:}"
+    [ -d "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] && left+=("process ${entry%%:*} ($pid)")
+  done
+  for f in "$CLUSTER_STATE"/containerd/state/io.containerd.runtime.v2.task/*/*/shim.pid; do
+    [ -f "$f" ] && pid="$(cat "$f")" && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$CONTAINERD_SOCKET" \
+      && left+=("shim $pid")
+  done
+  ip link show "$CLUSTER_BRIDGE" >/dev/null 2>&1 && left+=("bridge $CLUSTER_BRIDGE")
+  findmnt -rn -o TARGET | grep -qF "$CLUSTER_STATE/" && left+=("mounts under $CLUSTER_STATE")
+  iptables-save 2>/dev/null | grep -q '^:KUBE-' && left+=("iptables KUBE-* chains")
+  if [ ${#left[@]} -gt 0 ]; then die "left behind: ${left[*]}"; fi
+}
+
 if [ "$MODE" != --leftovers-only ]; then
   remove_pods
   for n in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_component "$n"; done
@@ -110,4 +129,5 @@ if [ "$MODE" = --reset ]; then
   rmdir /var/lib/kubelet /var/lib/cni 2>/dev/null
   say "cluster state deleted"
 fi
-say "cluster stopped"
+verify_clean
+say "cluster stopped; nothing of it is left running"
