@@ -6,8 +6,11 @@ import importlib
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from modelops.bundles.warmup import FIELD as WARMUP_FIELD
+from modelops.bundles.warmup import WarmupError, parse_warmup
 
 MANIFEST = "bundle.json"
 
@@ -24,6 +27,9 @@ class Bundle:
     source: str
     digest: str
     import_path: str | None  # directory to put on sys.path, None for code already importable
+    # bundle.json "warmup" (bundles/warmup.py), run once by each cold-fork zygote; the
+    # digest covers bundle.json, so equality by the other fields is enough
+    warmup: dict | None = field(default=None, compare=False)
 
     def load_entrypoint(self, entrypoint: str | None = None) -> Callable:
         """Import `module:function` (adding the bundle's directory to sys.path first)."""
@@ -54,7 +60,7 @@ def split_entrypoint(spec: str, where: str) -> tuple[str, str]:
     return module_name, function_name
 
 
-def read_manifest(directory: Path) -> dict[str, str]:
+def read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST
     try:
         data = json.loads(path.read_text())
@@ -70,4 +76,8 @@ def read_manifest(directory: Path) -> dict[str, str]:
                 f"bundle manifest {path}: field {field!r} is missing or not a non-empty string"
             )
     split_entrypoint(data["entrypoint"], where=f"bundle manifest {path}")
+    try:
+        data[WARMUP_FIELD] = parse_warmup(data.get(WARMUP_FIELD), where=f"bundle manifest {path}")
+    except WarmupError as exc:
+        raise BundleError(str(exc)) from None
     return data

@@ -62,6 +62,7 @@ class BundleResolver:
                 source=source,
                 digest=digest,
                 import_path=str(directory),
+                warmup=manifest["warmup"],
             )
 
         return self._cached(f"dir:{directory}", directory, build)

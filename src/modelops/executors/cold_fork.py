@@ -53,6 +53,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from modelops.bundles import Bundle
+from modelops.bundles.warmup import describe as describe_warmup
 from modelops.executors import pidfd as pidfds
 from modelops.executors.base import (
     Executor,
@@ -126,6 +127,7 @@ class ZygoteHandle:
             "modules": [module, *[m for m in preload_modules if m != module]],
             "bundle_modules": [module],
             "memory_limit_mb": memory_limit_mb,
+            "warmup": bundle.warmup,  # bundle.json "warmup": run once in the zygote, before any fork
         }
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -504,6 +506,21 @@ class ColdForkExecutor(Executor):
         except BaseException:
             zygote.close()
             raise
+        if info.get("warmup_error"):
+            zygote.close()
+            failure = Failure(
+                kind="runtime",
+                type="WarmupFailed",
+                message=(
+                    f"bundle {bundle.name!r} cannot run under cold fork: its warm-up "
+                    f"(bundle.json \"warmup\": {describe_warmup(bundle.warmup)}) raised in the zygote "
+                    f"(PID {zygote.pid}): {info['warmup_error']}\nFix the warm-up or remove it from bundle.json"
+                ),
+            )
+            with self._lock:
+                self._refused[key] = failure
+            logger.error("%s", failure.message)
+            raise _Refused(failure)
         if info["threads"] > 1:
             zygote.close()
             self._use_spawn(
@@ -540,8 +557,9 @@ class ColdForkExecutor(Executor):
         for error in info["import_errors"]:
             logger.warning("Cold fork zygote PID %d could not import %s", zygote.pid, error)
         logger.info(
-            "Cold fork zygote started: PID %d for bundle %r (%s), imports took %.2f s",
+            "Cold fork zygote started: PID %d for bundle %r (%s), imports took %.2f s%s",
             zygote.pid, bundle.name, bundle.digest[:19], info["import_s"],
+            "" if info.get("warmup_s") is None else f" (warm-up {info['warmup_s']:.2f} s of it)",
         )
         zygote.request_spares(self.spares)
         with self._lock:

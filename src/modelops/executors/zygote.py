@@ -4,13 +4,16 @@ and forks one child per task. It never runs a task itself.
 `python -m modelops.executors.zygote CONTROL_FD SPEC_JSON`
 
 Started by exec from the Dask worker (`cold_fork.ZygoteHandle`), never by forking the
-multi-threaded worker. SPEC_JSON: {"bundle", "import_path", "modules", "memory_limit_mb"}.
+multi-threaded worker. SPEC_JSON: {"bundle", "entrypoint", "import_path", "modules", "bundle_modules",
+"memory_limit_mb", "warmup"}. After the imports the zygote runs the bundle's declared warm-up
+(bundles/warmup.py) once, before the single-threaded check and before any fork.
 
 Control channel: a SOCK_SEQPACKET unix socket (one message = one datagram).
 - worker -> zygote: a message of N bytes b"F" asks for N new spare children.
   EOF (the worker closed it or died) -> kill every child's process group, reap, exit.
 - zygote -> worker: pickled tuples
-  ("ready", info)              once, after the imports (info: pid, threads, import errors, seconds)
+  ("ready", info)              once, after the imports and warm-up (info: pid, threads, import
+                               errors, seconds, warm-up seconds and its error's traceback)
   ("spare", pid) + 3 fds       a new child, waiting for its task on the attached socket; the fds are
                                its socket, a pidfd (opened before the child could be reaped, so the
                                worker never signals a reused PID) and the memfd its faulthandler
@@ -180,6 +183,8 @@ class Zygote:
         from modelops.executors import child as child_helpers  # noqa: F401
         from modelops.executors import invoke, protocol  # noqa: F401
 
+        warmup_s, warmup_error = self.warm_up()
+        # after the warm-up: a generator it left in a module is cloned into every child too
         import_rngs = find_import_rngs(bundle_modules(self.spec))
         deadline = time.monotonic() + STARTUP_THREAD_GRACE_S
         while thread_count() > 1 and time.monotonic() < deadline:
@@ -193,7 +198,25 @@ class Zygote:
             "import_errors": errors,
             "import_rngs": import_rngs,
             "import_s": time.perf_counter() - t0,
+            "warmup_s": warmup_s,
+            "warmup_error": warmup_error,
         }
+
+    def warm_up(self) -> tuple[float | None, str | None]:
+        """The bundle's declared warm-up (bundles/warmup.py), once, before any fork: children
+        inherit what it compiled and built. (seconds or None when none declared, error or None).
+        It runs before the single-threaded check, so a warm-up that starts threads is caught there."""
+        warmup = self.spec.get("warmup")
+        if not warmup:
+            return None, None
+        from modelops.bundles.warmup import run_warmup
+
+        t0 = time.perf_counter()
+        try:
+            run_warmup(warmup, self.spec.get("entrypoint") or "", self.spec.get("import_path"))
+        except BaseException as exc:  # noqa: BLE001 - reported to the worker, which refuses the bundle
+            return time.perf_counter() - t0, "".join(traceback.format_exception(exc)).rstrip() or repr(exc)
+        return time.perf_counter() - t0, None
 
     def tell(self, message: tuple, fds: list[int] | None = None) -> None:
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
