@@ -110,6 +110,12 @@ DEFINITIONS = {
             },
         ],
     },
+    "drain": obj(
+        {
+            "enabled": dict(BOOL, description="preStop hook `mops drain` before SIGTERM"),
+            "marginSeconds": dict(INT0, description="seconds of the grace period kept for Dask to close"),
+        }
+    ),
     "pdb": obj(
         {
             "enabled": BOOL,
@@ -151,6 +157,7 @@ WORKER_SETTINGS = {
     "readinessProbe": ref("probe"),
     "livenessProbe": ref("probe"),
     "podDisruptionBudget": ref("pdb"),
+    "drain": ref("drain"),
     **POD_SETTINGS,
 }
 

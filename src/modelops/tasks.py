@@ -82,6 +82,10 @@ class Provenance(BaseModel):
     bundle_digest: str
     started: float
     duration_s: float
+    # How many times a Dask worker started this task in this submission (1 = never restarted): counted
+    # on the scheduler, so a task restarted after its worker was lost says 2. None: not submitted
+    # through DaskSimulationService (e.g. doctor probes), so not counted.
+    attempt: int | None = None
 
 
 class TaskResult(BaseModel):

@@ -17,9 +17,10 @@ def _register() -> None:
     from modelops.cli.bench import bench
     from modelops.cli.config_cmd import config
     from modelops.cli.doctor import doctor
+    from modelops.cli.drain_cmd import drain
     from modelops.cli.run import run
 
-    for command in (run, config, doctor, bench):
+    for command in (run, config, doctor, drain, bench):
         cli.add_command(command)
 
 

@@ -7,13 +7,14 @@ churn it on every worker). It keeps a bounded number of tasks in flight.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 
 from distributed import Client, as_completed
 
 from modelops.executors.replies import Failure
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
-from modelops.worker.runtime import describe_worker, resolve_bundle, run_task
+from modelops.worker.runtime import ATTEMPTS, describe_worker, resolve_bundle, run_task
 
 IN_FLIGHT_PER_THREAD = 4
 IN_FLIGHT_MIN = 200  # enough to hide the client round trip for ms-long tasks
@@ -39,8 +40,12 @@ class DaskSimulationService:
         """Bounded, so a 100,000-task study does not sit in the scheduler's memory at once."""
         return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * self.total_threads())
 
-    def submit(self, task: Task):
-        return self.client.submit(run_task, task.model_dump(mode="json"), key=task.task_id, pure=False)
+    def submit(self, task: Task, submission: str | None = None):
+        """One task, keyed by its task_id. `submission` names the run whose starts are counted
+        (provenance `attempt`)."""
+        return self.client.submit(
+            run_task, task.model_dump(mode="json"), submission, key=task.task_id, pure=False
+        )
 
     def run(
         self,
@@ -61,7 +66,16 @@ class DaskSimulationService:
 
             bar = tqdm(total=len(unique), unit="task", desc="tasks")
         results: list[TaskResult] = []
-        first = [self.submit(t) for _, t in zip(range(limit), pending)]
+        submission = uuid.uuid4().hex
+        self._run(unique, pending, limit, submission, results, on_result, bar)
+        # the scheduler keeps one start count per task of this run: drop them with the run
+        self.client.set_metadata([ATTEMPTS, submission], None)
+        if bar:
+            bar.close()
+        return results
+
+    def _run(self, unique, pending, limit, submission, results, on_result, bar) -> None:
+        first = [self.submit(t, submission) for _, t in zip(range(limit), pending)]
         queue = as_completed(first, with_results=True, raise_errors=False)
         for future, payload in queue:
             if future.status != "finished":
@@ -78,10 +92,7 @@ class DaskSimulationService:
                 bar.update(1)
             following = next(pending, None)
             if following is not None:
-                queue.add(self.submit(following))
-        if bar:
-            bar.close()
-        return results
+                queue.add(self.submit(following, submission))
 
 
 def task_error_result(task: Task, exc: BaseException) -> TaskResult:

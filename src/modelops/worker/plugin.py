@@ -17,6 +17,7 @@ import logging
 from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from modelops.worker import drain
 from modelops.worker.config import ExecutorType, RuntimeConfig
 from modelops.worker.logs import configure_logging
 from modelops.worker.runtime import PLUGIN_NAME, WorkerRuntime, attach_runtime, attached_runtime
@@ -31,6 +32,7 @@ class ModelOpsWorkerPlugin(WorkerPlugin):
     def __init__(self) -> None:
         self.runtime: WorkerRuntime | None = None
         self.setup_error: str | None = None
+        self.drain_file = None
 
     def __getstate__(self) -> dict:
         # Only the class crosses the wire from a client; never state or config.
@@ -44,6 +46,7 @@ class ModelOpsWorkerPlugin(WorkerPlugin):
             config = RuntimeConfig.from_env()
             configure_logging(config.log_level.value)
             self.runtime = self._adopt_or_build(worker, config)
+            self.drain_file = drain.register(worker)  # for `mops drain` (the pod's preStop hook)
         except Exception as exc:
             self.setup_error = f"{type(exc).__name__}: {exc}"
             if attached_runtime(worker) is None:
@@ -81,6 +84,7 @@ class ModelOpsWorkerPlugin(WorkerPlugin):
         """Stop every child process, unless the plugin is only being replaced on a live worker
         (then the runtime stays attached to the worker, and running tasks keep using it)."""
         if worker.status in (Status.closing, Status.closing_gracefully, Status.closed, Status.failed):
+            drain.unregister(self.drain_file)
             runtime = attached_runtime(worker)
             if runtime is not None:
                 runtime.close()

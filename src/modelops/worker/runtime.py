@@ -139,15 +139,35 @@ def current_runtime(worker) -> WorkerRuntime:
     return runtime
 
 
-def run_task(task: dict) -> dict:
-    """Dask task body: run one simulation task on this worker's executor."""
+ATTEMPTS = "modelops-attempts"  # scheduler metadata: {submission: {task_id: starts}}
+
+
+def count_start(worker, submission: str, task_id: str) -> int:
+    """Count one more start of this task on the scheduler and return the count. A key runs on one
+    worker at a time, so the read-then-write needs no lock; the submitter clears its entry."""
+    from distributed.utils import sync
+
+    async def bump() -> int:
+        started = await worker.scheduler.get_metadata(keys=[ATTEMPTS, submission, task_id], default=0)
+        await worker.scheduler.set_metadata(keys=[ATTEMPTS, submission, task_id], value=started + 1)
+        return started + 1
+
+    return sync(worker.loop, bump)
+
+
+def run_task(task: dict, submission: str | None = None) -> dict:
+    """Dask task body: run one simulation task on this worker's executor. With `submission` (set by
+    DaskSimulationService), the result's provenance says how many times the task was started."""
     from distributed import get_worker
 
     from distributed import Reschedule
 
-    runtime = current_runtime(get_worker())
+    worker = get_worker()
+    runtime = current_runtime(worker)
+    parsed = Task.model_validate(task)
+    attempt = count_start(worker, submission, parsed.task_id) if submission else None
     try:
-        result = runtime.execute(Task.model_validate(task))
+        result = runtime.execute(parsed)
     except ExecutorClosed:
         raise Reschedule() from None
     if runtime.closing and not result.ok and result.error.kind in RESCHEDULE_KINDS:
@@ -155,6 +175,7 @@ def run_task(task: dict) -> dict:
         # fault, so hand it back to the scheduler instead of reporting a failure
         logger.warning("Worker closing: handing task %s back to the scheduler", result.task_id)
         raise Reschedule()
+    result.provenance.attempt = attempt
     return result.model_dump(mode="json")
 
 
