@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -117,3 +118,69 @@ def test_tree_cpu_counts_live_and_reaped_descendants():
         child.wait()
         child.stdout.close()
     assert tree_cpu_s() - before >= 0.9 * used  # reaped: now in RUSAGE_CHILDREN
+
+
+# ---- mops bench --bundle: a user's own bundle -----------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_bundle_bench_runs_a_users_bundle_and_its_study_under_every_executor(tmp_path):
+    """examples/sir declares no warm-up: the extra column tries one built from its study's first task."""
+    result, data = invoke(tmp_path, "--bundle", str(REPO / "examples" / "sir"), "--tasks", "3", "--spawn-tasks", "1",
+                          "--concurrency", "1", "--rounds", "1")
+    assert result.exit_code == 0, result.output
+    assert data["mode"] == "bundle" and data["bundle_name"] == "sir"
+    assert data["study"] == str(REPO / "examples" / "sir" / "study.json") and data["study_tasks"] == 12
+    assert data["warmup"] == "none"
+    assert list(data["executors"]) == ["direct", "isolated_warm", "cold-spawn", "cold-fork", "cold-fork+warmup"]
+    for name, stats in data["executors"].items():
+        assert_positive_finite(stats, name)
+        assert stats["failed"] == 0 and stats["tasks"] == (1 if name == "cold-spawn" else 3)
+        assert stats["p50_vs_warm_x"] > 0
+    assert data["executors"]["isolated_warm"]["p50_vs_warm_x"] == 1
+    assert "candidate warm-up: entrypoint with params {'beta': 0.2, 'gamma': 0.1}" in data["warmup_columns"]["cold-fork+warmup"]
+    targets = [t["target"] for t in data["targets"]["1"]]
+    assert targets[0] == "cold-fork p50 <= 1.1 x warm p50" and any("50x" in t for t in targets)
+    for name in data["executors"]:
+        assert result.output.count(f"\n{name} ") == 1, name
+    assert "declared warm-up: none" in result.output and "x warm" in result.output
+
+
+def test_bundle_bench_compares_the_declared_warmup_with_none(tmp_path):
+    study = tmp_path / "study.json"
+    study.write_text(json.dumps({"name": "s", "bundle": "anything", "parameters": [{"n": 10}, {"n": 20}],
+                                 "replicates": 2, "base_seed": 5}))
+    result, data = invoke(tmp_path, "--bundle", str(REPO / "tests" / "bundles" / "warmup_cache"), "--study", str(study),
+                          "--executors", "isolated_warm,cold-fork", "--tasks", "2", "--concurrency", "1,2")
+    assert result.exit_code == 0, result.output
+    assert data["study"] == str(study) and data["study_tasks"] == 4
+    assert data["warmup"] == "function warmup_cache:warm"
+    assert data["warmup_columns"] == {"cold-fork": "warm-up as declared", "cold-fork-nowarmup": "declared warm-up removed"}
+    for row in data["by_concurrency"].values():
+        assert list(row) == ["isolated_warm", "cold-fork", "cold-fork-nowarmup"]
+        assert all(stats["failed"] == 0 for stats in row.values())
+
+
+def test_bundle_bench_without_the_comparison_has_no_extra_column(tmp_path):
+    result, data = invoke(tmp_path, "--bundle", str(REPO / "tests" / "bundles" / "warmup_cache"), "--no-warmup-compare",
+                          "--executors", "cold-fork", "--tasks", "1", "--concurrency", "1")
+    assert result.exit_code == 0, result.output
+    assert list(data["executors"]) == ["cold-fork"] and data["study"] is None
+
+
+def test_bundle_bench_refuses_a_bad_warmup_declaration_naming_it(tmp_path):
+    bundle = tmp_path / "bad"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text(json.dumps(
+        {"name": "bad", "version": "1", "entrypoint": "m:f", "warmup": {"params": {}, "seed": "one"}}))
+    result = CliRunner().invoke(bench, ["--bundle", str(bundle)])
+    assert result.exit_code == 1
+    assert "'warmup.seed' is 'one'" in result.output and "[0, 2**32)" in result.output
+
+
+@pytest.mark.parametrize("bad", [["--study", "examples/sir/study.json"],
+                                 ["--bundle", "examples/sir", "--mode", "realistic"],
+                                 ["--bundle", "examples/sir", "--heavy-modules", "numpy"]])
+def test_bundle_only_and_builtin_only_options_do_not_mix(bad):
+    result = CliRunner().invoke(bench, [a if not a.startswith("examples") else str(REPO / a) for a in bad])
+    assert result.exit_code == 2, result.output

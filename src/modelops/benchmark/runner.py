@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelops.bundles.bundle import MANIFEST
 from modelops.tasks import Task
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
@@ -160,22 +161,41 @@ def _run_batch(runtime: WorkerRuntime, tasks: list[Task], concurrency: int, gap_
     return walls, failures
 
 
-class Bench:
-    """One executor at one concurrency: a runtime with `slots = concurrency`, warmed up."""
+@dataclass(frozen=True)
+class Variant:
+    """What one column of the bench runs: an executor's env and the bundle (directory name)."""
 
-    def __init__(self, executor: str, concurrency: int, bundles_dir: Path, entrypoint: str, params: dict):
-        env = {"MODELOPS_BUNDLES_DIR": str(bundles_dir), **EXECUTORS[executor]}
+    executor: str  # a key of EXECUTORS
+    bundle: str = BUNDLE_NAME
+
+
+class Bench:
+    """One executor at one concurrency: a runtime with `slots = concurrency`, warmed up.
+
+    Task i: `tasks(i)` -> (params, seed) when given (a user's study), else the bench
+    model's `params` with i added and seed 1000 + i."""
+
+    def __init__(self, executor: str, concurrency: int, bundles_dir: Path, entrypoint: str, params: dict,
+                 variant: Variant | None = None, tasks=None):
+        variant = variant or Variant(executor)
+        env = {"MODELOPS_BUNDLES_DIR": str(bundles_dir), **EXECUTORS[variant.executor]}
         self.runtime = WorkerRuntime(RuntimeConfig.from_env(env), f"bench-{executor}", slots=concurrency)
-        self.bundle = self.runtime.resolver.resolve(BUNDLE_NAME)
+        self.bundle_name = variant.bundle
+        self.bundle = self.runtime.resolver.resolve(variant.bundle)
         self.entrypoint = entrypoint
         self.params = params
+        self.tasks = tasks
         self.m = Measurement(executor, concurrency, 0, first_task_ms=math.nan)
         self._next = 0
 
     def task(self, i: int) -> Task:
+        if self.tasks is not None:
+            params, seed = self.tasks(i)
+        else:
+            params, seed = {**self.params, "i": i}, 1000 + i
         return Task(
-            bundle=BUNDLE_NAME, bundle_digest=self.bundle.digest, entrypoint=self.entrypoint,
-            params={**self.params, "i": i}, seed=1000 + i,
+            bundle=self.bundle_name, bundle_digest=self.bundle.digest, entrypoint=self.entrypoint,
+            params=params, seed=seed,
         )
 
     def warm_up(self) -> None:
@@ -221,6 +241,8 @@ def measure_concurrency(
     gap_s: float = 0.0,
     settle_s: float = 0.2,
     progress=None,
+    variants: dict[str, Variant] | None = None,
+    tasks=None,
 ) -> dict[str, Measurement]:
     """All executors at one concurrency, interleaved in `rounds` rounds (A B C D, A B C D, ...)
     so that drifting background load on the machine hits every executor alike."""
@@ -229,7 +251,10 @@ def measure_concurrency(
         for executor in executors:
             if progress:
                 progress(f"x{concurrency} {executor}: starting (warm-up)")
-            benches[executor] = bench = Bench(executor, concurrency, bundles_dir, entrypoint, params)
+            benches[executor] = bench = Bench(
+                executor, concurrency, bundles_dir, entrypoint, params,
+                variant=(variants or {}).get(executor), tasks=tasks,
+            )
             bench.warm_up()
         time.sleep(settle_s)  # let pools and spares settle: the rounds measure the steady state
         chunks = {executor: split(counts[executor], rounds) for executor in executors}
@@ -272,16 +297,7 @@ def run_bench(
                 executors, concurrency, counts, bundles_dir, entrypoint, params, rounds,
                 gap_s=gap_ms / 1000, progress=progress,
             )
-            row: dict[str, dict] = {}
-            for executor, m in measured.items():
-                row[executor] = m.stats()
-                if m.failures:
-                    failures[f"{executor} x{concurrency}"] = m.failures[:5]
-            warm = row.get("isolated_warm")
-            for stats in row.values():
-                if warm:
-                    stats["overhead_vs_warm_p50_ms"] = round(stats["p50_ms"] - warm["p50_ms"], 3)
-            by_concurrency[str(concurrency)] = row
+            by_concurrency[str(concurrency)] = summarise(measured, concurrency, failures)
     first = by_concurrency[str(concurrencies[0])]
     result = {
         "mode": mode,
@@ -300,14 +316,45 @@ def run_bench(
     return result
 
 
+def summarise(measured: dict[str, Measurement], concurrency: int, failures: dict[str, list[str]]) -> dict[str, dict]:
+    """Each column's stats, with its p50 against isolated_warm's (difference and ratio)."""
+    row: dict[str, dict] = {}
+    for executor, m in measured.items():
+        row[executor] = m.stats()
+        if m.failures:
+            failures[f"{executor} x{concurrency}"] = m.failures[:5]
+    warm = row.get("isolated_warm")
+    for stats in row.values():
+        if warm:
+            stats["overhead_vs_warm_p50_ms"] = round(stats["p50_ms"] - warm["p50_ms"], 3)
+            if warm["p50_ms"] > 0:
+                stats["p50_vs_warm_x"] = round(stats["p50_ms"] / warm["p50_ms"], 3)
+    return row
+
+
 def check_targets(row: dict[str, dict], mode: str) -> list[dict]:
-    """Issue 3's targets for cold-fork, checked against one concurrency's numbers."""
+    """Issue 3's targets for cold-fork (issue 13's for `--bundle`), checked against one concurrency's numbers."""
     fork, warm, spawn = row.get("cold-fork"), row.get("isolated_warm"), row.get("cold-spawn")
     checks = []
 
     def add(name: str, value: float, limit: float, ok: bool, unit: str = "ms") -> None:
         checks.append({"target": name, "value": round(value, 3), "limit": round(limit, 3), "unit": unit, "met": ok})
 
+    if mode == "bundle":  # issue 13: a user's (or the realistic) bundle
+        if fork and warm:
+            add("cold-fork p50 <= 1.1 x warm p50", fork["p50_ms"], 1.1 * warm["p50_ms"],
+                fork["p50_ms"] <= 1.1 * warm["p50_ms"])
+        if fork and spawn:
+            speedup = spawn["p50_ms"] / fork["p50_ms"] if fork["p50_ms"] > 0 else math.inf
+            add("cold-fork >= 50x faster than cold-spawn (p50)", speedup, 50, speedup >= 50, unit="x")
+            if warm:
+                # a model's own run time bounds the p50 ratio (a 150 ms task: at most ~10x);
+                # what an executor adds over warm is what the choice between them costs
+                fork_over = fork["p50_ms"] - warm["p50_ms"]
+                spawn_over = spawn["p50_ms"] - warm["p50_ms"]
+                ratio = spawn_over / fork_over if fork_over > 0 else math.inf
+                add("cold-spawn's p50 overhead over warm >= 50x cold-fork's", ratio, 50, ratio >= 50, unit="x")
+        return checks
     if fork and warm:
         if mode == "trivial":
             add("cold-fork p50 <= warm p50 + 10 ms", fork["p50_ms"], warm["p50_ms"] + 10,
@@ -334,9 +381,115 @@ def machine_info() -> dict:
     }
 
 
+# ---- a user's bundle (mops bench --bundle) ----------------------------------------------
+NO_WARMUP = "cold-fork-nowarmup"  # the declared warm-up removed
+WITH_WARMUP = "cold-fork+warmup"  # none declared: a candidate from the study's first task
+
+
+def _copy_bundle(source: Path, bundles_dir: Path, name: str, manifest: dict, warmup) -> None:
+    """`source` as bundle `name` under `bundles_dir`, its bundle.json declaring `warmup`."""
+    target = bundles_dir / name
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
+    data = {k: v for k, v in manifest.items() if k != "warmup"}
+    if warmup:
+        data["warmup"] = warmup
+    (target / MANIFEST).write_text(json.dumps({**data, "name": name}))
+
+
+def load_bench_study(bundle_dir: Path, study_path: Path | None, manifest: dict):
+    """The study whose tasks the bench cycles through: --study, else DIR/study.json, else one
+    task with empty params (seeds still vary per task)."""
+    from modelops.study import Study
+
+    if study_path is None and (bundle_dir / "study.json").is_file():
+        study_path = bundle_dir / "study.json"
+    if study_path is not None:
+        return Study.load(study_path), str(study_path)
+    return Study(name="bench", bundle=manifest["name"], parameters=[{}], replicates=1000), None
+
+
+def run_bundle_bench(
+    bundle_dir: Path,
+    study_path: Path | None = None,
+    n_tasks: int = 30,
+    spawn_tasks: int = 5,
+    concurrencies: tuple[int, ...] = (1,),
+    executors: tuple[str, ...] = tuple(EXECUTORS),
+    gap_ms: float = 0.0,
+    rounds: int = 3,
+    compare_warmup: bool = True,
+    progress=None,
+) -> dict:
+    """A user's bundle under every executor side by side, through WorkerRuntime as workers run
+    it, with cold fork both with and without the bundle's warm-up (`compare_warmup`). When the
+    bundle declares none, the "with" column tries the entrypoint on the study's first task."""
+    from modelops.bundles.bundle import read_manifest
+    from modelops.bundles.warmup import describe
+
+    bundle_dir = Path(bundle_dir).resolve()
+    manifest = read_manifest(bundle_dir)  # BundleError names the problem
+    study, study_file = load_bench_study(bundle_dir, study_path, manifest)
+    study_tasks = [(dict(p), study.replicate_seed(r)) for p in study.parameters for r in range(study.replicates)]
+    entrypoint = study.entrypoint or manifest["entrypoint"]
+    declared = manifest.get("warmup")
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in manifest["name"]) or "bundle"
+    variants = {e: Variant(e, name) for e in executors}
+    labels = list(executors)
+    extra = None
+    if compare_warmup and "cold-fork" in executors:
+        if declared:
+            extra, extra_warmup = NO_WARMUP, None
+        else:
+            params, seed = study_tasks[0]
+            extra, extra_warmup = WITH_WARMUP, {"params": params, "seed": seed}
+        variants[extra] = Variant("cold-fork", f"{name}{extra[len('cold-fork'):].replace('+', '-')}")
+        labels.insert(labels.index("cold-fork") + 1, extra)
+    counts = {e: min(n_tasks, spawn_tasks) if variants[e].executor == "cold-spawn" else n_tasks for e in labels}
+    by_concurrency: dict[str, dict[str, dict]] = {}
+    failures: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="modelops-bench-") as tmp:
+        bundles_dir = Path(tmp)
+        _copy_bundle(bundle_dir, bundles_dir, name, manifest, declared)
+        if extra:
+            _copy_bundle(bundle_dir, bundles_dir, variants[extra].bundle, manifest, extra_warmup)
+        rounds = max(1, min(rounds, max(counts.values())))
+        for concurrency in concurrencies:
+            measured = measure_concurrency(
+                tuple(labels), concurrency, counts, bundles_dir, entrypoint, {}, rounds,
+                gap_s=gap_ms / 1000, progress=progress, variants=variants,
+                tasks=lambda i: study_tasks[i % len(study_tasks)],
+            )
+            by_concurrency[str(concurrency)] = summarise(measured, concurrency, failures)
+    return {
+        "mode": "bundle",
+        "bundle": str(bundle_dir),
+        "bundle_name": manifest["name"],
+        "entrypoint": entrypoint,
+        "study": study_file,
+        "study_tasks": len(study_tasks),
+        "warmup": describe(declared),
+        "warmup_columns": {
+            "cold-fork": "warm-up as declared" if declared else "no warm-up (none declared)",
+            **({extra: "declared warm-up removed" if declared else
+                f"candidate warm-up: {describe(extra_warmup)}"} if extra else {}),
+        },
+        "tasks": n_tasks,
+        "spawn_tasks": min(n_tasks, spawn_tasks),
+        "concurrency": list(concurrencies),
+        "heavy_modules": [],
+        "gap_ms": gap_ms,
+        "rounds": rounds,
+        "executors": by_concurrency[str(concurrencies[0])],
+        "by_concurrency": by_concurrency,
+        "targets": {c: check_targets(row, "bundle") for c, row in by_concurrency.items()},
+        "failures": failures,
+        "machine": machine_info(),
+    }
+
+
 # ---- output ----------------------------------------------------------------------------
 COLUMNS = (
-    ("executor", "{:<14}", None),
+    ("executor", "{:<20}", None),
     ("tasks", "{:>6}", "tasks"),
     ("first ms", "{:>10.1f}", "first_task_ms"),
     ("p50 ms", "{:>9.2f}", "p50_ms"),
@@ -344,16 +497,28 @@ COLUMNS = (
     ("CPU ms/task", "{:>12.2f}", "cpu_ms_per_task"),
     ("tasks/s", "{:>9.1f}", "tasks_per_s"),
     ("p50 vs warm", "{:>12}", "overhead_vs_warm_p50_ms"),
+    ("x warm", "{:>8}", "p50_vs_warm_x"),
 )
 
 
 def format_table(result: dict) -> str:
-    lines = [
-        f"mops bench: mode={result['mode']} heavy modules={','.join(result['heavy_modules']) or '(none)'} "
-        f"tasks={result['tasks']} (cold-spawn {result['spawn_tasks']}) rounds={result['rounds']} "
-        f"gap={result['gap_ms']:g} ms "
-        f"cpus={result['machine']['cpus']} load={result['machine']['load_avg_1m']}",
-    ]
+    if result["mode"] == "bundle":
+        lines = [
+            f"mops bench: bundle {result['bundle_name']!r} ({result['bundle']}) entrypoint={result['entrypoint']} "
+            f"study={result['study'] or '(none: empty params)'} ({result['study_tasks']} tasks, cycled)",
+            f"  tasks={result['tasks']} (cold-spawn {result['spawn_tasks']}) rounds={result['rounds']} "
+            f"gap={result['gap_ms']:g} ms cpus={result['machine']['cpus']} load={result['machine']['load_avg_1m']}",
+            f"  declared warm-up: {result['warmup']}",
+            *(f"  {label}: {what}" for label, what in result["warmup_columns"].items()),
+            "  first ms = the first task of each column (pool or zygote start, imports, warm-up)",
+        ]
+    else:
+        lines = [
+            f"mops bench: mode={result['mode']} heavy modules={','.join(result['heavy_modules']) or '(none)'} "
+            f"tasks={result['tasks']} (cold-spawn {result['spawn_tasks']}) rounds={result['rounds']} "
+            f"gap={result['gap_ms']:g} ms "
+            f"cpus={result['machine']['cpus']} load={result['machine']['load_avg_1m']}",
+        ]
     header = "".join(
         fmt.replace(".1f", "").replace(".2f", "").format(title) for title, fmt, _ in COLUMNS
     )
@@ -367,6 +532,9 @@ def format_table(result: dict) -> str:
                 elif key == "overhead_vs_warm_p50_ms":
                     value = stats.get(key)
                     cells.append(fmt.format("-" if value is None else f"{value:+.2f} ms"))
+                elif key == "p50_vs_warm_x":
+                    value = stats.get(key)
+                    cells.append(fmt.format("-" if value is None else f"{value:.2f}x"))
                 else:
                     cells.append(fmt.format(stats[key]))
             lines.append("".join(cells))

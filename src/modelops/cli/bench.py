@@ -7,7 +7,9 @@ from pathlib import Path
 
 import click
 
-from modelops.benchmark.runner import DEFAULT_HEAVY, EXECUTORS, MODES, format_table, run_bench
+from modelops.benchmark.runner import DEFAULT_HEAVY, EXECUTORS, MODES, format_table, run_bench, run_bundle_bench
+from modelops.bundles.bundle import BundleError
+from modelops.study import StudyError
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -34,8 +36,21 @@ def _csv(value: str) -> tuple[str, ...]:
               help="Interleave executors in this many rounds (fair under drifting machine load).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the numbers as JSON to this file.")
-def bench(mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names, gap_ms, rounds, json_path) -> None:
-    """Benchmark executors side by side: p50/p95 wall, CPU per task, tasks/s."""
+@click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Benchmark this bundle directory (with bundle.json) instead of the built-in model; "
+                   "cold fork runs both with and without its warm-up.")
+@click.option("--study", "study_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="With --bundle: the study whose tasks (params x replicate seeds) are cycled "
+                   "[default: DIR/study.json if present, else empty params].")
+@click.option("--warmup-compare/--no-warmup-compare", default=True, show_default=True,
+              help="With --bundle: add a cold-fork column without the declared warm-up (or, when none "
+                   "is declared, with a candidate warm-up running the study's first task).")
+@click.pass_context
+def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names, gap_ms, rounds, json_path,
+          bundle_dir, study_path, warmup_compare) -> None:
+    """Benchmark executors side by side: p50/p95 wall, CPU per task, tasks/s, ratio to warm.
+
+    Without --bundle: the built-in bench model (--mode). With --bundle DIR: your own bundle."""
     try:
         concurrencies = tuple(int(c) for c in _csv(concurrency))
     except ValueError:
@@ -48,6 +63,26 @@ def bench(mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names
         raise click.BadParameter(
             f"unknown {unknown}; allowed: {', '.join(EXECUTORS)}", param_hint="--executors"
         )
+    if bundle_dir is None:
+        if study_path is not None:
+            raise click.BadParameter("--study needs --bundle", param_hint="--study")
+    else:
+        for option in ("mode", "heavy_modules"):
+            if ctx.get_parameter_source(option) is not click.core.ParameterSource.DEFAULT:
+                raise click.BadParameter(
+                    "applies to the built-in bench model only, not with --bundle",
+                    param_hint=f"--{option.replace('_', '-')}",
+                )
+        try:
+            result = run_bundle_bench(
+                bundle_dir, study_path, n_tasks=n_tasks, spawn_tasks=spawn_tasks, concurrencies=concurrencies,
+                executors=executors, gap_ms=gap_ms, rounds=rounds, compare_warmup=warmup_compare,
+                progress=lambda message: click.echo(f"... {message}", err=True),
+            )
+        except (BundleError, StudyError) as exc:
+            raise click.ClickException(str(exc)) from None
+        _report(result, json_path)
+        return
     result = run_bench(
         mode=mode,
         n_tasks=n_tasks,
@@ -59,6 +94,10 @@ def bench(mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names
         rounds=rounds,
         progress=lambda message: click.echo(f"... {message}", err=True),
     )
+    _report(result, json_path)
+
+
+def _report(result: dict, json_path: Path | None) -> None:
     click.echo(format_table(result))
     if json_path:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
