@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modelops.routing import Requirement
 from modelops.tasks import Scalar, Task, check_seed
 
 
@@ -32,6 +33,8 @@ class Study(BaseModel):
     parameters: list[dict[str, Scalar]] = Field(min_length=1)
     replicates: int = Field(default=1, ge=1)
     base_seed: int = 0
+    # Where the tasks may run: {"executor": "cold", "group": "cold"} (either or both); none = anywhere.
+    requires: Requirement = Requirement()
 
     @field_validator("base_seed")
     @classmethod

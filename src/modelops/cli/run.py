@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from modelops.bundles import BundleError
+from modelops.routing import NoWorkerForRequirement, Requirement
 from modelops.study import Study, StudyError
 from modelops.worker.config import ConfigError, ExecutorType, RuntimeConfig
 
@@ -36,9 +37,13 @@ LOG_MARKERS = ("Executor:", "Bundle source:", "Cold start:", "Worker group:")
 @click.option("--resume", is_flag=True, help="Keep results already in --output and run only the missing tasks.")
 @click.option("--wait-workers", default=120.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds to wait for at least one worker before giving up.")
+@click.option("--group", "require_group", help="Run only on workers of this worker group (MODELOPS_WORKER_GROUP); "
+              "overrides the study's requires.group.")
+@click.option("--require-executor", type=click.Choice(EXECUTORS), help="Run only on workers running this executor; "
+              "overrides the study's requires.executor.")
 @click.option("--max-in-flight", type=click.IntRange(1), help="Tasks submitted at once [default: max(200, 4 x cluster threads)].")
 def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume,
-        wait_workers, max_in_flight):
+        wait_workers, require_group, require_executor, max_in_flight):
     """Run a study and print a summary (tasks, failures, executor per worker, child PIDs)."""
     if bool(scheduler) == bool(local):
         raise click.UsageError("give exactly one of --scheduler ADDRESS or --local")
@@ -51,6 +56,12 @@ def run(study_path, scheduler, local, workers, threads, executor, cold_start, bu
         study = Study.load(study_path)
     except StudyError as exc:
         raise click.ClickException(str(exc)) from None
+    if require_group or require_executor:
+        overrides = {"group": require_group} if require_group else {}
+        if require_executor:
+            overrides["executor"] = require_executor
+        requires = Requirement.model_validate({**study.requires.model_dump(exclude_none=True), **overrides})
+        study = study.model_copy(update={"requires": requires})
 
     cluster = None
     try:
@@ -110,8 +121,14 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight
             ) from None
         service = DaskSimulationService(client)
         runtimes = service.worker_runtime()
+        requirement = study.requires
+        if requirement:
+            try:
+                service.check_requirement(requirement)
+            except NoWorkerForRequirement as exc:
+                raise click.ClickException(f"study {study.name!r}: {exc}") from None
         try:
-            bundle = service.resolve_bundle(study.bundle)
+            bundle = service.resolve_bundle(study.bundle, requirement)
         except BundleError as exc:
             raise click.ClickException(f"study {study.name!r}: {exc}") from None
         tasks = study.tasks(bundle["digest"], bundle["entrypoint"])
@@ -130,6 +147,7 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight
                 max_in_flight=max_in_flight,
                 on_result=results_file.append if results_file else None,
                 progress=True,
+                requirement=requirement,
             )
         finally:
             if results_file:

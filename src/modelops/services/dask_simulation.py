@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from distributed import Client, as_completed
 
 from modelops.executors.replies import Failure
+from modelops.routing import Requirement, check_requirement
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
 from modelops.worker.runtime import ATTEMPTS, describe_worker, resolve_bundle, run_task
 
@@ -28,9 +29,16 @@ class DaskSimulationService:
         """Each worker's effective executor and config, as read on the worker itself."""
         return self.client.run(describe_worker)
 
-    def resolve_bundle(self, name: str) -> dict:
-        """How the workers see a bundle (digest and default entrypoint); the digest keys the tasks."""
-        return self.client.submit(resolve_bundle, name, pure=False).result()
+    def resolve_bundle(self, name: str, requirement: Requirement | None = None) -> dict:
+        """How the workers see a bundle (digest and default entrypoint); the digest keys the tasks.
+        With a requirement, asked of a worker that meets it (where the study's tasks will run)."""
+        resources = requirement.resources() if requirement else None
+        return self.client.submit(resolve_bundle, name, pure=False, resources=resources).result()
+
+    def check_requirement(self, requirement: Requirement) -> list[str]:
+        """Connected workers meeting `requirement`; NoWorkerForRequirement (naming it and the groups
+        connected) when there is none, so a study fails at once instead of waiting forever."""
+        return check_requirement(requirement, self.client.scheduler_info(n_workers=-1)["workers"])
 
     def total_threads(self) -> int:
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
@@ -40,11 +48,12 @@ class DaskSimulationService:
         """Bounded, so a 100,000-task study does not sit in the scheduler's memory at once."""
         return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * self.total_threads())
 
-    def submit(self, task: Task, submission: str | None = None):
+    def submit(self, task: Task, submission: str | None = None, requirement: Requirement | None = None):
         """One task, keyed by its task_id. `submission` names the run whose starts are counted
-        (provenance `attempt`)."""
+        (provenance `attempt`); `requirement` restricts it to workers that provide it."""
         return self.client.submit(
-            run_task, task.model_dump(mode="json"), submission, key=task.task_id, pure=False
+            run_task, task.model_dump(mode="json"), submission, key=task.task_id, pure=False,
+            resources=requirement.resources() if requirement else None,
         )
 
     def run(
@@ -53,8 +62,13 @@ class DaskSimulationService:
         max_in_flight: int | None = None,
         on_result: Callable[[TaskResult], None] | None = None,
         progress: bool = False,
+        requirement: Requirement | None = None,
     ) -> list[TaskResult]:
-        """Run tasks with at most `max_in_flight` submitted at once; results in completion order."""
+        """Run tasks with at most `max_in_flight` submitted at once; results in completion order.
+        With a `requirement` (executor and/or worker group), tasks run only on workers whose own
+        environment provides it (workers joining later included); none connected: an error at once."""
+        if requirement:
+            self.check_requirement(requirement)
         unique: dict[str, Task] = {}
         for task in tasks:
             unique.setdefault(task.task_id, task)
@@ -67,15 +81,15 @@ class DaskSimulationService:
             bar = tqdm(total=len(unique), unit="task", desc="tasks")
         results: list[TaskResult] = []
         submission = uuid.uuid4().hex
-        self._run(unique, pending, limit, submission, results, on_result, bar)
+        self._run(unique, pending, limit, submission, requirement, results, on_result, bar)
         # the scheduler keeps one start count per task of this run: drop them with the run
         self.client.set_metadata([ATTEMPTS, submission], None)
         if bar:
             bar.close()
         return results
 
-    def _run(self, unique, pending, limit, submission, results, on_result, bar) -> None:
-        first = [self.submit(t, submission) for _, t in zip(range(limit), pending)]
+    def _run(self, unique, pending, limit, submission, requirement, results, on_result, bar) -> None:
+        first = [self.submit(t, submission, requirement) for _, t in zip(range(limit), pending)]
         queue = as_completed(first, with_results=True, raise_errors=False)
         for future, payload in queue:
             if future.status != "finished":
@@ -92,7 +106,7 @@ class DaskSimulationService:
                 bar.update(1)
             following = next(pending, None)
             if following is not None:
-                queue.add(self.submit(following, submission))
+                queue.add(self.submit(following, submission, requirement))
 
 
 def task_error_result(task: Task, exc: BaseException) -> TaskResult:

@@ -17,6 +17,7 @@ import logging
 from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from modelops.routing import worker_resources
 from modelops.worker import drain
 from modelops.worker.config import ExecutorType, RuntimeConfig
 from modelops.worker.logs import configure_logging
@@ -47,6 +48,7 @@ class ModelOpsWorkerPlugin(WorkerPlugin):
             configure_logging(config.log_level.value)
             self.runtime = self._adopt_or_build(worker, config)
             self.drain_file = drain.register(worker)  # for `mops drain` (the pod's preStop hook)
+            self._advertise(worker, config)
         except Exception as exc:
             self.setup_error = f"{type(exc).__name__}: {exc}"
             if attached_runtime(worker) is None:
@@ -65,6 +67,21 @@ class ModelOpsWorkerPlugin(WorkerPlugin):
                 config.task_timeout_seconds,
             )
         logger.info("Worker group: %s", config.worker_group)
+
+    @staticmethod
+    def _advertise(worker, config: RuntimeConfig) -> None:
+        """Advertise this worker's executor and group as Dask resources (routing.py), from its own
+        env. Under the preload this runs before the worker registers, so it registers with them."""
+        resources = worker_resources(config.executor.value, config.worker_group)
+        if all(worker.state.total_resources.get(k) == v for k, v in resources.items()):
+            return
+        for name, quantity in resources.items():
+            worker.state.available_resources[name] = (
+                worker.state.available_resources.get(name, 0) + quantity - worker.state.total_resources.get(name, 0)
+            )
+            worker.state.total_resources[name] = quantity
+        if worker.status is Status.running:  # already registered: tell the scheduler too
+            worker.loop.add_callback(worker.set_resources, **resources)
 
     @staticmethod
     def _adopt_or_build(worker, config: RuntimeConfig) -> WorkerRuntime:

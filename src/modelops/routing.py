@@ -1,0 +1,82 @@
+"""Routing: a study can require an executor and/or a worker group, and then runs only there.
+
+Each worker advertises what its own environment provides as Dask worker resources
+(`modelops-executor-<type>`, `modelops-group-<name>`), set by the plugin from
+`MODELOPS_EXECUTOR_TYPE` and `MODELOPS_WORKER_GROUP`; a task that requires them asks for one unit
+of each. Dask then places it only on such workers, including workers that join later, and never
+elsewhere. The capacity is a label, not a limit (nthreads bounds concurrency).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from modelops.worker.config import ExecutorType
+
+EXECUTOR_PREFIX = "modelops-executor-"
+GROUP_PREFIX = "modelops-group-"
+CAPACITY = 1_000_000
+
+
+class NoWorkerForRequirement(RuntimeError):
+    """No connected worker provides what a study requires; names it and what the workers provide."""
+
+
+class Requirement(BaseModel):
+    """Where a study's tasks may run. Empty (the default): any worker, today's behaviour."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    executor: ExecutorType | None = None
+    group: str | None = None
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, group: str | None) -> str | None:
+        if group is not None and (not group.strip() or any(c.isspace() for c in group)):
+            raise ValueError(f"group {group!r} must be a non-empty name without spaces")
+        return group
+
+    def __bool__(self) -> bool:
+        return self.executor is not None or self.group is not None
+
+    def describe(self) -> str:
+        parts = ([f"executor {self.executor.value!r}"] if self.executor else []) + (
+            [f"group {self.group!r}"] if self.group else [])
+        return " in ".join(parts) or "nothing"
+
+    def resources(self) -> dict[str, float] | None:
+        """The Dask resources a task with this requirement asks for (None: no restriction)."""
+        out = {}
+        if self.executor is not None:
+            out[EXECUTOR_PREFIX + self.executor.value] = 1
+        if self.group is not None:
+            out[GROUP_PREFIX + self.group] = 1
+        return out or None
+
+
+def worker_resources(executor: str, group: str) -> dict[str, float]:
+    """What a worker advertises, from its own environment."""
+    return {EXECUTOR_PREFIX + executor: CAPACITY, GROUP_PREFIX + group: CAPACITY}
+
+
+def provided(resources: dict) -> tuple[str | None, str | None]:
+    """(executor, group) a worker advertises in its Dask resources."""
+    executor = next((k[len(EXECUTOR_PREFIX):] for k in resources if k.startswith(EXECUTOR_PREFIX)), None)
+    group = next((k[len(GROUP_PREFIX):] for k in resources if k.startswith(GROUP_PREFIX)), None)
+    return executor, group
+
+
+def check_requirement(requirement: Requirement, workers: dict[str, dict]) -> list[str]:
+    """Addresses of connected workers meeting `requirement` (from scheduler_info()["workers"]);
+    raises NoWorkerForRequirement naming the requirement and the groups that exist."""
+    wanted = requirement.resources() or {}
+    matching = [a for a, w in workers.items() if all(k in (w.get("resources") or {}) for k in wanted)]
+    if not matching:
+        have = sorted({provided(w.get("resources") or {}) for w in workers.values()}, key=str)
+        groups = ", ".join(f"{g} ({e})" for e, g in have) or "none"
+        raise NoWorkerForRequirement(
+            f"no connected worker provides {requirement.describe()}; "
+            f"worker groups (executor) connected: {groups}"
+        )
+    return matching
