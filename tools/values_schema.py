@@ -142,7 +142,13 @@ WORKER_SETTINGS = {
     "replicas": INT0,
     "nworkers": INT1,
     "nthreads": INT1,
-    "memoryLimit": {"type": ["string", "integer"], "description": '"auto", "0", or a size such as "4GiB"'},
+    "memoryLimit": {
+        "description": '"auto" (the container limit / nworkers), 0 (none), bytes, or a size such as "4GiB"',
+        "oneOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "pattern": r"^(auto|[0-9]+(\.[0-9]+)? ?([kKmMgGtTpP][iI]?[bB]?|[bB])?)$"},
+        ],
+    },
     "healthPort": PORT,
     "localDirectory": {"type": "string", "pattern": "^/tmp(/|$)", "description": "must be under /tmp"},
     "nameFromPod": BOOL,

@@ -261,3 +261,50 @@ before-hook-creation,hook-succeeded
 before-hook-creation
 {{- end -}}
 {{- end -}}
+
+{{/*
+A Kubernetes memory quantity (8Gi, 512Mi, 2G, 1500M, or plain bytes) as whole bytes; anything else
+fails naming the field. Args: dict "value" "path".
+*/}}
+{{- define "modelops-dask.bytes" -}}
+{{- $q := include "modelops-dask.num" .value -}}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$" $q) -}}
+{{- fail (printf "%s: %q is not a memory quantity this chart understands (e.g. 8Gi, 512Mi, 2G, or bytes)" .path $q) -}}
+{{- end -}}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $q -}}
+{{- $unit := trimPrefix $num $q -}}
+{{- $units := dict "" 1.0 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 "P" 1000000000000000.0 -}}
+{{- printf "%.0f" (mulf (float64 $num) (get $units $unit)) -}}
+{{- end -}}
+
+{{/*
+`--memory-limit` of each worker process. "auto" with a container memory limit is that limit split
+between the pod's `nworkers` processes (distributed's own "auto" would take the host's memory and
+cores, not the container's); without a container limit, Dask's "auto" (the host's memory) is the
+real limit and is passed as is. Also checks that executor.taskMemoryLimitMb x the pod's concurrent
+tasks (nworkers x nthreads) fits in the container's limit. Args: dict "c" (group config) "path".
+*/}}
+{{- define "modelops-dask.memoryLimitArg" -}}
+{{- $c := .c -}}
+{{- $m := include "modelops-dask.num" $c.memoryLimit -}}
+{{- $limit := dig "limits" "memory" "" (default dict $c.resources) -}}
+{{- $limitPath := printf "%s.resources.limits.memory" .path -}}
+{{- if $limit -}}
+{{- $bytes := include "modelops-dask.bytes" (dict "value" $limit "path" $limitPath) | float64 -}}
+{{- $tm := int64 $c.executor.taskMemoryLimitMb -}}
+{{- if and (gt $tm 0) (ne $c.executor.type "direct") -}}
+{{- $concurrent := mul (int64 $c.nworkers) (int64 $c.nthreads) -}}
+{{- $limitMi := divf $bytes 1048576.0 -}}
+{{- if gt (float64 (mul $tm $concurrent)) $limitMi -}}
+{{- fail (printf "%s.executor.taskMemoryLimitMb (%d MiB) x %d concurrent tasks (nworkers %d x nthreads %d) = %d MiB exceeds %s (%s = %.0f MiB): lower the per-task limit or the concurrency, or raise the pod's limit" .path $tm $concurrent (int64 $c.nworkers) (int64 $c.nthreads) (mul $tm $concurrent) $limitPath (include "modelops-dask.num" $limit) $limitMi) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq $m "auto" -}}
+{{- printf "%.0f" (floor (divf $bytes (float64 $c.nworkers))) -}}
+{{- else -}}
+{{- $m -}}
+{{- end -}}
+{{- else -}}
+{{- $m -}}
+{{- end -}}
+{{- end -}}
