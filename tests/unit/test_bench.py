@@ -139,6 +139,9 @@ def test_bundle_bench_runs_a_users_bundle_and_its_study_under_every_executor(tmp
         assert stats["p50_vs_warm_x"] > 0
     assert data["executors"]["isolated_warm"]["p50_vs_warm_x"] == 1
     assert "candidate warm-up: entrypoint with params {'beta': 0.2, 'gamma': 0.1}" in data["warmup_columns"]["cold-fork+warmup"]
+    effect = data["warmup_effect"]["1"]  # the candidate is the "with" side when none is declared
+    assert effect["p50_with_ms"] == data["executors"]["cold-fork+warmup"]["p50_ms"]
+    assert effect["p50_without_ms"] == data["executors"]["cold-fork"]["p50_ms"]
     targets = [t["target"] for t in data["targets"]["1"]]
     assert targets[0] == "cold-fork p50 <= 1.1 x warm p50" and any("50x" in t for t in targets)
     for name in data["executors"]:
@@ -156,6 +159,12 @@ def test_bundle_bench_compares_the_declared_warmup_with_none(tmp_path):
     assert data["study"] == str(study) and data["study_tasks"] == 4
     assert data["warmup"] == "function warmup_cache:warm"
     assert data["warmup_columns"] == {"cold-fork": "warm-up as declared", "cold-fork-nowarmup": "declared warm-up removed"}
+    for c, effect in data["warmup_effect"].items():
+        row = data["by_concurrency"][c]
+        assert effect["p50_with_ms"] == row["cold-fork"]["p50_ms"]
+        assert effect["p50_without_ms"] == row["cold-fork-nowarmup"]["p50_ms"]
+        assert effect["saves_ms_per_task"] == pytest.approx(effect["p50_without_ms"] - effect["p50_with_ms"], abs=1e-3)
+    assert result.output.count("  warm-up: cold-fork p50") == 2
     for row in data["by_concurrency"].values():
         assert list(row) == ["isolated_warm", "cold-fork", "cold-fork-nowarmup"]
         assert all(stats["failed"] == 0 for stats in row.values())
@@ -166,6 +175,7 @@ def test_bundle_bench_without_the_comparison_has_no_extra_column(tmp_path):
                           "--executors", "cold-fork", "--tasks", "1", "--concurrency", "1")
     assert result.exit_code == 0, result.output
     assert list(data["executors"]) == ["cold-fork"] and data["study"] is None
+    assert data["warmup_effect"] == {} and "  warm-up: cold-fork p50" not in result.output
 
 
 def test_bundle_bench_refuses_a_bad_warmup_declaration_naming_it(tmp_path):

@@ -460,8 +460,17 @@ def run_bundle_bench(
                 tasks=lambda i: study_tasks[i % len(study_tasks)],
             )
             by_concurrency[str(concurrency)] = summarise(measured, concurrency, failures)
+    warmup_effect = {}
+    if extra:
+        for c, row in by_concurrency.items():
+            with_w, without = (row["cold-fork"], row[extra]) if declared else (row[extra], row["cold-fork"])
+            warmup_effect[c] = {
+                "p50_with_ms": with_w["p50_ms"], "p50_without_ms": without["p50_ms"],
+                "saves_ms_per_task": round(without["p50_ms"] - with_w["p50_ms"], 3),
+            }
     return {
         "mode": "bundle",
+        "warmup_effect": warmup_effect,
         "bundle": str(bundle_dir),
         "bundle_name": manifest["name"],
         "entrypoint": entrypoint,
@@ -538,6 +547,12 @@ def format_table(result: dict) -> str:
                 else:
                     cells.append(fmt.format(stats[key]))
             lines.append("".join(cells))
+        effect = result.get("warmup_effect", {}).get(concurrency)
+        if effect:
+            lines.append(
+                f"  warm-up: cold-fork p50 {effect['p50_with_ms']:.2f} ms with it, {effect['p50_without_ms']:.2f} ms "
+                f"without: it saves {effect['saves_ms_per_task']:+.2f} ms per task"
+            )
         for check in result["targets"].get(concurrency, []):
             unit = check["unit"]
             lines.append(
