@@ -249,6 +249,15 @@ def schema() -> dict:
                     "labels": STRING_MAP,
                 }
             ),
+            "podMonitor": obj(
+                {
+                    "enabled": BOOL,
+                    "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                    "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                    "labels": STRING_MAP,
+                },
+                description="PodMonitor for every worker pod's /metrics (all groups)",
+            ),
             "tests": obj(
                 {
                     "enabled": BOOL,

@@ -29,6 +29,8 @@ deps_hash="$("$PY" - "${ROOT}/pyproject.toml" <<'PYEOF'
 import hashlib, json, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 key = {"dependencies": sorted(project.get("dependencies", [])), "requires-python": project.get("requires-python")}
+# the image installs the `worker` extra too (Dask's /metrics and dashboard)
+key["worker"] = sorted(project.get("optional-dependencies", {}).get("worker", []))
 print(hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16])
 PYEOF
 )"
@@ -36,7 +38,7 @@ PYEOF
 if ! head -n 1 "$LOCK" 2>/dev/null | grep -q "pyproject-deps ${deps_hash}"; then
   say "pyproject dependencies changed (or no lock): resolving ${LOCK#"$ROOT"/}"
   report="$(mktemp)"
-  "$PY" -m pip install --quiet --dry-run --ignore-installed --report "$report" "$ROOT" \
+  "$PY" -m pip install --quiet --dry-run --ignore-installed --report "$report" "${ROOT}[worker]" \
     || die "resolving the dependencies failed"
   "$PY" - "$report" "$deps_hash" "$LOCK" <<'PYEOF'
 import json, sys

@@ -16,6 +16,7 @@ from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
 from modelops.executors.factory import build_executor
 from modelops.executors.replies import Failure
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
+from modelops.worker import metrics
 from modelops.worker.config import ExecutorType, RuntimeConfig
 
 logger = logging.getLogger("modelops.runtime")
@@ -55,6 +56,7 @@ class WorkerRuntime:
             )
             return self._result(task, outcome, task.bundle_digest)
         result = self._result(task, self.executor.run(task, bundle), bundle.digest)
+        metrics.observe(result, self.cold_start)
         logger.debug(
             "Task %s %s on PID %d in %.3f s",
             task.task_id, result.status, result.provenance.pid, result.provenance.duration_s,
