@@ -61,6 +61,17 @@ app.kubernetes.io/part-of: modelops-dask
 {{- end -}}
 
 {{/*
+Pod template labels: the selector labels plus labels that never change between chart versions. No
+helm.sh/chart or app version here: a pod template that changes restarts its pods (the scheduler's
+strategy is Recreate, which drops running studies), and bumping only the chart must not.
+*/}}
+{{- define "modelops-dask.podLabels" -}}
+{{ include "modelops-dask.selectorLabels" . }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: modelops-dask
+{{- end -}}
+
+{{/*
 The image reference: digest wins over tag; tag defaults to the chart's appVersion.
 */}}
 {{- define "modelops-dask.image" -}}
