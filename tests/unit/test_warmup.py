@@ -54,6 +54,8 @@ def bundles_root(tmp_path_factory) -> Path:
     add_bundle(root, "raises", CACHE_BUNDLE, {"function": "warmup_extra:boom"},
                "def boom():\n    raise ValueError('warm-up exploded on purpose')\n")
     add_bundle(root, "missing_function", CACHE_BUNDLE, {"function": "warmup_cache:no_such_function"})
+    add_bundle(root, "raises_huge", CACHE_BUNDLE, {"function": "warmup_extra:boom"},
+               "def boom():\n    raise RuntimeError('x' * 200000 + ' the end of a huge message')\n")
     add_bundle(root, "threads", CACHE_BUNDLE, {"function": "warmup_extra:start"},
                "import threading, time\n\ndef start():\n"
                "    threading.Thread(target=time.sleep, args=(600,), name='warmup-thread', daemon=True).start()\n")
@@ -170,6 +172,7 @@ def test_results_with_warmup_are_identical_to_without_and_to_spawn_and_warm(runt
 @pytest.mark.parametrize(("bundle", "cause"), [
     ("raises", "ValueError: warm-up exploded on purpose"),
     ("missing_function", "no callable 'no_such_function'"),
+    ("raises_huge", "x the end of a huge message"),  # cut to its end, never a broken report
 ])
 def test_a_warmup_that_raises_refuses_the_bundle_clearly_without_fallback(runtime_for, bundle, cause, caplog):
     runtime = runtime_for("cold-fork")

@@ -54,6 +54,8 @@ _PR_SET_PDEATHSIG = 1
 # how long a fresh zygote waits for threads started at import to finish before
 # declaring itself multi-threaded
 STARTUP_THREAD_GRACE_S = 1.0
+# the end of a failed warm-up's traceback that is reported (its last lines name the error)
+WARMUP_ERROR_CHARS = 8000
 
 
 def rng_types() -> tuple[tuple[type, ...], list[int]]:
@@ -215,7 +217,10 @@ class Zygote:
         try:
             run_warmup(warmup, self.spec.get("entrypoint") or "", self.spec.get("import_path"))
         except BaseException as exc:  # noqa: BLE001 - reported to the worker, which refuses the bundle
-            return time.perf_counter() - t0, "".join(traceback.format_exception(exc)).rstrip() or repr(exc)
+            text = "".join(traceback.format_exception(exc)).rstrip() or repr(exc)
+            if len(text) > WARMUP_ERROR_CHARS:  # the ready report is one datagram (read up to 64 KiB)
+                text = "...\n" + text[-WARMUP_ERROR_CHARS:]
+            return time.perf_counter() - t0, text
         return time.perf_counter() - t0, None
 
     def tell(self, message: tuple, fds: list[int] | None = None) -> None:
