@@ -121,6 +121,8 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight
             ) from None
         service = DaskSimulationService(client)
         runtimes = service.worker_runtime()
+        if mismatch := service.version_mismatch(runtimes):
+            click.echo(f"WARNING: {mismatch}", err=True)  # once, before the study
         requirement = study.requires
         if requirement:
             try:

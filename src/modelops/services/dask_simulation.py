@@ -7,15 +7,19 @@ churn it on every worker). It keeps a bounded number of tasks in flight.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 
 from distributed import Client, as_completed
 
+import modelops
 from modelops.executors.replies import Failure
 from modelops.routing import Requirement, check_requirement
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
 from modelops.worker.runtime import ATTEMPTS, describe_worker, resolve_bundle, run_task
+
+logger = logging.getLogger("modelops.service")
 
 IN_FLIGHT_PER_THREAD = 4
 IN_FLIGHT_MIN = 200  # enough to hide the client round trip for ms-long tasks
@@ -24,6 +28,25 @@ IN_FLIGHT_MIN = 200  # enough to hide the client round trip for ms-long tasks
 class DaskSimulationService:
     def __init__(self, client: Client):
         self.client = client
+        self._versions_checked = False
+
+    def version_mismatch(self, runtimes: dict[str, dict] | None = None) -> str | None:
+        """One message naming every modelops version the workers run that differs from this
+        client's, or None. Marks the check done, so `run()` does not report it again."""
+        self._versions_checked = True
+        runtimes = self.worker_runtime() if runtimes is None else runtimes
+        mine = modelops.__version__
+        theirs: dict[str, list[str]] = {}
+        for address, info in sorted(runtimes.items()):
+            version = info.get("modelops_version") or "unknown (older than 0.2)"
+            if version != mine:
+                theirs.setdefault(version, []).append(address)
+        if not theirs:
+            return None
+        listed = "; ".join(f"{v} on {len(a)} worker(s) ({', '.join(a[:3])}{', ...' if len(a) > 3 else ''})"
+                           for v, a in sorted(theirs.items()))
+        return (f"modelops version mismatch: this client has {mine}, the cluster runs {listed}. Tasks run "
+                f"the workers' code; install the workers' version here (or upgrade the image) to match.")
 
     def worker_runtime(self) -> dict[str, dict]:
         """Each worker's effective executor and config, as read on the worker itself."""
@@ -69,6 +92,8 @@ class DaskSimulationService:
         environment provides it (workers joining later included); none connected: an error at once."""
         if requirement:
             self.check_requirement(requirement)
+        if not self._versions_checked and (message := self.version_mismatch()):
+            logger.warning(message)
         unique: dict[str, Task] = {}
         for task in tasks:
             unique.setdefault(task.task_id, task)

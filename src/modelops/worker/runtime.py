@@ -11,6 +11,8 @@ import logging
 import os
 import time
 
+import modelops
+
 from modelops.bundles import Bundle, BundleError, BundleResolver
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
 from modelops.executors.factory import build_executor
@@ -94,6 +96,7 @@ class WorkerRuntime:
             "executor": self.config.executor.value,
             "cold_start": self.cold_start,
             "worker_group": self.config.worker_group,
+            "modelops_version": modelops.__version__,
             "config": self.config.summary(),
             "slots": self.slots,
             "child_pids": child_pids() if child_pids else [],
@@ -203,6 +206,7 @@ def describe_worker(dask_worker) -> dict:
             "worker": dask_worker.address,
             "pid": os.getpid(),
             "executor": None,
+            "modelops_version": modelops.__version__,
             "error": _missing_reason(dask_worker),
         }
     return runtime.describe()
