@@ -40,7 +40,7 @@ image-offline: venv docker-engine
 
 ## helm lint, helm-unittest (through ct's additional-commands) and ct lint.
 chart-lint: tools
-	ct lint --config ct.yaml --all
+	bash scripts/ct-lint.sh
 
 test-unit: venv
 	$(PY) -m pytest tests/unit tests/integration
