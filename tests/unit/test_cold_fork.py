@@ -147,7 +147,8 @@ BUNDLES = {
 }
 
 @pytest.fixture(scope="module")
-def bundles_root(tmp_path_factory) -> Path:
+def bundles_dir(tmp_path_factory) -> Path:
+    """This module's MODELOPS_BUNDLES_DIR (overrides the shared one that `make_runtime` uses)."""
     root = tmp_path_factory.mktemp("cold_fork_bundles")
     for name, source in BUNDLES.items():
         directory = root / name
@@ -163,23 +164,18 @@ def bundles_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def runtime_factory(bundles_root):
-    made: list[WorkerRuntime] = []
+def bundles_root(bundles_dir) -> Path:
+    return bundles_dir
+
+
+@pytest.fixture
+def runtime_factory(make_runtime):
+    """`make_runtime` over this module's bundles, cold fork unless the env given says otherwise."""
 
     def make(slots: int = 1, **env: str) -> WorkerRuntime:
-        full = {
-            "MODELOPS_BUNDLES_DIR": str(bundles_root),
-            "MODELOPS_EXECUTOR_TYPE": "cold",
-            "MODELOPS_COLD_START": "fork",
-            **env,
-        }
-        runtime = WorkerRuntime(RuntimeConfig.from_env(full), "test", slots)
-        made.append(runtime)
-        return runtime
+        return make_runtime(slots, **{"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork", **env})
 
-    yield make
-    for runtime in made:
-        runtime.close()
+    return make
 
 
 @pytest.fixture

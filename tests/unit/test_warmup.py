@@ -12,7 +12,6 @@ import pytest
 
 from modelops.bundles.bundle import BundleError, read_manifest
 from modelops.tasks import Task
-from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
@@ -44,7 +43,8 @@ def add_bundle(root: Path, name: str, source: Path, warmup, extra_module: str | 
 
 
 @pytest.fixture(scope="module")
-def bundles_root(tmp_path_factory) -> Path:
+def bundles_dir(tmp_path_factory) -> Path:
+    """This module's MODELOPS_BUNDLES_DIR (overrides the shared one that `make_runtime` uses)."""
     root = tmp_path_factory.mktemp("warmup_bundles")
     add_bundle(root, "cache_warm", CACHE_BUNDLE, {"function": "warmup_cache:warm"})
     add_bundle(root, "cache_params_warm", CACHE_BUNDLE, {"params": {"n": 5}, "seed": 3})
@@ -66,18 +66,9 @@ def bundles_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def runtime_for(bundles_root):
-    made: list[WorkerRuntime] = []
-
-    def make(executor: str = "cold-fork", slots: int = 1) -> WorkerRuntime:
-        env = {"MODELOPS_BUNDLES_DIR": str(bundles_root), **EXECUTOR_ENVS[executor]}
-        runtime = WorkerRuntime(RuntimeConfig.from_env(env), "test", slots)
-        made.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in made:
-        runtime.close()
+def runtime_for(make_runtime):
+    """A WorkerRuntime under one of EXECUTOR_ENVS over this module's bundles; closed after the test."""
+    return lambda executor="cold-fork", slots=1: make_runtime(slots, **EXECUTOR_ENVS[executor])
 
 
 def run(runtime: WorkerRuntime, bundle: str, params: dict, seed: int = 0):
