@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from modelops.executors.replies import Kind
+
 Scalar = bool | int | float | str | None
 
 # Seeds handed to simulate() lie in [0, 2**32): numpy's legacy seeding (RandomState,
@@ -61,9 +63,12 @@ class Task(BaseModel):
 
 
 class TaskError(BaseModel):
-    """Why a task failed. `kind` classifies the cause; `retryable` says if a rerun could help."""
+    """Why a task failed. `kind` classifies the cause; `retryable` says if a rerun could help.
 
-    kind: Literal["exception", "exit", "signal", "timeout", "oom", "serialization", "runtime"]
+    The validated form of `modelops.executors.replies.Failure` (a plain dataclass there, because
+    children import it before any task and must stay import-light): same fields, same kinds."""
+
+    kind: Kind
     type: str
     message: str
     traceback: str | None = None

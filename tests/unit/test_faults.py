@@ -86,3 +86,18 @@ def test_the_worker_process_survives_every_child_fault(make_runtime):
         runtime.execute(make_task(runtime, "faulty", {"fault": fault}))
     assert pid_alive(os.getpid())
     assert_next_task_succeeds(runtime)
+
+
+def test_a_failure_reply_and_a_result_error_have_the_same_fields():
+    """Children build `Failure` (import-light dataclass), results validate it as `TaskError`: a field
+    added to one and not the other would be dropped or rejected between child and result."""
+    import dataclasses
+
+    from modelops.executors.replies import Failure
+    from modelops.tasks import TaskError
+
+    assert {f.name for f in dataclasses.fields(Failure)} == set(TaskError.model_fields)
+    error = Failure(kind="signal", type="ChildKilled", message="m", signal="SIGSEGV", retryable=True).error()
+    assert TaskError(**error).model_dump() == error
+    with pytest.raises(ValueError):
+        TaskError(**{**error, "kind": "meltdown"})
