@@ -58,15 +58,13 @@ build_kubernetes() {
   say "kubernetes $v built in $(( $(date +%s) - t0 ))s"
 }
 
-build_one() {  # build_one NAME MODULE_DIR PKG
+build_one() {  # build_one NAME MODULE_DIR PKG   (go names the binary NAME after the package)
   local name="$1" mod="$2" pkg="$3" s; s="$(stamp_of "$mod")"
   if up_to_date "$s" "$name"; then say "$name: cached"; return; fi
   say "building $name ($pkg)"
   local t0; t0=$(date +%s)
-  local out; out="$(mktemp -d "$CLUSTER_BIN/.build.XXXXXX")"
-  (cd "$mod" && CGO_ENABLED=0 GOFLAGS="-mod=readonly -trimpath -buildvcs=false" \
-     nice -n 5 "$GO" build -ldflags "-s -w" -o "$out/$name" "$pkg") || { rm -rf "$out"; die "go build of $name failed"; }
-  mv -f "$out/$name" "$CLUSTER_BIN/$name"; rmdir "$out"
+  go_build "$mod" "" "$pkg"
+  [ -x "$CLUSTER_BIN/$name" ] || die "go build of $pkg gave no $name"
   echo "$s" >"$CLUSTER_BIN/.$name.stamp"
   say "$name built in $(( $(date +%s) - t0 ))s"
 }
