@@ -3,10 +3,12 @@
 #
 #   images/worker/build-context.sh CONTEXT_DIR
 #
-# 1. images/worker/requirements.lock pins every runtime dependency (direct and transitive). Its first
-#    line records a hash of pyproject's dependencies; when they change, the lock is resolved again
-#    (on the host, from PyPI) and the file is rewritten: commit it.
-# 2. The wheelhouse (cp311, manylinux x86_64 wheels of exactly the lock) is downloaded on the host into
+# 1. images/worker/requirements.lock pins every runtime dependency (direct and transitive) with the
+#    sha256 of its wheel (format and checks: images/worker/lockfile.py). Its first line records a hash
+#    of pyproject's dependency declarations; when they change (or hashes are missing), the lock is
+#    resolved again on the host, from the index the machine's pip configuration names, the wheels
+#    are downloaded and hashed, and the file is rewritten: commit it.
+# 2. The wheelhouse (cp311, manylinux x86_64 wheels of exactly the lock, hashes verified) is downloaded into
 #    .cache/image-build/wheelhouse-<lock hash>/ and reused until the lock changes.
 # 3. The modelops-dask wheel is built from the work tree (SOURCE_DATE_EPOCH = last commit time, so an
 #    unchanged tree gives identical bytes and Docker's layer cache holds).
@@ -25,36 +27,49 @@ die() { echo "build-context: ERROR: $*" >&2; exit 1; }
 if [ -x "${ROOT}/.venv/bin/python" ]; then PY="${ROOT}/.venv/bin/python"; else PY="$(command -v python3)"; fi
 "$PY" -m pip --version >/dev/null 2>&1 || die "no pip for ${PY}"
 
-deps_hash="$("$PY" - "${ROOT}/pyproject.toml" <<'PYEOF'
-import hashlib, json, sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-key = {"dependencies": sorted(project.get("dependencies", [])), "requires-python": project.get("requires-python")}
-# the image installs the `worker` extra too (Dask's /metrics and dashboard)
-key["worker"] = sorted(project.get("optional-dependencies", {}).get("worker", []))
-print(hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16])
-PYEOF
-)"
+LOCKTOOL="${ROOT}/images/worker/lockfile.py"
+"$PY" -c 'import packaging' 2>/dev/null || die "${PY} lacks the 'packaging' module (pip install packaging)"
 
-if ! head -n 1 "$LOCK" 2>/dev/null | grep -q "pyproject-deps ${deps_hash}"; then
-  say "pyproject dependencies changed (or no lock): resolving ${LOCK#"$ROOT"/}"
-  report="$(mktemp)"
-  "$PY" -m pip install --quiet --dry-run --ignore-installed --report "$report" "${ROOT}[worker]" \
-    || die "resolving the dependencies failed"
-  "$PY" - "$report" "$deps_hash" "$LOCK" <<'PYEOF'
-import json, sys
-report, deps_hash, lock = sys.argv[1:]
-rows = sorted(
-    (i["metadata"]["name"].lower(), i["metadata"]["version"])
-    for i in json.load(open(report))["install"]
-    if i["metadata"]["name"].lower() != "modelops-dask"
-)
-with open(lock, "w") as f:
-    f.write(f"# pyproject-deps {deps_hash}: resolved by images/worker/build-context.sh; commit this file\n")
-    f.write("# Every runtime dependency of modelops-dask in the worker image, pinned.\n")
-    f.writelines(f"{name}=={version}\n" for name, version in rows)
-PYEOF
-  rm -f "$report"
-  say "wrote ${LOCK#"$ROOT"/} ($(grep -vc '^#' "$LOCK") packages); commit it"
+# Wheels for the image's interpreter and glibc (bookworm: 2.36), whatever the host is. pip does not
+# expand manylinux_2_X tags to older glibc versions itself: name every one up to 2.36. The index is
+# whatever the machine's pip configuration names (pip.conf, PIP_INDEX_URL, PIP_FIND_LINKS): nothing here.
+platforms=(--platform any --platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
+for minor in $(seq 5 36); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
+download() {  # download DEST pip-args...: the image's binary wheels, exactly what is named, no deps
+  local dest="$1"; shift
+  "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$dest" \
+    --python-version "$PY_TAG" --implementation cp --abi "cp${PY_TAG/./}" --abi abi3 --abi none \
+    "${platforms[@]}" "$@"
+}
+
+if ! why="$("$PY" "$LOCKTOOL" check "${ROOT}/pyproject.toml" "$LOCK" 2>&1)"; then
+  say "${why#lockfile.py: }"
+  say "resolving ${LOCK#"$ROOT"/} again (pip index from this machine's pip configuration)"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  # Keep today's pins where pyproject still allows them (LOCK_UPGRADE=1 resolves everything afresh):
+  # a change to one dependency should not silently move all the others.
+  resolved=0
+  if [ -f "$LOCK" ] && [ "${LOCK_UPGRADE:-0}" != 1 ]; then
+    grep -E '^[A-Za-z0-9]' "$LOCK" | sed 's/[ \\].*//' >"${work}/previous.txt" || true
+    if "$PY" -m pip install --quiet --dry-run --ignore-installed --report "${work}/report.json" \
+        -c "${work}/previous.txt" "${ROOT}[worker]" 2>"${work}/constrained.log"; then
+      resolved=1
+    else
+      say "today's pins no longer fit pyproject: resolving without them"
+    fi
+  fi
+  if [ "$resolved" = 0 ]; then
+    "$PY" -m pip install --quiet --dry-run --ignore-installed --report "${work}/report.json" "${ROOT}[worker]" \
+      || die "resolving the dependencies failed"
+  fi
+  "$PY" "$LOCKTOOL" pins "${work}/report.json" >"${work}/pins.txt"
+  mkdir -p "${work}/wheels"
+  download "${work}/wheels" -r "${work}/pins.txt" || die "pip download of the resolved wheels failed"
+  # The hashes come from the wheels just downloaded for the image's platform (not the host's).
+  count="$("$PY" "$LOCKTOOL" write "${ROOT}/pyproject.toml" "${work}/wheels" "$LOCK")" || die "writing the lock failed"
+  "$PY" "$LOCKTOOL" check "${ROOT}/pyproject.toml" "$LOCK" >/dev/null || die "the lock just written fails its own check"
+  say "wrote ${LOCK#"$ROOT"/} (${count} packages, sha256 each); commit it"
 fi
 
 lock_hash="$(sha256sum "$LOCK" | cut -c1-16)"
@@ -63,14 +78,8 @@ if [ ! -f "${WHEELHOUSE}/.complete" ]; then
   say "downloading the wheelhouse for cp${PY_TAG/./} manylinux x86_64 into ${WHEELHOUSE#"$ROOT"/}"
   rm -rf "$WHEELHOUSE"
   mkdir -p "$WHEELHOUSE"
-  # Binary wheels only, for the image's interpreter and glibc (bookworm: 2.36), whatever the host is.
-  # pip does not expand manylinux_2_X tags to older glibc versions itself: name every one up to 2.36.
-  platforms=(--platform any --platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64)
-  for minor in $(seq 5 36); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
-  "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$WHEELHOUSE" \
-    --python-version "$PY_TAG" --implementation cp --abi "cp${PY_TAG/./}" --abi abi3 --abi none \
-    "${platforms[@]}" -r "$LOCK" \
-    || die "pip download of the wheelhouse failed"
+  # --require-hashes: a wheel whose bytes differ from the lock's sha256 stops the build here.
+  download "$WHEELHOUSE" --require-hashes -r "$LOCK" || die "pip download of the wheelhouse failed"
   cp "$LOCK" "${WHEELHOUSE}/requirements.lock"
   touch "${WHEELHOUSE}/.complete"
   # Older wheelhouses are build outputs of earlier locks.
