@@ -279,7 +279,7 @@ def test_fresh_pid_per_task_and_no_state_carried(runtime_factory):
     assert {r.outputs["ppid"] for r in results} == {zygote}
     assert zygote not in pids
     assert ppid_of(zygote) == os.getpid()
-    assert b"modelops.executors.zygote" in Path(f"/proc/{zygote}/cmdline").read_bytes()
+    assert b"modelops.executors.child.zygote" in Path(f"/proc/{zygote}/cmdline").read_bytes()
     # each child ran one task and is gone
     wait_until(lambda: not any(alive(p) for p in pids), what="children to exit")
 

@@ -27,6 +27,12 @@ class RunOutcome:
     duration_s: float
     cold_start: str | None = None  # how a cold task's process really started, when it differs from config
 
+    @property
+    def memory_peak_bytes(self) -> int | None:
+        """Peak resident memory of the child that ran the task, as it reported (None: no child)."""
+        kb = self.reply.get("max_rss_kb")
+        return None if kb is None else int(kb) * 1024
+
 
 class Executor(ABC):
     """Runs one task for a bundle. Thread-safe: Dask calls `run` from every worker thread."""

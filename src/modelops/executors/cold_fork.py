@@ -1,6 +1,7 @@
 """`cold` with start method `fork` (the default): a fresh forked process per task.
 
-Per bundle (name + digest) this worker process runs one *zygote* (`zygote.py`), started
+Runs in the Dask worker. Per bundle (name + digest) this worker process runs one *zygote*
+(`child/zygote.py`, reached through `zygote_handle.ZygoteHandle`), started
 by exec, never by forking the multi-threaded Dask worker. The zygote imports the bundle's
 entrypoint module and MODELOPS_COLD_PRELOAD_MODULES once (with OMP/OPENBLAS/MKL/NUMEXPR
 threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task.
@@ -12,7 +13,7 @@ threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task
   pages and CPU), and the extra spare covers dispatches meanwhile.
 - A spare waits for its task having already done the task-independent work every task
   does (unpickling, entrypoint lookup, RNG seeding, reply pickling), so the copy-on-write
-  faults of that path are paid before dispatch (`Zygote.prewarm`).
+  faults of that path are paid before dispatch (`child/forked.prewarm`).
 - Each child is in its own session/process group, dies with the zygote (PDEATHSIG), has
   closed every inherited descriptor except its own socket (which the zygote handed to the
   worker with SCM_RIGHTS, with the child's PID), runs exactly one task via
@@ -20,7 +21,7 @@ threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task
   replies and `_exit`s. The worker talks to the child directly and kills its process
   group on timeout, after the reply (leftover grandchildren) and on close.
 - The zygote reaps its children and reports each exit status, so a child that dies in
-  its task becomes a classified failure (`base.death_reply`).
+  its task becomes a classified failure (`replies.died`).
 - Single-threaded check: the zygote counts /proc/self/task before every fork. If it is
   multi-threaded it refuses every further fork and reports; the worker replaces it (the
   children it forked earlier, while single-threaded, finish their tasks). If a *fresh* zygote
@@ -38,37 +39,21 @@ threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import pickle
 import select
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
 
 from modelops.bundles import Bundle
 from modelops.bundles.warmup import describe as describe_warmup
-from modelops.executors import pidfd as pidfds
-from modelops.executors.base import (
-    Executor,
-    ExecutorClosed,
-    RunOutcome,
-    child_env,
-    deadline_for,
-    job_message,
-    remaining,
-)
-from modelops.executors.child_process import read_fault_text
+from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, job_message, remaining
+from modelops.executors.child_handle import read_fault_text
 from modelops.executors.cold_spawn import ColdSpawnExecutor
-from modelops.executors.protocol import recv, send
+from modelops.executors.events import NO_EVENTS, ExecutorEvents
+from modelops.executors.protocol import ACK, recv, send
 from modelops.executors.replies import Failure, died, timed_out
-from modelops.executors.zygote import ACK, FORK_REQUEST
+from modelops.executors.zygote_handle import Spare, ZygoteError, ZygoteHandle, zygote_died
 from modelops.tasks import Task
 
 logger = logging.getLogger("modelops.executor")
@@ -77,290 +62,10 @@ logger = logging.getLogger("modelops.executor")
 MAX_THREAD_REPLACEMENTS = 3
 # dispatch attempts for one task when spares die before accepting it (zygote death)
 MAX_DISPATCH_ATTEMPTS = 4
-# how long to wait for the zygote's report of a child's exit status
-EXIT_REPORT_GRACE_S = 5.0
-
-
-class ZygoteError(RuntimeError):
-    """A zygote could not be started or could not fork."""
 
 
 class ImportTimeout(ZygoteError):
     """A zygote did not finish importing the bundle within MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS."""
-
-
-@dataclass
-class Spare:
-    """A forked child waiting for its task. Its fds belong to whoever holds the Spare: the
-    zygote handle while it is idle, then the one thread that dispatches a task to it."""
-
-    pid: int
-    fd: int  # the worker's end of the child's socket
-    pidfd: int  # signals reach this child only, even after its PID was reaped and reused
-    fault_fd: int  # memfd the child's faulthandler writes to
-
-    def kill(self) -> None:
-        pidfds.send(self.pidfd, signal.SIGKILL)
-
-    def close(self) -> None:
-        for fd in (self.fd, self.pidfd, self.fault_fd):
-            _close_fd(fd)
-
-
-def _close_fd(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
-class ZygoteHandle:
-    """The worker's side of one zygote: its control socket, spares, and exit reports."""
-
-    def __init__(self, bundle: Bundle, preload_modules: tuple[str, ...], memory_limit_mb: int):
-        self.bundle = bundle
-        module = bundle.entrypoint.partition(":")[0]
-        spec = {
-            "bundle": bundle.name,
-            "entrypoint": bundle.entrypoint,
-            "import_path": bundle.import_path,
-            "modules": [module, *[m for m in preload_modules if m != module]],
-            "bundle_modules": [module],
-            "memory_limit_mb": memory_limit_mb,
-            "warmup": bundle.warmup,  # bundle.json "warmup": run once in the zygote, before any fork
-        }
-        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "modelops.executors.zygote", str(theirs.fileno()), json.dumps(spec)],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=2,  # never the worker's stdout; stderr is inherited, never a pipe
-                start_new_session=True,
-                close_fds=True,
-                env=child_env(),
-            )
-        finally:
-            theirs.close()
-        self.pid = self.proc.pid
-        self.cond = threading.Condition()
-        self._send_lock = threading.Lock()
-        self.spares: deque[Spare] = deque()
-        self.watched: dict[int, int] = {}  # children running a task -> pidfd; exit status wanted
-        self.exits: dict[int, int] = {}
-        self.info: dict | None = None
-        self.threaded: dict | None = None
-        self.fork_error: str | None = None
-        self.alive = True
-        self.closed = False
-        self.retiring = False  # replaced: closed as soon as its running children are done
-        self.returncode: int | None = None
-        self._reader = threading.Thread(
-            target=self._read_loop, name=f"modelops-zygote-{self.pid}", daemon=True
-        )
-        self._reader.start()
-
-    # ---- control channel ------------------------------------------------------------
-    def _read_loop(self) -> None:
-        while True:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(self.ctl, 65536, 4, socket.MSG_CMSG_CLOEXEC)
-            except OSError:
-                break
-            if not data:
-                for fd in fds:
-                    _close_fd(fd)
-                break
-            try:
-                message = pickle.loads(data)
-            except Exception:  # noqa: BLE001 - a torn message: treat as a dead zygote
-                logger.exception("Cold fork zygote %d sent an unreadable message", self.pid)
-                break
-            self._handle(message, fds)
-        try:
-            self.returncode = self.proc.wait(timeout=EXIT_REPORT_GRACE_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.returncode = self.proc.wait()
-        with self.cond:
-            self.alive = False
-            spares = list(self.spares)
-            self.spares.clear()
-            self.cond.notify_all()
-        for spare in spares:  # PDEATHSIG killed them already; make sure (by pidfd), free the fds
-            spare.kill()
-            spare.close()
-
-    def _handle(self, message: tuple, fds: list[int]) -> None:
-        kind = message[0]
-        replace = 0
-        with self.cond:
-            if kind == "spare":
-                spare = Spare(pid=message[1], fd=fds[0], pidfd=fds[1], fault_fd=fds[2])
-                if self.closed:
-                    spare.kill()
-                    spare.close()
-                else:
-                    self.spares.append(spare)
-                    logger.debug("Cold fork spare ready: PID %d (zygote %d)", spare.pid, self.pid)
-            elif kind == "exit":
-                _, pid, code = message
-                if pid in self.watched:
-                    self.exits[pid] = code
-                else:
-                    for spare in list(self.spares):
-                        if spare.pid == pid:  # an idle spare died: replace it
-                            self.spares.remove(spare)
-                            spare.close()
-                            replace = 1
-                            logger.warning(
-                                "Cold fork spare PID %d died while idle (%s); replacing it", pid, code
-                            )
-            elif kind == "ready":
-                self.info = message[1]
-            elif kind == "threaded":
-                self.threaded = message[1]
-            elif kind == "fork_failed":
-                self.fork_error = message[1]
-            self.cond.notify_all()
-        if replace and not self.closed:
-            self.request_spares(replace)
-
-    def request_spares(self, n: int) -> None:
-        if n <= 0 or not self.usable:
-            return
-        try:
-            with self._send_lock:
-                self.ctl.send(FORK_REQUEST * n)
-        except OSError:
-            pass  # a dead zygote: the reader notices and the next task replaces it
-
-    # ---- used by the executor ---------------------------------------------------------
-    def wait_ready(self, timeout_s: float) -> dict:
-        """The zygote's ready report; TimeoutError after `timeout_s` (the caller kills it)."""
-        deadline = time.monotonic() + timeout_s
-        with self.cond:
-            while self.info is None and self.alive:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    raise TimeoutError(f"cold fork zygote {self.pid} did not finish its imports")
-                self.cond.wait(wait)
-            if self.info is None:
-                raise ZygoteError(
-                    f"cold fork zygote PID {self.pid} for bundle {self.bundle.name!r} exited "
-                    f"(code {self.returncode}) before it was ready; see the worker's stderr"
-                )
-            return self.info
-
-    @property
-    def usable(self) -> bool:
-        return self.alive and self.threaded is None and not self.retiring and not self.closed
-
-    def take_spare(self, timeout_s: float) -> Spare | None:
-        """A never-used child (its replacement is asked for when its task ends), or None if this
-        zygote cannot serve any more (dead, multi-threaded, retired): the caller uses the next.
-        TimeoutError when no spare came within `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        with self.cond:
-            while not self.spares and self.usable and self.fork_error is None:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    raise TimeoutError(f"no forked child of zygote {self.pid} became ready")
-                self.cond.wait(wait)
-            if not self.usable:
-                return None
-            if self.spares:
-                spare = self.spares.popleft()
-                self.watched[spare.pid] = spare.pidfd
-            elif self.fork_error is not None and self.alive:
-                error, self.fork_error = self.fork_error, None
-                raise ZygoteError(error)
-            else:
-                return None
-        return spare
-
-    def wait_exit(self, pid: int, grace_s: float = EXIT_REPORT_GRACE_S) -> int | None:
-        """The child's exit status as reported by the zygote; None if the zygote died first."""
-        deadline = time.monotonic() + grace_s
-        with self.cond:
-            while pid not in self.exits and self.alive:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    break
-                self.cond.wait(wait)
-            return self.exits.get(pid)
-
-    def unwatch(self, pid: int) -> bool:
-        """Forget a finished child (after this its pidfd may be closed); True when this zygote is
-        retiring and now idle (close it)."""
-        with self.cond:
-            self.watched.pop(pid, None)
-            self.exits.pop(pid, None)
-            return self.retiring and not self.watched and not self.closed
-
-    def retire(self) -> None:
-        """Stop using this zygote: close it now if nothing runs in it, else after its last task."""
-        with self.cond:
-            self.retiring = True
-            idle = not self.watched
-            spares = list(self.spares)
-            self.spares.clear()
-            self.cond.notify_all()
-        for spare in spares:
-            spare.kill()
-            spare.close()
-        if idle or not self.alive:
-            self.close()
-
-    def pids(self) -> list[int]:
-        with self.cond:
-            if not self.alive:
-                return []
-            return [self.pid, *(s.pid for s in self.spares), *self.watched]
-
-    def close(self, grace_s: float = 2.0) -> None:
-        """Kill every child's group, tell the zygote to exit (EOF), reap it; no orphans."""
-        with self.cond:
-            if self.closed:
-                return
-            self.closed = True
-            spares = list(self.spares)
-            self.spares.clear()
-            # under the lock: a dispatching thread closes a pidfd only after unwatch()
-            for pidfd in self.watched.values():
-                pidfds.send(pidfd, signal.SIGKILL)
-        for spare in spares:
-            spare.kill()
-            spare.close()
-        try:
-            self.ctl.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._reader.join(timeout=grace_s)
-        self.ctl.close()
-
-
-def zygote_died(zygote: ZygoteHandle, pid: int, closed: bool) -> Failure:
-    code = zygote.returncode
-    how = (
-        f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
-        else f"exited with code {code}"
-    )
-    why = "the executor was closed" if closed else f"its zygote (PID {zygote.pid}) {how}"
-    return Failure(
-        kind="runtime",
-        type="ZygoteDied",
-        message=(
-            f"cold fork child process {pid} (bundle {zygote.bundle.name!r}) was killed "
-            f"mid-task because {why}; the task was not retried (rerunning it is safe)"
-        ),
-        retryable=True,
-    )
 
 
 _NOT_STARTED = object()
@@ -384,14 +89,16 @@ class ColdForkExecutor(Executor):
         task_timeout_s: float,
         memory_limit_mb: int = 0,
         preload_modules: tuple[str, ...] | list[str] = (),
-        spares: int | None = None,
+        spare_count: int | None = None,
         import_timeout_s: float = 300.0,
         import_rng: str = "refuse",
+        events: ExecutorEvents = NO_EVENTS,
     ):
         self.slots = max(1, slots)
         # never-used children kept ready per zygote: one per thread, plus one that covers
         # the next dispatch while a used spare's replacement is being forked
-        self.spares = self.slots + 1 if spares is None else max(1, spares)
+        self.spare_count = self.slots + 1 if spare_count is None else max(1, spare_count)
+        self.events = events
         self.task_timeout_s = task_timeout_s
         self.memory_limit_mb = memory_limit_mb
         self.preload_modules = tuple(preload_modules)
@@ -404,7 +111,9 @@ class ColdForkExecutor(Executor):
         self._spawn_bundles: dict[tuple[str, str], str] = {}  # served by spawn -> why
         self._spawn_tasks: dict[tuple[str, str], int] = {}  # tasks served by that fallback
         self._refused: dict[tuple[str, str], Failure] = {}  # not forkable, not allowed to spawn
-        self._spawn = ColdSpawnExecutor(task_timeout_s=task_timeout_s, memory_limit_mb=memory_limit_mb)
+        self._spawn = ColdSpawnExecutor(
+            task_timeout_s=task_timeout_s, memory_limit_mb=memory_limit_mb, events=events
+        )
         self._lock = threading.Lock()
         self._closed = False
 
@@ -445,7 +154,9 @@ class ColdForkExecutor(Executor):
             start_lock.release()
 
     def _retire(self, key: tuple[str, str], old: ZygoteHandle) -> None:
+        """Replace a zygote that stopped serving (dead, or multi-threaded)."""
         old.retire()
+        self.events.zygote_replaced("threaded" if old.threaded is not None else "died")
         with self._lock:
             self._retired = [z for z in self._retired if not z.closed]
             if not old.closed:
@@ -459,14 +170,15 @@ class ColdForkExecutor(Executor):
                 old.pid, key[0], old.threaded["threads"], ", ".join(old.threaded["thread_names"]),
             )
             if count >= MAX_THREAD_REPLACEMENTS:
-                self._use_spawn(key, f"its zygotes became multi-threaded {count} times")
+                self._use_spawn(key, f"its zygotes became multi-threaded {count} times", "threaded_zygotes")
         else:
             logger.warning(
                 "Cold fork zygote PID %d for bundle %r died (exit %s); starting a new one",
                 old.pid, key[0], old.returncode,
             )
 
-    def _use_spawn(self, key: tuple[str, str], why: str) -> None:
+    def _use_spawn(self, key: tuple[str, str], why: str, reason: str) -> None:
+        self.events.spawn_fallback(reason)
         with self._lock:
             self._spawn_bundles[key] = why
             self._zygotes.pop(key, None)
@@ -490,7 +202,7 @@ class ColdForkExecutor(Executor):
             return {f"{name}@{digest[:19]}": f.message for (name, digest), f in self._refused.items()}
 
     def _start(self, key: tuple[str, str], bundle: Bundle, deadline: float | None) -> ZygoteHandle | None:
-        zygote = ZygoteHandle(bundle, self.preload_modules, self.memory_limit_mb)
+        zygote = ZygoteHandle(bundle, self.preload_modules, self.memory_limit_mb, self.events)
         task_wait = remaining(deadline)
         try:
             info = zygote.wait_ready(self.import_timeout_s if task_wait is None else min(task_wait, self.import_timeout_s))
@@ -527,6 +239,7 @@ class ColdForkExecutor(Executor):
                 key,
                 f"after importing its modules the zygote has {info['threads']} threads: "
                 + ", ".join(info["thread_names"]) + "; avoid starting threads at import",
+                "threaded_import",
             )
             return None
         if info.get("import_rngs"):
@@ -537,6 +250,7 @@ class ColdForkExecutor(Executor):
                     key,
                     f"random generators created at import would be cloned into every forked child: {rngs}; "
                     "MODELOPS_COLD_IMPORT_RNG=spawn",
+                    "import_rng",
                 )
                 return None
             failure = Failure(
@@ -561,7 +275,7 @@ class ColdForkExecutor(Executor):
             zygote.pid, bundle.name, bundle.digest[:19], info["import_s"],
             "" if info.get("warmup_s") is None else f" (warm-up {info['warmup_s']:.2f} s of it)",
         )
-        zygote.request_spares(self.spares)
+        zygote.request_spares(self.spare_count)
         with self._lock:
             if self._closed:
                 zygote.close()
@@ -626,7 +340,6 @@ class ColdForkExecutor(Executor):
             if spare is None:  # the zygote died while this task waited: use its replacement
                 continue
             pid = spare.pid
-            logger.info("Cold runner started: PID %d", pid)
             logger.info("Child process PID %d running task %s", pid, task.task_id)
             reply = self._dispatch(zygote, spare, message, deadline)
             if reply is not _NOT_STARTED:

@@ -1,6 +1,6 @@
 """`cold` with start method `spawn`: a new interpreter per task, which runs one task and exits.
 
-Maximum paranoia: nothing is shared with any other task, not even imports; the
+Runs in the worker. Maximum paranoia: nothing is shared with any other task, not even imports; the
 price is a full interpreter start plus the model's imports for every task.
 """
 
@@ -12,7 +12,8 @@ import time
 
 from modelops.bundles import Bundle
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, job_message
-from modelops.executors.child_process import ChildProcess
+from modelops.executors.child_handle import ChildHandle
+from modelops.executors.events import NO_EVENTS, ExecutorEvents
 from modelops.tasks import Task
 
 logger = logging.getLogger("modelops.executor")
@@ -22,10 +23,11 @@ class ColdSpawnExecutor(Executor):
     name = "cold"
     cold_start = "spawn"
 
-    def __init__(self, task_timeout_s: float, memory_limit_mb: int = 0):
+    def __init__(self, task_timeout_s: float, memory_limit_mb: int = 0, events: ExecutorEvents = NO_EVENTS):
+        self.events = events
         self.task_timeout_s = task_timeout_s
         self.memory_limit_mb = memory_limit_mb
-        self._running: set[ChildProcess] = set()
+        self._running: set[ChildHandle] = set()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -35,7 +37,7 @@ class ColdSpawnExecutor(Executor):
         t0 = time.perf_counter()
         if deadline is None:
             deadline = deadline_for(self.task_timeout_s)
-        child = ChildProcess(max_tasks=1, memory_limit_mb=self.memory_limit_mb)
+        child = ChildHandle(max_tasks=1, memory_limit_mb=self.memory_limit_mb)
         with self._lock:
             if self._closed:
                 child.kill()
@@ -49,6 +51,8 @@ class ColdSpawnExecutor(Executor):
             child.stop()
             with self._lock:
                 self._running.discard(child)
+        if child.start_latency_s is not None:
+            self.events.child_started("spawn", child.start_latency_s)
         return RunOutcome(reply, child.pid, started, time.perf_counter() - t0, cold_start=self.cold_start)
 
     def close(self) -> None:

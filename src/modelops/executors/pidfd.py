@@ -6,7 +6,7 @@ signalling it after the process was reaped fails with ESRCH instead of hitting a
 
 A process group has no pidfd, so a group is only ever signalled by its number while its leader is
 known to be unreaped (alive, or a zombie still holding the number): by the leader's parent, right
-before it reaps it (`ChildProcess._reap`, `Zygote.reap`).
+before it reaps it (`ChildHandle._reap`, `Zygote.reap`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ import time
 
 _HEADER = 8
 
+# cold fork: the zygote's control socket carries FORK_REQUEST bytes (one per spare wanted);
+# a forked child answers ACK on its socket as soon as it has read its task
+FORK_REQUEST = b"F"
+ACK = b"\x01"
+
 
 def send(fd: int, obj: object) -> None:
     payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)

@@ -1,4 +1,4 @@
-"""`isolated_warm`: long-lived child processes per bundle, reused across tasks.
+"""`isolated_warm`: long-lived child processes per bundle, reused across tasks. Runs in the worker.
 
 Isolates tasks from the Dask worker, not from each other. Each bundle gets a
 pool sized to the worker's thread count so threads never queue on one child.
@@ -12,8 +12,9 @@ import time
 
 from modelops.bundles import Bundle
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, job_message, remaining
+from modelops.executors.child_handle import ChildHandle
+from modelops.executors.events import NO_EVENTS, ExecutorEvents
 from modelops.executors.replies import timed_out
-from modelops.executors.child_process import ChildProcess
 from modelops.tasks import Task
 
 logger = logging.getLogger("modelops.executor")
@@ -24,12 +25,12 @@ class _Pool:
         self.size = size
         self.max_tasks = max_tasks
         self.memory_limit_mb = memory_limit_mb
-        self.idle: list[ChildProcess] = []
-        self.busy: set[ChildProcess] = set()
+        self.idle: list[ChildHandle] = []
+        self.busy: set[ChildHandle] = set()
         self.cond = threading.Condition()
         self.closed = False
 
-    def acquire(self, deadline: float | None = None) -> ChildProcess | None:
+    def acquire(self, deadline: float | None = None) -> ChildHandle | None:
         """An idle or new child; None when `deadline` passed while every child was busy."""
         with self.cond:
             while True:
@@ -51,13 +52,13 @@ class _Pool:
                 if deadline is not None and remaining(deadline) <= 0:
                     return None
                 self.cond.wait(remaining(deadline))
-        child = ChildProcess(max_tasks=self.max_tasks, memory_limit_mb=self.memory_limit_mb)
+        child = ChildHandle(max_tasks=self.max_tasks, memory_limit_mb=self.memory_limit_mb)
         with self.cond:
             self.busy.add(child)
         logger.info("Warm child process started: PID %d", child.pid)
         return child
 
-    def release(self, child: ChildProcess) -> None:
+    def release(self, child: ChildHandle) -> None:
         recycle = not child.alive() or (self.max_tasks and child.tasks_done >= self.max_tasks)
         with self.cond:
             self.busy.discard(child)
@@ -81,7 +82,11 @@ class _Pool:
 class WarmExecutor(Executor):
     name = "isolated_warm"
 
-    def __init__(self, slots: int, task_timeout_s: float, max_tasks_per_process: int, memory_limit_mb: int = 0):
+    def __init__(
+        self, slots: int, task_timeout_s: float, max_tasks_per_process: int, memory_limit_mb: int = 0,
+        events: ExecutorEvents = NO_EVENTS,
+    ):
+        self.events = events
         self.slots = max(1, slots)
         self.task_timeout_s = task_timeout_s
         self.max_tasks_per_process = max_tasks_per_process
@@ -112,6 +117,8 @@ class WarmExecutor(Executor):
             reply = child.run(job_message(task, bundle), deadline, self.task_timeout_s)
         finally:
             pool.release(child)
+        if child.tasks_done == 1 and child.start_latency_s is not None:
+            self.events.child_started("warm", child.start_latency_s)
         return RunOutcome(reply, child.pid, started, time.perf_counter() - t0)
 
     def close(self) -> None:

@@ -15,11 +15,11 @@ import modelops
 
 from modelops.bundles import Bundle, BundleError, BundleResolver
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
-from modelops.executors.factory import build_executor
 from modelops.executors.replies import Failure
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
 from modelops.worker import metrics
 from modelops.worker.config import ExecutorType, RuntimeConfig
+from modelops.worker.executor_factory import build_executor
 
 logger = logging.getLogger("modelops.runtime")
 

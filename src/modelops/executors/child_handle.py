@@ -1,4 +1,4 @@
-"""Worker-side handle of one child process started by exec (never a fork of the worker).
+"""Worker side: the handle of one child process started by exec (never a fork of the worker).
 
 Three rules keep this race-free when `close()` comes from another thread mid-task:
 - the pipes are closed only by the thread that owns the channel (the one inside `run`); another
@@ -16,16 +16,17 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from modelops.executors import pidfd as pidfds
-from modelops.executors.base import child_env, remaining
+from modelops.executors.base import child_env
 from modelops.executors.protocol import recv, send
 from modelops.executors.replies import died, timed_out
 
 FAULT_TEXT_LIMIT = 64 * 1024
 
 
-class ChildProcess:
+class ChildHandle:
     """A child in its own session (so a timeout can kill its whole process group).
 
     Its stderr is the worker's stderr (no pipe that could fill and deadlock); its stdout is
@@ -34,6 +35,8 @@ class ChildProcess:
     """
 
     def __init__(self, max_tasks: int, memory_limit_mb: int = 0):
+        self.asked_at = time.time()
+        self.start_latency_s: float | None = None  # asked for -> ready for its first task
         task_r, self._task_w = os.pipe()
         self._reply_r, reply_w = os.pipe()
         self._fault_fd = os.memfd_create("modelops-faulthandler", os.MFD_CLOEXEC)
@@ -42,7 +45,7 @@ class ChildProcess:
                 [
                     sys.executable,
                     "-m",
-                    "modelops.executors.child",
+                    "modelops.executors.child.runner",
                     str(task_r),
                     str(reply_w),
                     str(max_tasks),
@@ -100,6 +103,9 @@ class ChildProcess:
                 self._close_pipes()
             self._release_if_done()
         self.tasks_done += 1
+        ready_at = reply.pop("ready_at", None)
+        if ready_at is not None:
+            self.start_latency_s = max(0.0, ready_at - self.asked_at)
         return reply
 
     def fault_text(self) -> str | None:

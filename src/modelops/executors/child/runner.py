@@ -1,6 +1,8 @@
-"""Entry point of a child process: run tasks read from a pipe, reply on another.
+"""Main of an exec'd child (warm, cold spawn): run tasks read from a pipe, reply on another.
 
-`python -m modelops.executors.child IN_FD OUT_FD MAX_TASKS MEMORY_LIMIT_MB FAULT_FD`
+`python -m modelops.executors.child.runner IN_FD OUT_FD MAX_TASKS MEMORY_LIMIT_MB FAULT_FD`
+Runs inside the child. `limit_memory` and `run_and_reply` are also what a forked child runs
+(`forked.py`).
 MAX_TASKS=1 is a cold runner (one task, then exit); 0 means serve until EOF (warm).
 FAULT_FD: where faulthandler writes the Python traceback of a fatal signal (the worker reads it).
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import faulthandler
 import os
+import resource
 import sys
 import threading
 import time
@@ -37,16 +40,20 @@ def enable_faulthandler(fd: int) -> None:
 
 def limit_memory(megabytes: int) -> None:
     if megabytes > 0:
-        import resource
-
         limit = megabytes * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def run_and_reply(out_fd: int, message: dict) -> None:
-    """Run one task message and send its reply; outputs pickle cannot carry fail the task."""
+def run_and_reply(out_fd: int, message: dict, ready_at: float | None = None) -> None:
+    """Run one task message and send its reply; outputs pickle cannot carry fail the task.
+
+    The reply also carries this process's peak resident memory so far (`max_rss_kb`), and, for
+    the first task of an exec'd child, when the child became ready for it (`ready_at`, epoch s)."""
     reply = run_job(message["job"], message["bundle"])
     reply["pid"] = os.getpid()
+    reply["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if ready_at is not None:
+        reply["ready_at"] = ready_at
     # flush before replying: once the worker has the reply it may kill the process group
     sys.stdout.flush()
     sys.stderr.flush()
@@ -60,18 +67,20 @@ def run_and_reply(out_fd: int, message: dict) -> None:
 
 def serve(in_fd: int, out_fd: int, max_tasks: int) -> None:
     done = 0
+    ready_at: float | None = time.time()
     while True:
         try:
             message = recv(in_fd)
         except EOFError:
             return
-        run_and_reply(out_fd, message)
+        run_and_reply(out_fd, message, ready_at)
+        ready_at = None
         done += 1
         if max_tasks and done >= max_tasks:
             return
 
 
-def main(argv: list[str]) -> None:
+def child_main(argv: list[str]) -> None:
     in_fd, out_fd, max_tasks, memory_mb, fault_fd = (int(a) for a in argv[1:6])
     os.dup2(2, 1)  # model prints go to stderr; the protocol has its own descriptors
     enable_faulthandler(fault_fd)
@@ -84,4 +93,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    child_main(sys.argv)
