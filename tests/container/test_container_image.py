@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from container_support import docker, project_version
+from container_support import REPO, docker, project_version
 
 pytestmark = pytest.mark.container
 
@@ -61,6 +62,30 @@ def test_contents(image):
     assert info["bundle"] == "sir"
     code, out = run(image, "sh", "-c", "command -v tini")
     assert code == 0 and out.strip().endswith("/tini")
+
+
+def test_installs_exactly_the_committed_lock(image):
+    """Every package in the image is the lock's version (and nothing else is), and the image carries
+    the committed lock with its hashes: an image built from a stale lock or context fails here."""
+    script = (
+        "import json, importlib.metadata as m;"
+        "print(json.dumps(sorted([d.metadata['Name'], d.version] for d in m.distributions())))"
+    )
+    code, out = run(image, "python", "-c", script)
+    assert code == 0, out
+    installed = {_canonical(name): version for name, version in json.loads(out.strip().splitlines()[-1])}
+    assert installed.pop("modelops-dask") == project_version()
+    lock_text = (REPO / "images" / "worker" / "requirements.lock").read_text()
+    locked = {_canonical(m["name"]): m["version"]
+              for m in re.finditer(r"(?m)^(?P<name>[A-Za-z0-9][\w.-]*)==(?P<version>\S+) \\$", lock_text)}
+    assert len(locked) > 10
+    assert installed == locked
+    code, out = run(image, "cat", "/opt/modelops/requirements.lock")
+    assert code == 0 and out == lock_text
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def test_config_check_passes_read_only_with_defaults(image):
