@@ -319,3 +319,77 @@ tasks (nworkers x nthreads) fits in the container's limit. Args: dict "c" (group
 {{- $m -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Per-process HTTP ports of a worker group (files/process_ports.py): JSON list healthPort + i for
+i < nworkers. Port i is named "http" (i = 0) or "http-i" in the pod, the PodMonitor and the policy.
+*/}}
+{{- define "modelops-dask.processPorts" -}}
+{{- $base := int64 .healthPort -}}
+{{- $out := list -}}
+{{- range $i := until (int .nworkers) -}}
+{{- $out = append $out (add $base $i) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{- define "modelops-dask.processPortName" -}}
+{{- if eq (int .) 0 -}}http{{- else -}}{{ printf "http-%d" (int .) }}{{- end -}}
+{{- end -}}
+
+{{/*
+Names of every worker HTTP port any group declares ("http", "http-1", ...), as a JSON list.
+*/}}
+{{- define "modelops-dask.allProcessPortNames" -}}
+{{- $max := 1 -}}
+{{- range $g := (include "modelops-dask.workerGroups" . | fromJson).groups -}}
+{{- $max = max $max (int64 $g.cfg.nworkers) -}}
+{{- end -}}
+{{- $out := list -}}
+{{- range $i := until (int $max) -}}
+{{- $out = append $out (include "modelops-dask.processPortName" $i) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{- define "modelops-dask.processPortsName" -}}
+{{- printf "%s-process-ports" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.processPortsDir" -}}/etc/modelops-dask{{- end -}}
+
+{{- define "modelops-dask.processPortsFile" -}}
+{{- printf "%s/process_ports.py" (include "modelops-dask.processPortsDir" .) -}}
+{{- end -}}
+
+{{/*
+Whether any worker group runs more than one process per pod ("true" or "").
+*/}}
+{{- define "modelops-dask.anyPerProcessPorts" -}}
+{{- range $g := (include "modelops-dask.workerGroups" . | fromJson).groups -}}
+{{- if gt (int64 $g.cfg.nworkers) 1 -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A worker probe: one process, httpGet /health on "http"; several, an exec probe that checks /health
+of every process's port and fails naming the ones that do not answer. Args: dict "root" "probe" "ports".
+*/}}
+{{- define "modelops-dask.workerProbe" -}}
+{{- if gt (len .ports) 1 -}}
+exec:
+  command:
+    - python
+    - {{ include "modelops-dask.processPortsFile" .root | quote }}
+    - {{ printf "%.2f" (divf (float64 .probe.timeoutSeconds) (float64 (len .ports))) | quote }}
+    {{- range .ports }}
+    - {{ . | quote }}
+    {{- end }}
+initialDelaySeconds: {{ include "modelops-dask.num" .probe.initialDelaySeconds }}
+periodSeconds: {{ include "modelops-dask.num" .probe.periodSeconds }}
+timeoutSeconds: {{ include "modelops-dask.num" .probe.timeoutSeconds }}
+failureThreshold: {{ include "modelops-dask.num" .probe.failureThreshold }}
+{{- else -}}
+{{- include "modelops-dask.httpProbe" (dict "probe" .probe "port" "http") -}}
+{{- end -}}
+{{- end -}}

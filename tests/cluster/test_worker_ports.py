@@ -1,0 +1,52 @@
+"""nworkers > 1 on a real cluster: each worker process of a pod serves /health and /metrics on its
+own declared container port (healthPort + i), the exec probe that checks every port makes the pod
+Ready, and scraping both ports of one real pod reaches two distinct worker processes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+FETCH = """python -c '
+import sys, urllib.request
+for url in sys.argv[1:]:
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        print("=== %s %d" % (url, reply.status))
+        print(reply.read().decode(errors="replace"))
+'"""
+
+
+@pytest.fixture(scope="module")
+def release(releases):
+    rel = releases.new("helm4")
+    rel.install(["local.yaml"], sets=["worker.nworkers=2", "worker.livenessProbe.enabled=true"])
+    yield rel
+    rel.uninstall()
+
+
+def test_both_processes_of_a_pod_serve_their_own_port(release):
+    [pod] = release.pods()
+    container = pod["spec"]["containers"][0]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http", 8788), ("http-1", 8789)]
+    assert container["readinessProbe"]["exec"]["command"][-2:] == ["8788", "8789"]
+    assert all(c["ready"] for c in pod["status"]["containerStatuses"]), pod["status"]
+
+    ip = pod["status"]["podIP"]
+    urls = [f"http://{ip}:{port}/metrics" for port in (8788, 8789)]
+    out = release.run_client_job(f"{FETCH} {' '.join(urls)}")
+    parts = re.split(r"^=== (\S+) 200$", out, flags=re.M)
+    got = dict(zip(parts[1::2], parts[2::2]))
+    assert set(got) == set(urls), out[-3000:]
+    names = {}
+    for url, port in zip(urls, (8788, 8789)):
+        body = got[url]
+        assert re.search(r"^dask_worker_threads \d", body, re.M), body[:2000]
+        m = re.search(r"^modelops_worker_process_info\{(.*)\} 1\.0$", body, re.M)
+        assert m, body[-3000:]
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        assert labels["http_port"] == str(port)
+        names[port] = labels["worker"]
+    pod_name = pod["metadata"]["name"]
+    assert sorted(names.values()) == [f"{pod_name}-0", f"{pod_name}-1"], names
+    assert "already in use" not in release.logs(pod_name)
