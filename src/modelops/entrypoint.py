@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 
 PRELOAD = "modelops.worker.preload"
 TINI_PATHS = ("/usr/bin/tini", "/sbin/tini", "/usr/local/bin/tini", "/usr/bin/tini-static")
-NO_INIT_VAR = "MODELOPS_ENTRYPOINT_NO_INIT"
+NO_INIT_VAR = "MODELOPS_ENTRYPOINT_NO_INIT"  # defined in modelops.settings, like every MODELOPS_* variable
 
 USAGE = """\
 usage: modelops-entrypoint worker [SCHEDULER_ADDRESS] [DASK_WORKER_ARGS...]
@@ -81,8 +81,12 @@ def check_worker_environment(env: Mapping[str, str] | None = None) -> dict[str, 
 
 
 def find_init(env: Mapping[str, str]) -> str | None:
-    """tini's path when this process is PID 1 and should not stay PID 1 under Dask; else None."""
-    if os.getpid() != 1 or env.get(NO_INIT_VAR, "").strip().lower() in {"1", "true", "yes"}:
+    """tini's path when this process is PID 1 and should not stay PID 1 under Dask; else None.
+    ConfigError when MODELOPS_ENTRYPOINT_NO_INIT is not a boolean."""
+    from modelops.settings import setting
+
+    no_init = setting(NO_INIT_VAR).read(env)
+    if os.getpid() != 1 or no_init:
         return None
     return next((p for p in TINI_PATHS if os.access(p, os.X_OK)), None)
 
@@ -96,8 +100,7 @@ def resolve_program(name: str) -> str:
     return shutil.which(name) or name
 
 
-def _exec(command: list[str], env: Mapping[str, str]) -> int:
-    init = find_init(env)
+def _exec(command: list[str], init: str | None) -> int:
     program = resolve_program(command[0])
     argv = [init, "--", program, *command[1:]] if init else [program, *command[1:]]
     sys.stdout.flush()
@@ -123,9 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"modelops-entrypoint: {exc}\n{USAGE}", file=sys.stderr, end="")
         return 2
-    if argv[0] == "worker":
-        from modelops.worker.config import ConfigError
+    from modelops.settings import ConfigError
 
+    try:
+        init = find_init(os.environ)
+    except ConfigError as exc:
+        print(f"modelops-entrypoint: {exc}", file=sys.stderr)
+        return 2
+    if argv[0] == "worker":
         try:
             summary = check_worker_environment()
         except ConfigError as exc:
@@ -138,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "modelops-entrypoint: worker configuration: " + json.dumps(summary, sort_keys=True),
             file=sys.stderr,
         )
-    return _exec(command, os.environ)
+    return _exec(command, init)
 
 
 if __name__ == "__main__":

@@ -144,3 +144,18 @@ def test_a_preload_module_that_is_not_installed_exits_2_naming_it_before_dask(tm
     assert proc.returncode == 2, proc.stderr
     assert "MODELOPS_COLD_PRELOAD_MODULES" in proc.stderr and f"{module!r}: not installed" in proc.stderr
     assert "not starting Dask" in proc.stderr and "distributed." not in proc.stderr
+
+
+def test_no_init_is_a_known_setting_not_warned_about(tmp_path):
+    """Before: documented in the image's README, yet the worker warned it was an unknown variable."""
+    proc = run_entrypoint(["worker", "--help"], {"MODELOPS_ENTRYPOINT_NO_INIT": "1"}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Unknown variable" not in proc.stderr
+
+
+@pytest.mark.parametrize("role", [["worker", "--help"], ["sh", "-c", "exit 0"]])
+def test_a_no_init_that_is_not_a_boolean_exits_2_naming_it(tmp_path, role):
+    """Before: any value other than 1/true/yes silently meant 'use tini'."""
+    proc = run_entrypoint(role, {"MODELOPS_ENTRYPOINT_NO_INIT": "maybe"}, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "MODELOPS_ENTRYPOINT_NO_INIT='maybe'" in proc.stderr and "a boolean" in proc.stderr

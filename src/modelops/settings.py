@@ -1,0 +1,307 @@
+"""The registry of modelops' environment settings: every `MODELOPS_*` variable, defined once.
+
+Each `Setting` says its variable (and synonyms), type, default, allowed values, description and
+parser. `modelops.worker.config.RuntimeConfig` is built from it; the README's settings table is
+generated from it (`python -m modelops.settings --check README.md`); a test checks the chart's
+reserved-variable list against it. It sits below both the worker and the executors, and imports
+neither.
+
+Every parser fails loudly: an unknown value is a ConfigError naming the variable, the value and
+what is allowed. Values are normalised (case, surrounding space); nothing falls back.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+PREFIX = "MODELOPS_"
+
+
+class ExecutorType(str, Enum):
+    DIRECT = "direct"
+    ISOLATED_WARM = "isolated_warm"
+    COLD = "cold"
+
+
+class ColdStart(str, Enum):
+    FORK = "fork"
+    SPAWN = "spawn"
+
+
+class BundleSource(str, Enum):
+    FILE = "file"
+    IMAGE = "image"
+
+
+class ImportRng(str, Enum):
+    """What cold fork does with a bundle that creates random generators at import."""
+
+    REFUSE = "refuse"  # its tasks fail, naming the generators and the fix
+    SPAWN = "spawn"  # its tasks run under cold spawn (a new interpreter per task)
+
+
+class LogLevel(str, Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class ConfigError(ValueError):
+    """An invalid environment. The message names variable, value and allowed values."""
+
+    def __init__(self, variable: str, value: str, allowed: str, detail: str = ""):
+        self.variable = variable
+        self.value = value
+        self.allowed = allowed
+        msg = f"{variable}={value!r} is invalid: allowed {allowed}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+
+
+# ---- parsers: (variable, raw) -> value ------------------------------------------------------
+Parser = Callable[[str, str], Any]
+
+
+def enum_parser(enum: type[Enum], upper: bool = False) -> Parser:
+    def parse(variable: str, raw: str) -> Enum:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        for member in enum:
+            if member.value == value:
+                return member
+        raise ConfigError(variable, raw, f"one of {', '.join(m.value for m in enum)}")
+
+    return parse
+
+
+def number_parser(*, integer: bool, positive: bool = False) -> Parser:
+    if positive:
+        kind = "an integer > 0" if integer else "a number > 0"
+    else:
+        kind = "an integer >= 0" if integer else "a number >= 0 (0 = no limit)"
+
+    def parse(variable: str, raw: str) -> float | int:
+        text = raw.strip()
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            raise ConfigError(variable, raw, kind) from None
+        if (not integer and not math.isfinite(value)) or value < 0 or (positive and value == 0):
+            raise ConfigError(variable, raw, kind)
+        return value
+
+    return parse
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+
+def parse_bool(variable: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise ConfigError(variable, raw, f"a boolean: one of {', '.join(TRUE_WORDS)} or {', '.join(w for w in FALSE_WORDS if w)}")
+
+
+def parse_path(variable: str, raw: str) -> Path:
+    if not raw.strip():
+        raise ConfigError(variable, raw, "a directory path")
+    return Path(raw.strip())
+
+
+def parse_group(variable: str, raw: str) -> str:
+    group = raw.strip()
+    if not group or any(c.isspace() for c in group):
+        raise ConfigError(variable, raw, "a non-empty name without spaces")
+    return group
+
+
+def parse_module_list(variable: str, raw: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(variable, raw, "a comma-separated list of module names")
+    return names
+
+
+# ---- the registry ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    variable: str
+    type: Any  # the Python type of the value
+    default: Any
+    allowed: str  # what a user may write, as the README shows it
+    description: str
+    parse: Parser
+    field: str | None = None  # RuntimeConfig's field; None: read by `reader` only
+    synonyms: tuple[str, ...] = ()  # must agree with `variable` when both are set
+    reader: str = "worker"  # "worker": RuntimeConfig (the chart sets it); "entrypoint": the image's entrypoint
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.variable, *self.synonyms)
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        """The value `env` gives (synonyms must agree), or the default when none is set."""
+        parsed = {name: self.parse(name, env[name]) for name in self.names if name in env}
+        if len(set(parsed.values())) > 1:
+            allowed = self.allowed.replace("`", "")
+            raise ConfigError(
+                "/".join(self.names),
+                "/".join(env[name] for name in self.names),
+                f"{allowed}, the same in both",
+                f"the variables disagree; set only {self.variable}",
+            )
+        return next(iter(parsed.values()), self.default)
+
+
+def _choices(enum: type[Enum]) -> str:
+    return ", ".join(f"`{m.value}`" for m in enum)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "MODELOPS_EXECUTOR_TYPE", ExecutorType, ExecutorType.ISOLATED_WARM, _choices(ExecutorType),
+        "how a task is isolated: in the worker (`direct`), in reused children, or a fresh process per task",
+        enum_parser(ExecutorType), field="executor", synonyms=("MODELOPS_EXECUTOR",),
+    ),
+    Setting(
+        "MODELOPS_COLD_START", ColdStart, ColdStart.FORK, _choices(ColdStart),
+        "how `cold` starts each task's process: forked from a per-bundle zygote, or a new interpreter",
+        enum_parser(ColdStart), field="cold_start",
+    ),
+    Setting(
+        "MODELOPS_TASK_TIMEOUT_SECONDS", float, 0.0, "number >= 0 (0 = no limit)",
+        "covers the whole task, waiting for a child/zygote included; the task's process group is killed "
+        "past it (not enforceable under `direct`, which warns)",
+        number_parser(integer=False), field="task_timeout_seconds",
+    ),
+    Setting(
+        "MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS", float, 300.0, "number > 0",
+        "longest wait for a cold-fork zygote to import a bundle (and run its declared warm-up), and for a "
+        "forked child to become ready; past it the zygote is killed and the task fails (`BundleImportTimeout`)",
+        number_parser(integer=False, positive=True), field="bundle_import_timeout_seconds",
+    ),
+    Setting(
+        "MODELOPS_COLD_IMPORT_RNG", ImportRng, ImportRng.REFUSE, _choices(ImportRng),
+        "a bundle with random generators made at import: `refuse` fails every cold-fork task "
+        "(`ForkUnsafeBundle`, naming them); `spawn` runs it under cold spawn",
+        enum_parser(ImportRng), field="cold_import_rng",
+    ),
+    Setting(
+        "MODELOPS_WARM_MAX_TASKS_PER_PROCESS", int, 0, "integer >= 0 (0 = never)",
+        "recycle a warm child after N tasks",
+        number_parser(integer=True), field="warm_max_tasks_per_process",
+    ),
+    Setting(
+        "MODELOPS_TASK_MEMORY_LIMIT_MB", int, 0, "integer >= 0 (0 = no limit)",
+        "address-space limit of each child; exceeding it fails the task as `oom`",
+        number_parser(integer=True), field="task_memory_limit_mb",
+    ),
+    Setting(
+        "MODELOPS_BUNDLE_SOURCE", BundleSource, BundleSource.FILE, _choices(BundleSource),
+        "`file`: directories under `MODELOPS_BUNDLES_DIR`; `image`: modules installed in the image",
+        enum_parser(BundleSource), field="bundle_source",
+    ),
+    Setting(
+        "MODELOPS_BUNDLES_DIR", Path, Path("/opt/modelops/bundles"), "a directory path",
+        "directory with one sub-directory per bundle (must exist when the source is `file`)",
+        parse_path, field="bundles_dir",
+    ),
+    Setting(
+        "MODELOPS_COLD_PRELOAD_MODULES", tuple[str, ...], (), "comma-separated module names",
+        "modules the cold zygote imports besides the entrypoint; each must be installed (checked with "
+        "import finders, nothing imported, by `mops config check`, the entrypoint and the preload, before Dask)",
+        parse_module_list, field="cold_preload_modules",
+    ),
+    Setting(
+        "MODELOPS_WORKER_GROUP", str, "default", "a name without spaces",
+        "the chart's worker group this worker belongs to",
+        parse_group, field="worker_group",
+    ),
+    Setting(
+        "MODELOPS_LOG_LEVEL", LogLevel, LogLevel.INFO, _choices(LogLevel),
+        "level of the worker's `modelops` loggers",
+        enum_parser(LogLevel, upper=True), field="log_level",
+    ),
+    Setting(
+        "MODELOPS_ENTRYPOINT_NO_INIT", bool, False, "boolean (`1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`)",
+        "the image's entrypoint, when PID 1, does not exec Dask under `tini` (use with `docker run --init` "
+        "or a shared process namespace)",
+        parse_bool, reader="entrypoint",
+    ),
+)
+
+BY_VARIABLE: dict[str, Setting] = {name: s for s in SETTINGS for name in s.names}
+KNOWN_VARS: tuple[str, ...] = tuple(BY_VARIABLE)
+
+
+def setting(variable: str) -> Setting:
+    return BY_VARIABLE[variable]
+
+
+# ---- the README's table ----------------------------------------------------------------------
+TABLE_START = "<!-- settings-table: generated by `python -m modelops.settings --write README.md` -->"
+TABLE_END = "<!-- settings-table: end -->"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, bool):
+        value = str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if value in ((), ""):
+        return "empty"
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    rows = ["| variable | values | default | what it does |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        name = f"`{s.variable}`" + "".join(f" (synonym `{n}`)" for n in s.synonyms)
+        if s.reader != "worker":
+            name += f" ({s.reader})"
+        rows.append(f"| {name} | {s.allowed} | {_shown(s.default)} | {s.description} |")
+    return "\n".join(rows)
+
+
+def render_into(text: str) -> str:
+    pattern = re.compile(re.escape(TABLE_START) + r".*?" + re.escape(TABLE_END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"no settings table markers ({TABLE_START!r} ... {TABLE_END!r}) found")
+    return pattern.sub(lambda _m: f"{TABLE_START}\n{markdown_table()}\n{TABLE_END}", text)
+
+
+def main(argv: list[str]) -> int:
+    """`--check FILE`: exit 1 when FILE's settings table differs from the registry; `--write FILE`."""
+    if len(argv) != 2 or argv[0] not in ("--check", "--write"):
+        print("usage: python -m modelops.settings --check|--write README.md", file=sys.stderr)
+        return 2
+    mode, path = argv[0], Path(argv[1])
+    text = path.read_text()
+    wanted = render_into(text)
+    if mode == "--write":
+        path.write_text(wanted)
+        return 0
+    if wanted != text:
+        print(f"{path}: the settings table is out of date; run python -m modelops.settings --write {path}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
