@@ -46,3 +46,22 @@ def test_a_fork_worker_task_served_by_spawn_counts_as_a_fallback():
 def test_dask_metrics_page_includes_them():
     text = prometheus_client.generate_latest().decode()
     assert "modelops_tasks_total" in text and "modelops_task_duration_seconds_bucket" in text
+
+
+def test_memory_peak_and_process_events_are_recorded():
+    before_peak = sample("modelops_task_memory_peak_bytes_count", executor="cold")
+    metrics.observe(result("ok"), "fork", memory_peak_bytes=40 * 2**20)
+    metrics.observe(result("ok"), "fork")  # no child (e.g. direct): nothing to record
+    assert sample("modelops_task_memory_peak_bytes_count", executor="cold") == before_peak + 1
+    events = metrics.executor_events()
+    before = (
+        sample("modelops_child_start_seconds_count", start_method="fork"),
+        sample("modelops_zygote_restarts_total", reason="threaded"),
+        sample("modelops_cold_spawn_fallbacks_total", reason="import_rng"),
+    )
+    events.child_started("fork", 0.004)
+    events.zygote_replaced("threaded")
+    events.spawn_fallback("import_rng")
+    assert sample("modelops_child_start_seconds_count", start_method="fork") == before[0] + 1
+    assert sample("modelops_zygote_restarts_total", reason="threaded") == before[1] + 1
+    assert sample("modelops_cold_spawn_fallbacks_total", reason="import_rng") == before[2] + 1

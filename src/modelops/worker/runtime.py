@@ -33,7 +33,7 @@ class WorkerRuntime:
         self.worker_address = worker_address
         self.slots = slots
         self.resolver = BundleResolver(config.bundle_source.value, config.bundles_dir)
-        self.executor: Executor = build_executor(config, slots)
+        self.executor: Executor = build_executor(config, slots, metrics.executor_events())
         self.closing = False
 
     @property
@@ -57,8 +57,9 @@ class WorkerRuntime:
                 time.time() - started,
             )
             return self._result(task, outcome, task.bundle_digest)
-        result = self._result(task, self.executor.run(task, bundle), bundle.digest)
-        metrics.observe(result, self.cold_start)
+        outcome = self.executor.run(task, bundle)
+        result = self._result(task, outcome, bundle.digest)
+        metrics.observe(result, self.cold_start, outcome.memory_peak_bytes)
         logger.debug(
             "Task %s %s on PID %d in %.3f s",
             task.task_id, result.status, result.provenance.pid, result.provenance.duration_s,
