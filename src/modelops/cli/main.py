@@ -15,12 +15,13 @@ def cli() -> None:
 
 def _register() -> None:
     from modelops.cli.bench import bench
+    from modelops.cli.bundle_cmd import bundle
     from modelops.cli.config_cmd import config
     from modelops.cli.doctor import doctor
     from modelops.cli.drain_cmd import drain
     from modelops.cli.run import run
 
-    for command in (run, config, doctor, drain, bench):
+    for command in (run, config, doctor, drain, bench, bundle):
         cli.add_command(command)
 
 

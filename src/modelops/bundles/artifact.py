@@ -1,0 +1,109 @@
+"""A bundle directory as a reproducible OCI artifact: one tar layer plus a JSON config.
+
+The same files must give the same bytes, hence the same digests, on every machine and on every push:
+entries are the files the bundle's content digest covers (bundles/digest.py), sorted by path, with
+mtime 0, owner 0:0 and no names, and mode 0644 (0755 when the owner may execute). The layer is a
+plain, uncompressed tar: gzip output depends on the zlib build (zlib-ng and zlib differ), and bundles
+are small source trees. The config records what `mops bundle inspect` shows (name, version,
+entrypoint, environment) and the bundle's content digest, so a puller can verify what it unpacked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelops.bundles.bundle import BundleError, read_manifest
+from modelops.bundles.digest import bundle_files, content_digest
+
+ARTIFACT_TYPE = "application/vnd.modelops.bundle.v1"
+CONFIG_MEDIA_TYPE = "application/vnd.modelops.bundle.config.v1+json"
+LAYER_MEDIA_TYPE = "application/vnd.modelops.bundle.layer.v1.tar"
+# A bundle may carry the lock of its own Python environment beside bundle.json (issue 14, point 3).
+ENVIRONMENT_LOCK = "requirements.txt"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The two blobs of a bundle artifact, and what they describe."""
+
+    config: dict
+    config_bytes: bytes
+    layer_bytes: bytes
+
+    @property
+    def config_digest(self) -> str:
+        return sha256_digest(self.config_bytes)
+
+    @property
+    def layer_digest(self) -> str:
+        return sha256_digest(self.layer_bytes)
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(value: dict) -> bytes:
+    """JSON with sorted keys and no whitespace: one value, one byte string."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def environment(directory: Path) -> dict:
+    """What Python environment the bundle needs: the worker image's, or its own lock's."""
+    lock = directory / ENVIRONMENT_LOCK
+    if not lock.is_file():
+        return {"kind": "image"}
+    data = lock.read_bytes()
+    pins = [line.split("#", 1)[0].strip().rstrip("\\").strip() for line in data.decode().splitlines()]
+    packages = sorted(p for p in pins if p and not p.startswith("-"))
+    return {"kind": "lock", "lock": ENVIRONMENT_LOCK, "lock_digest": sha256_digest(data), "packages": packages}
+
+
+def layer_tar(directory: Path) -> bytes:
+    """The reproducible tar of the bundle's files (see the module docstring)."""
+    buffer = io.BytesIO()
+    entries = sorted(bundle_files(directory), key=lambda p: p.relative_to(directory).as_posix().encode())
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+        for path in entries:
+            data = path.read_bytes()
+            info = tarfile.TarInfo(path.relative_to(directory).as_posix())
+            info.size = len(data)
+            info.mtime = 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mode = 0o755 if os.stat(path).st_mode & 0o100 else 0o644
+            info.type = tarfile.REGTYPE
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def build(directory: Path) -> Artifact:
+    """Build the artifact of the bundle in DIRECTORY (which must hold a valid bundle.json)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"bundle directory {directory} does not exist or is not a directory")
+    manifest = read_manifest(directory)
+    config = {
+        "name": manifest["name"],
+        "version": manifest["version"],
+        "entrypoint": manifest["entrypoint"],
+        "environment": environment(directory),
+        "content_digest": content_digest(directory),
+    }
+    return Artifact(config=config, config_bytes=canonical_json(config), layer_bytes=layer_tar(directory))
+
+
+def unpack(layer: bytes, target: Path) -> None:
+    """Extract a bundle layer into TARGET: regular files only, no path leaving TARGET."""
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(layer), mode="r:") as tar:
+        for member in tar.getmembers():
+            if not member.isreg():
+                raise BundleError(f"bundle layer entry {member.name!r} is not a regular file")
+        tar.extractall(target, filter="data")
