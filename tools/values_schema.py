@@ -46,6 +46,11 @@ K8S_OBJECT = {"type": "object"}
 K8S_LIST = {"type": "array", "items": {"type": "object"}}
 STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 SCALAR = {"type": ["string", "number", "boolean"]}
+# Maps a worker group may clear with null (a group's value replaces the inherited one; {} would merge).
+NULLABLE_OBJECT = {"type": ["object", "null"]}
+NULLABLE_STRING_MAP = {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
+CONTAINERS = {"type": "array", "items": obj({"name": {"type": "string", "minLength": 1}}, required=["name"]) | {
+    "additionalProperties": True}}
 
 DEFINITIONS = {
     "executor": obj(
@@ -69,7 +74,7 @@ DEFINITIONS = {
         {
             "source": {"type": "string", "enum": ["file", "image"], "description": "MODELOPS_BUNDLE_SOURCE"},
             "dir": {"type": "string", "pattern": "^/", "description": "MODELOPS_BUNDLES_DIR (absolute path)"},
-            "volume": dict(K8S_OBJECT, description="Volume source mounted read-only at dir; {} = none"),
+            "volume": dict(NULLABLE_OBJECT, description="Volume source mounted read-only at dir; {} or null = none"),
         }
     ),
     "probe": obj(
@@ -128,10 +133,10 @@ DEFINITIONS = {
 # Worker settings: valid under worker.* and, every one optional, in each worker.groups entry.
 # Pod metadata and placement, the same for the scheduler and every worker group.
 POD_SETTINGS = {
-    "podAnnotations": STRING_MAP,
-    "podLabels": STRING_MAP,
-    "nodeSelector": STRING_MAP,
-    "affinity": K8S_OBJECT,
+    "podAnnotations": NULLABLE_STRING_MAP,
+    "podLabels": NULLABLE_STRING_MAP,
+    "nodeSelector": NULLABLE_STRING_MAP,
+    "affinity": NULLABLE_OBJECT,
     "tolerations": K8S_LIST,
     "topologySpreadConstraints": K8S_LIST,
     "priorityClassName": STR,
@@ -153,13 +158,27 @@ WORKER_SETTINGS = {
     "localDirectory": {"type": "string", "pattern": "^/tmp(/|$)", "description": "must be under /tmp"},
     "nameFromPod": BOOL,
     "extraArgs": {"type": "array", "items": SCALAR},
+    "image": obj(
+        {
+            "repository": {"type": "string", "minLength": 1},
+            "tag": {"type": ["string", "number"]},
+            "digest": {"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"},
+            "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
+        },
+        description="This group's image, laid key by key over the top-level image",
+    ),
     "executor": ref("executor"),
     "bundles": ref("bundles"),
     "logLevel": {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
     "env": ref("env"),
     "envFrom": K8S_LIST,
-    "secretEnv": {"type": "object", "additionalProperties": SCALAR},
-    "resources": K8S_OBJECT,
+    "secretEnv": {"type": ["object", "null"], "additionalProperties": SCALAR},
+    "resources": NULLABLE_OBJECT,
+    "extraVolumes": dict(CONTAINERS, description="Extra pod volumes (Kubernetes Volume objects)"),
+    "extraVolumeMounts": {"type": "array", "items": {"type": "object", "required": ["name", "mountPath"]}},
+    "initContainers": dict(CONTAINERS, description="Init containers (Kubernetes Container objects)"),
+    "extraContainers": dict(CONTAINERS, description="Sidecar containers beside `worker`"),
+    "lifecycle": dict(NULLABLE_OBJECT, description="Lifecycle hooks; preStop only with drain.enabled=false"),
     "readinessProbe": ref("probe"),
     "livenessProbe": ref("probe"),
     "podDisruptionBudget": ref("pdb"),
@@ -229,6 +248,28 @@ def schema() -> dict:
                     ),
                     "readinessProbe": ref("probe"),
                     "livenessProbe": ref("probe"),
+                    "ingress": obj(
+                        {
+                            "enabled": BOOL,
+                            "className": STR,
+                            "annotations": STRING_MAP,
+                            "host": STR,
+                            "path": {"type": "string", "pattern": "^/"},
+                            "pathType": {"type": "string", "enum": ["Prefix", "Exact", "ImplementationSpecific"]},
+                            "tls": K8S_LIST,
+                        },
+                        description="Ingress to the scheduler's dashboard",
+                    ),
+                    "httpRoute": obj(
+                        {
+                            "enabled": BOOL,
+                            "parentRefs": K8S_LIST,
+                            "hostnames": {"type": "array", "items": {"type": "string"}},
+                            "path": {"type": "string", "pattern": "^/"},
+                            "annotations": STRING_MAP,
+                        },
+                        description="Gateway API HTTPRoute to the scheduler's dashboard",
+                    ),
                     **POD_SETTINGS,
                 }
             ),

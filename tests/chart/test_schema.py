@@ -47,3 +47,23 @@ def test_bad_values_file_is_rejected(helm, tmp_path):
 def test_valid_values_render(helm):
     proc = helm.run("template", "rel", str(CHART), "--set", "worker.executor.type=cold")
     assert "MODELOPS_EXECUTOR_TYPE" in proc.stdout
+
+
+def test_null_in_a_group_clears_an_inherited_map_under_both_helms(helm, tmp_path):
+    """A values file's `null` reaches the schema and the templates (Helm keeps it for keys the chart's
+    defaults do not have): the schema admits it for maps, and the group renders without the map."""
+    values = tmp_path / "null.yaml"
+    values.write_text("worker:\n  nodeSelector: {pool: main}\n  bundles:\n    volume: {configMap: {name: b}}\n"
+                      "  groups:\n    spot:\n      nodeSelector: null\n      bundles: {volume: null}\n")
+    docs = helm.template("-f", str(values), "--show-only", "templates/worker-deployment.yaml")
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in docs}
+    assert pods["rel-modelops-dask-worker"]["nodeSelector"] == {"pool": "main"}
+    assert "nodeSelector" not in pods["rel-modelops-dask-worker-spot"]
+    assert "bundles" not in [v["name"] for v in pods["rel-modelops-dask-worker-spot"]["volumes"]]
+
+
+def test_a_group_cannot_set_a_non_map_to_null(helm, tmp_path):
+    values = tmp_path / "null.yaml"
+    values.write_text("worker:\n  groups:\n    spot:\n      executor: null\n")
+    proc = helm.run("template", "rel", str(CHART), "-f", str(values), check=False)
+    assert proc.returncode != 0 and "executor" in proc.stderr, proc.stderr

@@ -135,6 +135,28 @@ Sprig's merge functions skip zero values (a group could not set replicas: 0), he
 {{- end -}}
 
 {{/*
+A group's values path in messages: "worker" for the main group, "worker.groups.NAME" otherwise.
+*/}}
+{{- define "modelops-dask.groupPath" -}}
+{{- ternary "worker" (printf "worker.groups.%s" .name) (eq .name "default") -}}
+{{- end -}}
+
+{{/*
+A worker group's image as JSON {"ref", "pullPolicy"}: the group's `image` laid over the top-level
+one; digest wins over tag, tag defaults to appVersion. Args: dict "root" "c".
+*/}}
+{{- define "modelops-dask.groupImage" -}}
+{{- $img := include "modelops-dask.deepMerge" (dict "base" .root.Values.image "over" (default dict .c.image)) | fromJson -}}
+{{- $ref := "" -}}
+{{- if $img.digest -}}
+{{- $ref = printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- $ref = printf "%s:%s" $img.repository (default .root.Chart.AppVersion (include "modelops-dask.num" $img.tag)) -}}
+{{- end -}}
+{{- toJson (dict "ref" $ref "pullPolicy" $img.pullPolicy) -}}
+{{- end -}}
+
+{{/*
 The worker groups, as JSON {"groups": [{"name", "suffix", "cfg"}, ...]}: the main group "default"
 (from worker.*), then each worker.groups entry in name order, merged over worker.*.
 */}}

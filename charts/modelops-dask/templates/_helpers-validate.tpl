@@ -1,0 +1,76 @@
+{{/*
+Template-level validation, gathered here: every misconfiguration the schema cannot express fails
+the render with a message naming the value, what it is and what is allowed. Called once, from
+worker-deployment.yaml (always rendered). Args: dict "root" $ "reserved" (variables the chart sets).
+Checks elsewhere by necessity: modelops-dask.env (reserved variables in env), modelops-dask.bytes
+and modelops-dask.memoryLimitArg (memory quantities and per-task limit x concurrency).
+*/}}
+{{- define "modelops-dask.validate" -}}
+{{- $root := .root -}}
+{{- range $g := (include "modelops-dask.workerGroups" $root | fromJson).groups -}}
+{{- include "modelops-dask.validateGroup" (dict "root" $root "g" $g "reserved" $.reserved) -}}
+{{- end -}}
+{{- include "modelops-dask.validateDashboardRoutes" $root -}}
+{{- end -}}
+
+{{/*
+The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "reserved".
+*/}}
+{{- define "modelops-dask.validateGroup" -}}
+{{- $c := .g.cfg -}}
+{{- $path := include "modelops-dask.groupPath" .g -}}
+{{- $x := $c.executor -}}
+{{- if not (has $x.type (list "direct" "isolated_warm" "cold")) -}}
+{{- fail (printf "%s.executor.type: %q is not one of direct, isolated_warm, cold" $path (toString $x.type)) -}}
+{{- end -}}
+{{- range $k := keys (default dict $c.secretEnv) -}}
+{{- if has $k $.reserved -}}
+{{- fail (printf "%s.secretEnv: %s is set by the chart from its own value; set that value instead of the variable" $path $k) -}}
+{{- end -}}
+{{- end -}}
+{{- if $c.drain.enabled -}}
+{{- $grace := int64 $c.terminationGracePeriodSeconds -}}
+{{- $margin := int64 $c.drain.marginSeconds -}}
+{{- if le $grace $margin -}}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be greater than %s.drain.marginSeconds (%d): the drain gets the difference to let running tasks finish (or set %s.drain.enabled=false)" $path $grace $path $margin $path) -}}
+{{- end -}}
+{{- if and $c.lifecycle (hasKey $c.lifecycle "preStop") -}}
+{{- fail (printf "%s.lifecycle.preStop: the chart's drain (%s.drain.enabled) runs `mops drain` as preStop and a container has one preStop hook; set %s.drain.enabled=false to run your own hook instead, or drop lifecycle.preStop" $path $path $path) -}}
+{{- end -}}
+{{- end -}}
+{{- $own := default dict $c.image -}}
+{{- if and (or $own.repository $own.tag) (not (hasKey $own "digest")) .root.Values.image.digest -}}
+{{- fail (printf "%s.image: sets %s but the digest of image.digest (%s) is inherited and would win; set %s.image.digest too (\"\" to use the tag)" $path (ternary "repository" "tag" (not (empty $own.repository))) .root.Values.image.digest $path) -}}
+{{- end -}}
+{{- $chartVolumes := list "tmp" "dask-config" "bundles" "process-ports" -}}
+{{- range $i, $v := default list $c.extraVolumes -}}
+{{- if has $v.name $chartVolumes -}}
+{{- fail (printf "%s.extraVolumes[%d].name: %q is a volume of the chart (%s); choose another name" $path $i $v.name (join ", " $chartVolumes)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $m := default list $c.extraVolumeMounts -}}
+{{- if has $m.name $chartVolumes -}}
+{{- fail (printf "%s.extraVolumeMounts[%d].name: %q is a volume of the chart (%s); mount a volume of extraVolumes" $path $i $m.name (join ", " $chartVolumes)) -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $s := default list $c.extraContainers -}}
+{{- if eq $s.name "worker" -}}
+{{- fail (printf "%s.extraContainers[%d].name: \"worker\" is the chart's Dask worker container; name the sidecar otherwise" $path $i) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Ingress and HTTPRoute of the scheduler's dashboard.
+*/}}
+{{- define "modelops-dask.validateDashboardRoutes" -}}
+{{- $r := .Values.scheduler.httpRoute -}}
+{{- if $r.enabled -}}
+{{- if not $r.parentRefs -}}
+{{- fail "scheduler.httpRoute.parentRefs: empty; an HTTPRoute needs at least one Gateway, e.g. [{name: my-gateway, namespace: infra}]" -}}
+{{- end -}}
+{{- if not (.Capabilities.APIVersions.Has "gateway.networking.k8s.io/v1/HTTPRoute") -}}
+{{- fail "scheduler.httpRoute.enabled: this cluster has no gateway.networking.k8s.io/v1 HTTPRoute (install the Gateway API CRDs, or pass --api-versions gateway.networking.k8s.io/v1/HTTPRoute to helm template)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
