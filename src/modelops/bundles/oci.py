@@ -142,6 +142,10 @@ class RegistryClient:
         container = registry.get_container(f"{ref.repository}:{ref.tag or 'latest'}")
         configs = [str(self.docker_config)] if self.docker_config.is_file() else None
         registry.auth.load_configs(container, configs=configs)
+        if backend == "basic" and not getattr(registry.auth, "_basic_auth", None):
+            raise RegistryError(f"{ref}: registry {ref.host} requires a login (HTTP Basic) and "
+                                f"{self.docker_config} holds no credentials for {ref.host}; "
+                                f"run `docker login {ref.host}`")
         return registry, container
 
     def _request(self, registry, ref: Reference, method: str, url: str, what: str, **kw):
@@ -181,6 +185,10 @@ class RegistryClient:
                     raise RegistryError(f"{ref}: registry {ref.host} is unreachable (uploading {name}): "
                                         f"{type(exc).__name__}: {_short(exc)}", retryable=True) from None
                 except Exception as exc:  # oras raises ValueError when the upload session fails
+                    if any(code in str(exc) for code in ("UNAUTHORIZED", "DENIED")):
+                        raise RegistryError(f"{ref}: registry {ref.host} denied uploading {name} "
+                                            f"({_short(exc)}); credentials are read from "
+                                            f"{self.docker_config}") from None
                     raise RegistryError(f"{ref}: uploading {name} to {ref.host} failed: "
                                         f"{type(exc).__name__}: {_short(exc)}", retryable=True) from None
                 if response.status_code not in (200, 201, 202):

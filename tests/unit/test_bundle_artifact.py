@@ -1,0 +1,183 @@
+"""Bundle artifacts (bundles/artifact.py) and OCI references (bundles/oci.py), without a registry.
+
+The registry round trips are in tests/integration/test_bundle_registry.py.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from modelops.bundles import artifact
+from modelops.bundles.bundle import BundleError
+from modelops.bundles.digest import content_digest
+from modelops.bundles.oci import (
+    Reference,
+    RegistryError,
+    docker_config_path,
+    is_loopback,
+    manifest_for,
+    parse_reference,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SIR = REPO / "examples" / "sir"
+
+
+def _copy(source: Path, target: Path, mtime: int, file_mode: int, reverse: bool = False) -> Path:
+    """A copy of `source` with its own mtimes, permission bits and file creation order."""
+    target.mkdir(parents=True)
+    files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in reversed(files) if reverse else files:
+        dest = target / path.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+        os.chmod(dest, file_mode)
+        os.utime(dest, (mtime, mtime))
+    return target
+
+
+def _bundle(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    shutil.copytree(SIR, root, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "pkg").mkdir()
+    (root / "pkg" / "helpers.py").write_text("X = 1\n")
+    (root / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(root / "run.sh", 0o755)
+    (root / "__pycache__").mkdir(exist_ok=True)
+    (root / "__pycache__" / "junk.pyc").write_bytes(b"not part of the bundle")
+    return root
+
+
+def test_same_files_give_the_same_bytes_whatever_their_mtimes_modes_and_order(tmp_path):
+    source = _bundle(tmp_path)
+    one = _copy(source, tmp_path / "one", mtime=1_000_000_000, file_mode=0o644)
+    two = _copy(source, tmp_path / "two", mtime=1_700_000_000, file_mode=0o664, reverse=True)
+    os.chmod(one / "run.sh", 0o700)  # executable by its owner in both copies, other bits differ
+    os.chmod(two / "run.sh", 0o775)
+    a, b = artifact.build(one), artifact.build(two)
+    assert a.layer_bytes == b.layer_bytes
+    assert a.config_bytes == b.config_bytes
+    assert manifest_for(a) == manifest_for(b)
+
+
+def test_layer_entries_are_sorted_with_fixed_metadata(tmp_path):
+    source = _bundle(tmp_path)
+    os.utime(source / "bundle.json", (1_234_567_890, 1_234_567_890))
+    built = artifact.build(source)
+    with tarfile.open(fileobj=io.BytesIO(built.layer_bytes)) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names, key=str.encode)
+    assert "pkg/helpers.py" in names and "bundle.json" in names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    for member in members:
+        assert member.isreg()
+        assert (member.mtime, member.uid, member.gid, member.uname, member.gname) == (0, 0, 0, "", "")
+        assert member.mode == (0o755 if member.name == "run.sh" else 0o644), member.name
+
+
+def test_a_changed_file_changes_the_digests(tmp_path):
+    source = _bundle(tmp_path)
+    before = artifact.build(source)
+    (source / "pkg" / "helpers.py").write_text("X = 2\n")
+    after = artifact.build(source)
+    assert after.layer_digest != before.layer_digest
+    assert after.config["content_digest"] != before.config["content_digest"]
+    assert manifest_for(after) != manifest_for(before)
+
+
+def test_config_describes_the_bundle_and_unpacks_to_the_same_content(tmp_path):
+    source = _bundle(tmp_path)
+    built = artifact.build(source)
+    assert built.config["name"] == "sir" and built.config["version"] == "1.0.0"
+    assert built.config["entrypoint"] == "sir_model:simulate"
+    assert built.config["environment"] == {"kind": "image"}
+    target = tmp_path / "unpacked"
+    artifact.unpack(built.layer_bytes, target)
+    assert content_digest(target) == built.config["content_digest"] == content_digest(source)
+    assert os.stat(target / "run.sh").st_mode & 0o100
+
+
+def test_environment_lock_is_described(tmp_path):
+    source = _bundle(tmp_path)
+    (source / "requirements.txt").write_text("# pinned\nsix==1.17.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    env = artifact.build(source).config["environment"]
+    assert env["kind"] == "lock" and env["lock"] == "requirements.txt"
+    assert env["packages"] == ["six==1.17.0"]
+    assert env["lock_digest"] == artifact.sha256_digest((source / "requirements.txt").read_bytes())
+
+
+def test_unpack_refuses_links_and_paths_leaving_the_target(tmp_path):
+    for make in (lambda t: t.addfile(_info("../escape.py", b"x"), io.BytesIO(b"x")),
+                 lambda t: t.addfile(_link("link", "/etc/passwd"))):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            make(tar)
+        with pytest.raises((BundleError, tarfile.TarError)):
+            artifact.unpack(buffer.getvalue(), tmp_path / "target")
+    assert not (tmp_path / "escape.py").exists()
+
+
+def _info(name: str, data: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info
+
+
+def _link(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.SYMTYPE
+    info.linkname = target
+    return info
+
+
+def test_a_directory_without_a_manifest_is_refused_naming_it(tmp_path):
+    with pytest.raises(BundleError, match="bundle.json"):
+        artifact.build(tmp_path)
+    with pytest.raises(BundleError, match="does not exist"):
+        artifact.build(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("localhost:5000/bundles/sir:1.0.0", Reference("localhost:5000", "bundles/sir", "1.0.0")),
+    ("ghcr.io/team/models/sir", Reference("ghcr.io", "team/models/sir")),
+    ("127.0.0.1:5000/sir@sha256:" + "a" * 64, Reference("127.0.0.1:5000", "sir", None, "sha256:" + "a" * 64)),
+    ("[::1]:5000/a_b/c-d:v1.2_rc", Reference("[::1]:5000", "a_b/c-d", "v1.2_rc")),
+    ("registry:5000/sir:1", Reference("registry:5000", "sir", "1")),
+])
+def test_references_parse(text, expected):
+    assert parse_reference(text) == expected
+    assert str(parse_reference(text)) == text
+
+
+@pytest.mark.parametrize("text", [
+    "sir",                                   # a plain bundle name, no registry
+    "bundles/sir:1.0.0",                     # no host
+    "localhost:5000/Bundles/sir:1",          # repository must be lowercase
+    "localhost:5000/sir:",                   # empty tag
+    "localhost:5000/sir@sha256:abc",         # short digest
+    "localhost:5000/sir@md5:" + "a" * 32,    # not sha256
+    "localhost:5000//sir",
+    "https://localhost:5000/sir:1",
+])
+def test_bad_references_are_refused_naming_the_text_and_the_form(text):
+    with pytest.raises(RegistryError) as err:
+        parse_reference(text)
+    assert repr(text) in str(err.value)
+    assert "HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]" in str(err.value)
+    assert not err.value.retryable
+
+
+def test_loopback_hosts_and_docker_config(monkeypatch, tmp_path):
+    assert is_loopback("localhost:5000") and is_loopback("127.0.0.1:5000") and is_loopback("[::1]:5000")
+    assert not is_loopback("ghcr.io") and not is_loopback("10.0.0.1:5000")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert docker_config_path() == tmp_path / "config.json"
+    monkeypatch.delenv("DOCKER_CONFIG")
+    assert docker_config_path() == Path.home() / ".docker" / "config.json"
