@@ -2,11 +2,13 @@
 Template-level validation, gathered here: every misconfiguration the schema cannot express fails
 the render with a message naming the value, what it is and what is allowed. Called once, from
 worker-deployment.yaml (always rendered). Args: dict "root" $ "reserved" (variables the chart sets).
-Checks elsewhere by necessity: modelops-dask.env (reserved variables in env), modelops-dask.bytes
-and modelops-dask.memoryLimitArg (memory quantities and per-task limit x concurrency).
+modelops-dask.bytes, which parses a memory quantity, also fails on one it cannot parse, naming it.
 */}}
 {{- define "modelops-dask.validate" -}}
 {{- $root := .root -}}
+{{- if hasKey (default dict $root.Values.worker.groups) "default" -}}
+{{- fail "worker.groups: the name \"default\" is reserved for the main workers (worker.*)" -}}
+{{- end -}}
 {{- range $g := (include "modelops-dask.workerGroups" $root | fromJson).groups -}}
 {{- include "modelops-dask.validateGroup" (dict "root" $root "g" $g "reserved" $.reserved) -}}
 {{- end -}}
@@ -28,6 +30,12 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- fail (printf "%s.secretEnv: %s is set by the chart from its own value; set that value instead of the variable" $path $k) -}}
 {{- end -}}
 {{- end -}}
+{{- range $name := include "modelops-dask.envNames" $c.env | fromJsonArray -}}
+{{- if has $name $.reserved -}}
+{{- fail (printf "%s.env: %s is set by the chart from its own value; set that value instead of the variable" $path $name) -}}
+{{- end -}}
+{{- end -}}
+{{- include "modelops-dask.validateMemory" (dict "c" $c "path" $path) -}}
 {{- if $c.drain.enabled -}}
 {{- $grace := int64 $c.terminationGracePeriodSeconds -}}
 {{- $margin := int64 $c.drain.marginSeconds -}}
@@ -71,6 +79,25 @@ Ingress and HTTPRoute of the scheduler's dashboard.
 {{- end -}}
 {{- if not (.Capabilities.APIVersions.Has "gateway.networking.k8s.io/v1/HTTPRoute") -}}
 {{- fail "scheduler.httpRoute.enabled: this cluster has no gateway.networking.k8s.io/v1 HTTPRoute (install the Gateway API CRDs, or pass --api-versions gateway.networking.k8s.io/v1/HTTPRoute to helm template)" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+executor.taskMemoryLimitMb x the pod's concurrent tasks (nworkers x nthreads) must fit in the
+container's memory limit. Args: dict "c" (group config) "path".
+*/}}
+{{- define "modelops-dask.validateMemory" -}}
+{{- $c := .c -}}
+{{- $limit := dig "limits" "memory" "" (default dict $c.resources) -}}
+{{- $tm := int64 $c.executor.taskMemoryLimitMb -}}
+{{- if and $limit (gt $tm 0) (ne $c.executor.type "direct") -}}
+{{- $limitPath := printf "%s.resources.limits.memory" .path -}}
+{{- $bytes := include "modelops-dask.bytes" (dict "value" $limit "path" $limitPath) | float64 -}}
+{{- $concurrent := mul (int64 $c.nworkers) (int64 $c.nthreads) -}}
+{{- $limitMi := divf $bytes 1048576.0 -}}
+{{- if gt (float64 (mul $tm $concurrent)) $limitMi -}}
+{{- fail (printf "%s.executor.taskMemoryLimitMb (%d MiB) x %d concurrent tasks (nworkers %d x nthreads %d) = %d MiB exceeds %s (%s = %.0f MiB): lower the per-task limit or the concurrency, or raise the pod's limit" .path $tm $concurrent (int64 $c.nworkers) (int64 $c.nthreads) (mul $tm $concurrent) $limitPath (include "modelops-dask.num" $limit) $limitMi) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

@@ -1,0 +1,58 @@
+{{/*
+Resource names (Kubernetes names are limited to 63 characters) and addresses.
+(Helpers are split by concern: _helpers-*.tpl; checks that fail a render are in _helpers-validate.tpl.)
+*/}}
+
+{{- define "modelops-dask.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelops-dask.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.schedulerName" -}}
+{{- printf "%s-scheduler" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "modelops-dask.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "modelops-dask.daskConfigName" -}}
+{{- printf "%s-dask-config" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.processPortsName" -}}
+{{- printf "%s-process-ports" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.processPortsDir" -}}/etc/modelops-dask{{- end -}}
+
+{{- define "modelops-dask.processPortsFile" -}}
+{{- printf "%s/process_ports.py" (include "modelops-dask.processPortsDir" .) -}}
+{{- end -}}
+
+{{/*
+The scheduler's address as workers and clients in the release namespace use it.
+*/}}
+{{- define "modelops-dask.schedulerAddress" -}}
+{{- printf "tcp://%s:%s" (include "modelops-dask.schedulerName" .) (include "modelops-dask.num" .Values.scheduler.ports.comm) -}}
+{{- end -}}
