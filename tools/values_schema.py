@@ -130,6 +130,14 @@ DEFINITIONS = {
     ),
 }
 
+# The image reference: top-level `image` (repository required) and each worker group's override.
+IMAGE = {
+    "repository": {"type": "string", "minLength": 1},
+    "tag": {"type": ["string", "number"]},
+    "digest": {"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"},
+    "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
+}
+
 # Worker settings: valid under worker.* and, every one optional, in each worker.groups entry.
 # Pod metadata and placement, the same for the scheduler and every worker group.
 POD_SETTINGS = {
@@ -158,15 +166,7 @@ WORKER_SETTINGS = {
     "localDirectory": {"type": "string", "pattern": "^/tmp(/|$)", "description": "must be under /tmp"},
     "nameFromPod": BOOL,
     "extraArgs": {"type": "array", "items": SCALAR},
-    "image": obj(
-        {
-            "repository": {"type": "string", "minLength": 1},
-            "tag": {"type": ["string", "number"]},
-            "digest": {"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"},
-            "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
-        },
-        description="This group's image, laid key by key over the top-level image",
-    ),
+    "image": obj(IMAGE, description="This group's image, laid key by key over the top-level image"),
     "executor": ref("executor"),
     "bundles": ref("bundles"),
     "logLevel": {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
@@ -187,17 +187,90 @@ WORKER_SETTINGS = {
 }
 
 
-def schema() -> dict:
-    worker_props = copy.deepcopy(WORKER_SETTINGS)
-    worker_props["groups"] = {
+DURATION = {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"}
+MONITOR = {"enabled": BOOL, "interval": DURATION, "scrapeTimeout": DURATION, "labels": STRING_MAP}
+
+
+def scheduler_schema() -> dict:
+    return obj(
+        {
+            "ports": obj({"comm": PORT, "dashboard": PORT}, required=["comm", "dashboard"]),
+            "extraArgs": {"type": "array", "items": SCALAR},
+            "env": ref("env"),
+            "resources": K8S_OBJECT,
+            "service": obj(
+                {
+                    "type": {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                    "annotations": STRING_MAP,
+                    "labels": STRING_MAP,
+                }
+            ),
+            "readinessProbe": ref("probe"),
+            "livenessProbe": ref("probe"),
+            "ingress": obj(
+                {
+                    "enabled": BOOL,
+                    "className": STR,
+                    "annotations": STRING_MAP,
+                    "host": STR,
+                    "path": {"type": "string", "pattern": "^/"},
+                    "pathType": {"type": "string", "enum": ["Prefix", "Exact", "ImplementationSpecific"]},
+                    "tls": K8S_LIST,
+                },
+                description="Ingress to the scheduler's dashboard",
+            ),
+            "httpRoute": obj(
+                {
+                    "enabled": BOOL,
+                    "parentRefs": K8S_LIST,
+                    "hostnames": {"type": "array", "items": {"type": "string"}},
+                    "path": {"type": "string", "pattern": "^/"},
+                    "annotations": STRING_MAP,
+                },
+                description="Gateway API HTTPRoute to the scheduler's dashboard",
+            ),
+            **POD_SETTINGS,
+        }
+    )
+
+
+def worker_schema() -> dict:
+    """worker.*: every worker setting plus `groups`, each group every setting, all optional."""
+    props = copy.deepcopy(WORKER_SETTINGS)
+    props["groups"] = {
         "type": "object",
         "description": "Extra worker groups keyed by name; each inherits worker.* and overrides what it sets",
         "propertyNames": {"pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 20, "not": {"enum": ["default"]}},
         "additionalProperties": ref("workerGroup"),
     }
+    return obj(props)
+
+
+def pod_wide_properties() -> dict:
+    """Settings shared by every pod of the release: image, service account, security, /tmp, dask config."""
+    return {
+        "image": obj(copy.deepcopy(IMAGE), required=["repository"]),
+        "imagePullSecrets": {
+            "type": "array",
+            "items": {"oneOf": [{"type": "string", "minLength": 1},
+                                obj({"name": {"type": "string", "minLength": 1}}, required=["name"])]},
+        },
+        "serviceAccount": obj({"create": BOOL, "name": STR, "annotations": STRING_MAP}),
+        "podSecurityContext": K8S_OBJECT,
+        "containerSecurityContext": K8S_OBJECT,
+        "tmpVolume": obj(
+            {
+                "sizeLimit": {"type": ["string", "integer"]},
+                "medium": {"type": "string", "enum": ["", "Memory"]},
+            }
+        ),
+        "daskConfig": dict(K8S_OBJECT, description="dask.yaml content mounted at /etc/dask"),
+    }
+
+
+def schema() -> dict:
     definitions = copy.deepcopy(DEFINITIONS)
     definitions["workerGroup"] = obj(copy.deepcopy(WORKER_SETTINGS))
-
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "modelops-dask values",
@@ -209,71 +282,9 @@ def schema() -> dict:
             "global": {"type": "object"},
             "nameOverride": STR,
             "fullnameOverride": STR,
-            "image": obj(
-                {
-                    "repository": {"type": "string", "minLength": 1},
-                    "tag": {"type": ["string", "number"]},
-                    "digest": {"type": "string", "pattern": "^(sha256:[a-f0-9]{64})?$"},
-                    "pullPolicy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
-                },
-                required=["repository"],
-            ),
-            "imagePullSecrets": {
-                "type": "array",
-                "items": {"oneOf": [{"type": "string", "minLength": 1},
-                                    obj({"name": {"type": "string", "minLength": 1}}, required=["name"])]},
-            },
-            "serviceAccount": obj({"create": BOOL, "name": STR, "annotations": STRING_MAP}),
-            "podSecurityContext": K8S_OBJECT,
-            "containerSecurityContext": K8S_OBJECT,
-            "tmpVolume": obj(
-                {
-                    "sizeLimit": {"type": ["string", "integer"]},
-                    "medium": {"type": "string", "enum": ["", "Memory"]},
-                }
-            ),
-            "daskConfig": dict(K8S_OBJECT, description="dask.yaml content mounted at /etc/dask"),
-            "scheduler": obj(
-                {
-                    "ports": obj({"comm": PORT, "dashboard": PORT}, required=["comm", "dashboard"]),
-                    "extraArgs": {"type": "array", "items": SCALAR},
-                    "env": ref("env"),
-                    "resources": K8S_OBJECT,
-                    "service": obj(
-                        {
-                            "type": {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
-                            "annotations": STRING_MAP,
-                            "labels": STRING_MAP,
-                        }
-                    ),
-                    "readinessProbe": ref("probe"),
-                    "livenessProbe": ref("probe"),
-                    "ingress": obj(
-                        {
-                            "enabled": BOOL,
-                            "className": STR,
-                            "annotations": STRING_MAP,
-                            "host": STR,
-                            "path": {"type": "string", "pattern": "^/"},
-                            "pathType": {"type": "string", "enum": ["Prefix", "Exact", "ImplementationSpecific"]},
-                            "tls": K8S_LIST,
-                        },
-                        description="Ingress to the scheduler's dashboard",
-                    ),
-                    "httpRoute": obj(
-                        {
-                            "enabled": BOOL,
-                            "parentRefs": K8S_LIST,
-                            "hostnames": {"type": "array", "items": {"type": "string"}},
-                            "path": {"type": "string", "pattern": "^/"},
-                            "annotations": STRING_MAP,
-                        },
-                        description="Gateway API HTTPRoute to the scheduler's dashboard",
-                    ),
-                    **POD_SETTINGS,
-                }
-            ),
-            "worker": obj(worker_props),
+            **pod_wide_properties(),
+            "scheduler": scheduler_schema(),
+            "worker": worker_schema(),
             "networkPolicy": obj(
                 {
                     "enabled": BOOL,
@@ -282,23 +293,8 @@ def schema() -> dict:
                     "metricsFrom": K8S_LIST,
                 }
             ),
-            "serviceMonitor": obj(
-                {
-                    "enabled": BOOL,
-                    "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                    "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                    "labels": STRING_MAP,
-                }
-            ),
-            "podMonitor": obj(
-                {
-                    "enabled": BOOL,
-                    "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                    "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                    "labels": STRING_MAP,
-                },
-                description="PodMonitor for every worker pod's /metrics (all groups)",
-            ),
+            "serviceMonitor": obj(dict(MONITOR)),
+            "podMonitor": obj(dict(MONITOR), description="PodMonitor for every worker pod's /metrics (all groups)"),
             "tests": obj(
                 {
                     "enabled": BOOL,
