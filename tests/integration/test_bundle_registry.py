@@ -14,65 +14,21 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
 import warnings
-from pathlib import Path
 
 import pytest
+from registry_support import CLUSTER_STATE, SIR, unavailable, copy_bundle, mops_bundle, pushed, registry_address
 
 from modelops.bundles import artifact
-
-REPO = Path(__file__).resolve().parents[2]
-SIR = REPO / "examples" / "sir"
-CLUSTER_STATE = Path(os.environ.get("MODELOPS_CLUSTER_STATE", "/var/tmp/modelops-cluster"))
-
-
-def _required() -> bool:
-    return os.environ.get("MODELOPS_CLUSTER_REQUIRED", "").strip().lower() in {"1", "true", "yes"}
-
-
-def _unavailable(reason: str) -> None:
-    if _required():
-        pytest.fail(f"{reason} (MODELOPS_CLUSTER_REQUIRED=1)", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def registry() -> str:
-    address = os.environ.get("REGISTRY") or f"localhost:{os.environ.get('MODELOPS_REGISTRY_PORT', '5000')}"
-    try:
-        with urllib.request.urlopen(f"http://{address}/v2/", timeout=5) as response:
-            assert response.status == 200
-    except (OSError, AssertionError) as exc:
-        _unavailable(f"no OCI registry answers at http://{address}/v2/ (make cluster-up): {exc}")
-    return address
-
-
-def mops_bundle(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """The real command line (`python -m modelops.cli.bundle_cmd` = `mops bundle`)."""
-    return subprocess.run([sys.executable, "-m", "modelops.cli.bundle_cmd", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})})
-
-
-def pushed(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, result.stderr
-    digest = result.stdout.strip()
-    assert digest.startswith("sha256:") and len(digest) == 71, result.stdout
-    return digest
-
-
-def copy_bundle(target: Path, mtime: float, marker: str, lock: bool = False) -> Path:
-    shutil.copytree(SIR, target, ignore=shutil.ignore_patterns("__pycache__"))
-    (target / "marker.txt").write_text(marker)  # unique content: unique blobs in the shared registry
-    if lock:
-        (target / "requirements.txt").write_text("six==1.17.0\n")
-    for path in target.rglob("*"):
-        os.utime(path, (mtime, mtime))
-    return target
+    return registry_address()
 
 
 def registry_digest(registry: str, repo: str, tag: str) -> str:
@@ -140,7 +96,7 @@ def test_an_image_is_not_taken_for_a_bundle(registry, tmp_path):
 def test_a_tampered_blob_in_the_registry_is_refused(registry, tmp_path):
     storage = CLUSTER_STATE / "registry" / "data" / "docker" / "registry" / "v2" / "blobs" / "sha256"
     if not registry.endswith(":5000") or not storage.is_dir() or not os.access(storage, os.W_OK):
-        _unavailable(f"the registry's storage {storage} is not writable here (tampering needs it)")
+        unavailable(f"the registry's storage {storage} is not writable here (tampering needs it)")
     marker = uuid.uuid4().hex
     source = copy_bundle(tmp_path / "sir", 1_500_000_000, marker)
     ref = f"{registry}/modelops-test/bundle-{marker[:12]}:1.0.0"
@@ -185,7 +141,7 @@ def auth_registry(registry, tmp_path):
     """A second registry (same binary) with htpasswd auth on a free loopback port; stopped by PID."""
     binary = _registry_binary()
     if not binary:
-        _unavailable("no registry binary (the cluster's registry process or `registry` on PATH)")
+        unavailable("no registry binary (the cluster's registry process or `registry` on PATH)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt

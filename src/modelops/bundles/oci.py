@@ -215,6 +215,12 @@ class RegistryClient:
         registry, container = self._session(ref)
         return self._manifest(registry, container, ref)
 
+    def resolve(self, ref: Reference) -> Reference:
+        """The digest-pinned form of ref: a tag is resolved once (at submit time), so every task of a
+        study runs the same bytes even if the tag moves."""
+        _, digest = self.manifest(ref)
+        return ref.pinned(digest)
+
     def _manifest(self, registry, container, ref: Reference) -> tuple[dict, str]:
         url = f"{registry.prefix}://{container.manifest_url(ref.target)}"
         response = self._request(registry, ref, "GET", url, "the manifest",

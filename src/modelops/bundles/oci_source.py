@@ -1,0 +1,201 @@
+"""Worker side of OCI bundles: pull each digest once into a local cache, verify it, serve it from there.
+
+A worker is handed digest-pinned references (`HOST/REPO@sha256:...`; the client resolves a tag once
+at submit time, `RegistryClient.resolve`), so every task of a study runs the same bytes. The cache
+(`<cache_dir>/bundles/<manifest digest hex>/`) is shared by the worker processes of a pod:
+
+- one pull per digest: an flock per digest serialises pullers across threads and processes; the
+  ones that waited find the entry complete;
+- verification: the registry client checks the manifest and blobs against their digests, and the
+  unpacked files must hash to the config's content digest. On every `get` the cached files are hashed
+  again, so a tampered or half-deleted entry is refused, removed and pulled again;
+- a size bound: after a pull, the least recently used other entries are evicted until the cache
+  holds at most `max_bytes` (an entry larger than the bound on its own is kept while it is used);
+- failures are `OciBundleError` naming the reference, `retryable` when the registry was unreachable
+  or the artifact missing; entries already cached keep being served.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelops.bundles import artifact
+from modelops.bundles.bundle import Bundle, BundleError, read_manifest
+from modelops.bundles.digest import content_digest
+from modelops.bundles.oci import Reference, RegistryClient, RegistryError, parse_reference
+
+log = logging.getLogger("modelops.bundles.oci")
+
+SOURCE = "oci"
+ENTRY_FILE = "entry.json"
+FILES_DIR = "files"
+LAST_USED = "last-used"
+
+
+class OciBundleError(BundleError):
+    """An OCI bundle that cannot be pulled or verified; `retryable` as in RegistryError."""
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class CachedBundle:
+    bundle: Bundle
+    reference: str  # digest-pinned
+    manifest_digest: str
+    path: Path
+    pulled: bool  # False: served from the cache
+    pull_seconds: float
+
+
+class OciBundleCache:
+    def __init__(self, cache_dir: Path, max_bytes: int, client: RegistryClient | None = None):
+        if max_bytes <= 0:
+            raise ValueError(f"bundle cache max_bytes={max_bytes!r} is invalid: allowed a positive number of bytes")
+        self.root = Path(cache_dir)
+        self.max_bytes = max_bytes
+        self.client = client or RegistryClient()
+        (self.root / "bundles").mkdir(parents=True, exist_ok=True)
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        self.pulls = 0  # pulls done by this instance (tests and provenance)
+
+    # -- public --------------------------------------------------------------------------------------
+    def get(self, ref: str | Reference) -> CachedBundle:
+        reference = ref if isinstance(ref, Reference) else self._parse(ref)
+        if not reference.digest:
+            raise OciBundleError(f"bundle {reference}: a worker runs digest-pinned references only "
+                                 f"(HOST/REPO@sha256:DIGEST); the client resolves tags when it submits")
+        key = reference.digest.split(":", 1)[1]
+        started = time.monotonic()
+        with self._locked(f"{key}.lock"):
+            cached = self._verified_entry(reference, key)
+            if cached is None:
+                entry = self._pull(reference, key)
+                cached = self._cached(reference, key, entry, pulled=True, seconds=time.monotonic() - started)
+        if cached.pulled:
+            self._evict(keep=key)
+        return cached
+
+    def entries(self) -> dict[str, int]:
+        """Cached digests (hex) and their sizes in bytes."""
+        return {p.name: _size(p) for p in (self.root / "bundles").iterdir() if (p / ENTRY_FILE).is_file()}
+
+    # -- internals -----------------------------------------------------------------------------------
+    @staticmethod
+    def _parse(text: str) -> Reference:
+        try:
+            return parse_reference(text)
+        except RegistryError as exc:
+            raise OciBundleError(str(exc)) from None
+
+    @contextmanager
+    def _locked(self, name: str, blocking: bool = True):
+        with open(self.root / "locks" / name, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _verified_entry(self, reference: Reference, key: str) -> CachedBundle | None:
+        entry = self.root / "bundles" / key
+        if not entry.exists():
+            return None
+        try:
+            recorded = json.loads((entry / ENTRY_FILE).read_text())["content_digest"]
+            actual = content_digest(entry / FILES_DIR)
+        except (OSError, ValueError, KeyError) as exc:
+            actual, recorded = f"unreadable ({exc})", "?"
+        if actual != recorded:
+            log.warning("Bundle cache entry %s for %s does not match its content digest (%s, expected %s): "
+                        "removing it and pulling again", entry, reference, actual, recorded)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+        return self._cached(reference, key, entry, pulled=False, seconds=0.0)
+
+    def _pull(self, reference: Reference, key: str) -> Path:
+        try:
+            config, layer, manifest_digest = self.client.fetch(reference)
+        except RegistryError as exc:
+            raise OciBundleError(f"bundle {reference}: {exc}", retryable=exc.retryable) from None
+        self.pulls += 1
+        staging = Path(tempfile.mkdtemp(prefix=f".pull-{key[:12]}-", dir=self.root / "bundles"))
+        try:
+            artifact.unpack(layer, staging / FILES_DIR)
+            actual = content_digest(staging / FILES_DIR)
+            if actual != config.get("content_digest"):
+                raise OciBundleError(f"bundle {reference}: unpacked files hash to {actual}, the artifact's "
+                                     f"config says {config.get('content_digest')}: refusing it")
+            manifest = read_manifest(staging / FILES_DIR)
+            for field in ("name", "version", "entrypoint"):
+                if manifest[field] != config.get(field):
+                    raise OciBundleError(f"bundle {reference}: bundle.json {field}={manifest[field]!r} but the "
+                                         f"artifact's config says {config.get(field)!r}")
+            (staging / ENTRY_FILE).write_text(json.dumps(
+                {"reference": str(reference), "manifest_digest": manifest_digest,
+                 "content_digest": actual, "config": config}, sort_keys=True))
+            _mark_used(staging)  # so that no other process evicts it as never used
+            entry = self.root / "bundles" / key
+            os.rename(staging, entry)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info("Pulled bundle %s (%s %s) into %s", reference, config["name"], config["version"], entry)
+        return entry
+
+    def _cached(self, reference: Reference, key: str, entry: Path, pulled: bool, seconds: float) -> CachedBundle:
+        _mark_used(entry)
+        meta = json.loads((entry / ENTRY_FILE).read_text())
+        manifest = read_manifest(entry / FILES_DIR)
+        bundle = Bundle(name=manifest["name"], version=manifest["version"], entrypoint=manifest["entrypoint"],
+                        source=SOURCE, digest=meta["content_digest"], import_path=str(entry / FILES_DIR),
+                        warmup=manifest.get("warmup"))
+        return CachedBundle(bundle=bundle, reference=str(reference), manifest_digest=meta["manifest_digest"],
+                            path=entry / FILES_DIR, pulled=pulled, pull_seconds=seconds)
+
+    def _evict(self, keep: str) -> None:
+        with self._locked("evict.lock"):
+            sizes = self.entries()
+            total = sum(sizes.values())
+            by_age = sorted((k for k in sizes if k != keep), key=lambda k: _last_used(self.root / "bundles" / k))
+            for key in by_age:
+                if total <= self.max_bytes:
+                    break
+                with self._locked(f"{key}.lock", blocking=False) as free:
+                    if not free:  # being pulled or verified right now
+                        continue
+                    shutil.rmtree(self.root / "bundles" / key, ignore_errors=True)
+                    total -= sizes[key]
+                    log.info("Evicted bundle %s from the cache (%d bytes; cache now %d of %d bytes)",
+                             key, sizes[key], total, self.max_bytes)
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _mark_used(entry: Path) -> None:
+    """Record the time of use in the file (file mtimes tick in jiffies: two uses could tie)."""
+    (entry / LAST_USED).write_text(str(time.time_ns()))
+
+
+def _last_used(entry: Path) -> int:
+    try:
+        return int((entry / LAST_USED).read_text())
+    except (OSError, ValueError):
+        return 0
