@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from modelops.benchmark.runner import EXECUTORS, percentile, tree_cpu_s
+from modelops.benchmark.accounting import tree_cpu_s
+from modelops.benchmark.runner import EXECUTORS, percentile
+from modelops.benchmark.targets import Targets, check_targets
 from modelops.cli.bench import bench
 
 NUMBERS = ("p50_ms", "p95_ms", "cpu_ms_per_task", "tasks_per_s", "first_task_ms")
@@ -67,6 +69,42 @@ def test_realistic_mode_runs_the_simulation(tmp_path):
     for name, stats in data["executors"].items():
         assert_positive_finite(stats, name)
     assert [t["target"] for t in data["targets"]["1"]] == ["cold-fork p50 <= 1.2 x warm p50"]
+
+
+def test_targets_are_passed_in_as_options(tmp_path):
+    """Before: the thresholds were numbers written into check_targets; now `--target-*` sets them."""
+    result, data = invoke(
+        tmp_path, "--mode", "realistic", "--tasks", "2", "--executors", "isolated_warm,cold-fork",
+        "--concurrency", "1", "--heavy-modules", "", "--target-realistic-fork-vs-warm-x", "1000",
+    )
+    assert result.exit_code == 0, result.output
+    (check,) = data["targets"]["1"]
+    assert check["target"] == "cold-fork p50 <= 1000 x warm p50" and check["met"]
+    assert check["limit"] == round(1000 * data["executors"]["isolated_warm"]["p50_ms"], 3)
+
+
+def test_check_targets_uses_the_targets_it_is_given():
+    row = {
+        "isolated_warm": {"p50_ms": 10.0, "p95_ms": 12.0, "cpu_ms_per_task": 3.0},
+        "cold-fork": {"p50_ms": 14.0, "p95_ms": 30.0, "cpu_ms_per_task": 8.0},
+        "cold-spawn": {"p50_ms": 700.0, "p95_ms": 900.0, "cpu_ms_per_task": 600.0},
+    }
+    default = {c["target"]: c["met"] for c in check_targets(row, "trivial", Targets())}
+    assert default == {
+        "cold-fork p50 <= warm p50 + 10 ms": True, "cold-fork p95 <= warm p95 + 25 ms": True,
+        "cold-fork CPU <= 20 ms/task": True, "cold-fork >= 50x faster than cold-spawn (p50)": True,
+    }
+    strict = Targets(fork_p50_over_warm_ms=1, fork_p95_over_warm_ms=1, fork_cpu_ms_per_task=1, spawn_vs_fork_x=100)
+    assert not any(c["met"] for c in check_targets(row, "trivial", strict))
+    bundle = check_targets(row, "bundle", Targets(bundle_fork_vs_warm_x=2.0))
+    assert bundle[0] == {"target": "cold-fork p50 <= 2 x warm p50", "value": 14.0, "limit": 20.0,
+                         "unit": "ms", "met": True}
+
+
+@pytest.mark.parametrize("bad", [["--target-spawn-vs-fork-x", "-1"], ["--target-fork-cpu-ms-per-task", "x"]])
+def test_bad_targets_are_rejected_naming_the_option(bad):
+    result = CliRunner().invoke(bench, bad)
+    assert result.exit_code == 2 and bad[0] in result.output
 
 
 def test_selected_executors_only(tmp_path):

@@ -7,20 +7,16 @@ a fresh runtime with `slots = concurrency`; its first `concurrency` tasks are wa
 The measured tasks run in interleaved rounds (every executor's chunk in turn, `rounds`
 times), so background load that drifts during a run does not favour one executor.
 
-CPU per task counts every process involved: this process (all threads, RUSAGE_SELF),
-reaped children (RUSAGE_CHILDREN: cold-spawn children), and every live descendant
-(utime+stime+cutime+cstime from /proc: warm children, zygotes and, through the zygotes'
-cutime/cstime, the forked children they reaped). Deltas over the measured batch only.
+CPU per task is measured by `accounting.tree_cpu_s` (every process involved), as deltas over
+the measured batch only. The bundles come from `bench_bundle`, the acceptance targets are passed
+in (`targets.Targets`), and `report.format_table` prints the result.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
-import resource
-import shutil
 import statistics
 import tempfile
 import threading
@@ -28,7 +24,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelops.bundles.bundle import MANIFEST
+from modelops.benchmark.accounting import tree_cpu_s
+from modelops.benchmark.bench_bundle import (
+    BUNDLE_NAME,
+    DEFAULT_HEAVY,
+    MODES,
+    copy_bundle,
+    load_bench_study,
+    write_bundle,
+)
+from modelops.benchmark.targets import Targets, check_targets
 from modelops.tasks import Task
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
@@ -39,60 +44,6 @@ EXECUTORS = {
     "cold-spawn": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "spawn"},
     "cold-fork": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"},
 }
-DEFAULT_HEAVY = ("numpy", "scipy.stats", "pandas")
-MODES = {"trivial": "bench_model:trivial", "realistic": "bench_model:sir"}
-BUNDLE_NAME = "bench"
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# ---- the bundle -------------------------------------------------------------------------
-def write_bundle(bundles_dir: Path, heavy_modules: list[str]) -> Path:
-    """A file bundle `bench` whose module imports `heavy_modules` at import time."""
-    directory = bundles_dir / BUNDLE_NAME
-    directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(__file__).with_name("bench_model.py"), directory / "bench_model.py")
-    (directory / "heavy_modules.json").write_text(json.dumps(list(heavy_modules)))
-    (directory / "bundle.json").write_text(
-        json.dumps({"name": BUNDLE_NAME, "version": "1", "entrypoint": MODES["trivial"]})
-    )
-    return directory
-
-
-# ---- CPU accounting ---------------------------------------------------------------------
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def descendants(root: int) -> list[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields:
-                parents.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def tree_cpu_s() -> float:
-    """CPU seconds used so far by this process and everything it started (see module doc)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
-    for pid in descendants(os.getpid()):
-        fields = _stat_fields(pid)
-        if fields:
-            # after ")" : state ppid ... utime(11) stime(12) cutime(13) cstime(14), 0-based
-            total += sum(int(fields[k]) for k in (11, 12, 13, 14)) / _CLK_TCK
-    return total
 
 
 # ---- one measurement -------------------------------------------------------------------
@@ -281,6 +232,7 @@ def run_bench(
     params: dict | None = None,
     rounds: int = 5,
     progress=None,
+    targets: Targets = Targets(),
 ) -> dict:
     """Measure every executor at every concurrency; the dict that `--json` writes."""
     entrypoint = MODES[mode]
@@ -309,7 +261,7 @@ def run_bench(
         "rounds": rounds,
         "executors": first,
         "by_concurrency": by_concurrency,
-        "targets": {c: check_targets(row, mode) for c, row in by_concurrency.items()},
+        "targets": {c: check_targets(row, mode, targets) for c, row in by_concurrency.items()},
         "failures": failures,
         "machine": machine_info(),
     }
@@ -332,45 +284,6 @@ def summarise(measured: dict[str, Measurement], concurrency: int, failures: dict
     return row
 
 
-def check_targets(row: dict[str, dict], mode: str) -> list[dict]:
-    """Issue 3's targets for cold-fork (issue 13's for `--bundle`), checked against one concurrency's numbers."""
-    fork, warm, spawn = row.get("cold-fork"), row.get("isolated_warm"), row.get("cold-spawn")
-    checks = []
-
-    def add(name: str, value: float, limit: float, ok: bool, unit: str = "ms") -> None:
-        checks.append({"target": name, "value": round(value, 3), "limit": round(limit, 3), "unit": unit, "met": ok})
-
-    if mode == "bundle":  # issue 13: a user's (or the realistic) bundle
-        if fork and warm:
-            add("cold-fork p50 <= 1.1 x warm p50", fork["p50_ms"], 1.1 * warm["p50_ms"],
-                fork["p50_ms"] <= 1.1 * warm["p50_ms"])
-        if fork and spawn:
-            speedup = spawn["p50_ms"] / fork["p50_ms"] if fork["p50_ms"] > 0 else math.inf
-            add("cold-fork >= 50x faster than cold-spawn (p50)", speedup, 50, speedup >= 50, unit="x")
-            if warm:
-                # a model's own run time bounds the p50 ratio (a 150 ms task: at most ~10x);
-                # what an executor adds over warm is what the choice between them costs
-                fork_over = fork["p50_ms"] - warm["p50_ms"]
-                spawn_over = spawn["p50_ms"] - warm["p50_ms"]
-                ratio = spawn_over / fork_over if fork_over > 0 else math.inf
-                add("cold-spawn's p50 overhead over warm >= 50x cold-fork's", ratio, 50, ratio >= 50, unit="x")
-        return checks
-    if fork and warm:
-        if mode == "trivial":
-            add("cold-fork p50 <= warm p50 + 10 ms", fork["p50_ms"], warm["p50_ms"] + 10,
-                fork["p50_ms"] <= warm["p50_ms"] + 10)
-            add("cold-fork p95 <= warm p95 + 25 ms", fork["p95_ms"], warm["p95_ms"] + 25,
-                fork["p95_ms"] <= warm["p95_ms"] + 25)
-            add("cold-fork CPU <= 20 ms/task", fork["cpu_ms_per_task"], 20, fork["cpu_ms_per_task"] <= 20)
-        else:
-            add("cold-fork p50 <= 1.2 x warm p50", fork["p50_ms"], 1.2 * warm["p50_ms"],
-                fork["p50_ms"] <= 1.2 * warm["p50_ms"])
-    if fork and spawn and mode == "trivial":
-        speedup = spawn["p50_ms"] / fork["p50_ms"] if fork["p50_ms"] > 0 else math.inf
-        add("cold-fork >= 50x faster than cold-spawn (p50)", speedup, 50, speedup >= 50, unit="x")
-    return checks
-
-
 def machine_info() -> dict:
     return {
         "cpus": os.cpu_count(),
@@ -386,28 +299,6 @@ NO_WARMUP = "cold-fork-nowarmup"  # the declared warm-up removed
 WITH_WARMUP = "cold-fork+warmup"  # none declared: a candidate from the study's first task
 
 
-def _copy_bundle(source: Path, bundles_dir: Path, name: str, manifest: dict, warmup) -> None:
-    """`source` as bundle `name` under `bundles_dir`, its bundle.json declaring `warmup`."""
-    target = bundles_dir / name
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git"))
-    data = {k: v for k, v in manifest.items() if k != "warmup"}
-    if warmup:
-        data["warmup"] = warmup
-    (target / MANIFEST).write_text(json.dumps({**data, "name": name}))
-
-
-def load_bench_study(bundle_dir: Path, study_path: Path | None, manifest: dict):
-    """The study whose tasks the bench cycles through: --study, else DIR/study.json, else one
-    task with empty params (seeds still vary per task)."""
-    from modelops.study import Study
-
-    if study_path is None and (bundle_dir / "study.json").is_file():
-        study_path = bundle_dir / "study.json"
-    if study_path is not None:
-        return Study.load(study_path), str(study_path)
-    return Study(name="bench", bundle=manifest["name"], parameters=[{}], replicates=1000), None
-
-
 def run_bundle_bench(
     bundle_dir: Path,
     study_path: Path | None = None,
@@ -419,6 +310,7 @@ def run_bundle_bench(
     rounds: int = 3,
     compare_warmup: bool = True,
     progress=None,
+    targets: Targets = Targets(),
 ) -> dict:
     """A user's bundle under every executor side by side, through WorkerRuntime as workers run
     it, with cold fork both with and without the bundle's warm-up (`compare_warmup`). When the
@@ -449,9 +341,9 @@ def run_bundle_bench(
     failures: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="modelops-bench-") as tmp:
         bundles_dir = Path(tmp)
-        _copy_bundle(bundle_dir, bundles_dir, name, manifest, declared)
+        copy_bundle(bundle_dir, bundles_dir, name, manifest, declared)
         if extra:
-            _copy_bundle(bundle_dir, bundles_dir, variants[extra].bundle, manifest, extra_warmup)
+            copy_bundle(bundle_dir, bundles_dir, variants[extra].bundle, manifest, extra_warmup)
         rounds = max(1, min(rounds, max(counts.values())))
         for concurrency in concurrencies:
             measured = measure_concurrency(
@@ -490,75 +382,9 @@ def run_bundle_bench(
         "rounds": rounds,
         "executors": by_concurrency[str(concurrencies[0])],
         "by_concurrency": by_concurrency,
-        "targets": {c: check_targets(row, "bundle") for c, row in by_concurrency.items()},
+        "targets": {c: check_targets(row, "bundle", targets) for c, row in by_concurrency.items()},
         "failures": failures,
         "machine": machine_info(),
     }
 
 
-# ---- output ----------------------------------------------------------------------------
-COLUMNS = (
-    ("executor", "{:<20}", None),
-    ("tasks", "{:>6}", "tasks"),
-    ("first ms", "{:>10.1f}", "first_task_ms"),
-    ("p50 ms", "{:>9.2f}", "p50_ms"),
-    ("p95 ms", "{:>9.2f}", "p95_ms"),
-    ("CPU ms/task", "{:>12.2f}", "cpu_ms_per_task"),
-    ("tasks/s", "{:>9.1f}", "tasks_per_s"),
-    ("p50 vs warm", "{:>12}", "overhead_vs_warm_p50_ms"),
-    ("x warm", "{:>8}", "p50_vs_warm_x"),
-)
-
-
-def format_table(result: dict) -> str:
-    if result["mode"] == "bundle":
-        lines = [
-            f"mops bench: bundle {result['bundle_name']!r} ({result['bundle']}) entrypoint={result['entrypoint']} "
-            f"study={result['study'] or '(none: empty params)'} ({result['study_tasks']} tasks, cycled)",
-            f"  tasks={result['tasks']} (cold-spawn {result['spawn_tasks']}) rounds={result['rounds']} "
-            f"gap={result['gap_ms']:g} ms cpus={result['machine']['cpus']} load={result['machine']['load_avg_1m']}",
-            f"  declared warm-up: {result['warmup']}",
-            *(f"  {label}: {what}" for label, what in result["warmup_columns"].items()),
-            "  first ms = the first task of each column (pool or zygote start, imports, warm-up)",
-        ]
-    else:
-        lines = [
-            f"mops bench: mode={result['mode']} heavy modules={','.join(result['heavy_modules']) or '(none)'} "
-            f"tasks={result['tasks']} (cold-spawn {result['spawn_tasks']}) rounds={result['rounds']} "
-            f"gap={result['gap_ms']:g} ms "
-            f"cpus={result['machine']['cpus']} load={result['machine']['load_avg_1m']}",
-        ]
-    header = "".join(
-        fmt.replace(".1f", "").replace(".2f", "").format(title) for title, fmt, _ in COLUMNS
-    )
-    for concurrency, row in result["by_concurrency"].items():
-        lines += ["", f"concurrency {concurrency}", header]
-        for name, stats in row.items():
-            cells = []
-            for title, fmt, key in COLUMNS:
-                if key is None:
-                    cells.append(fmt.format(name))
-                elif key == "overhead_vs_warm_p50_ms":
-                    value = stats.get(key)
-                    cells.append(fmt.format("-" if value is None else f"{value:+.2f} ms"))
-                elif key == "p50_vs_warm_x":
-                    value = stats.get(key)
-                    cells.append(fmt.format("-" if value is None else f"{value:.2f}x"))
-                else:
-                    cells.append(fmt.format(stats[key]))
-            lines.append("".join(cells))
-        effect = result.get("warmup_effect", {}).get(concurrency)
-        if effect:
-            lines.append(
-                f"  warm-up: cold-fork p50 {effect['p50_with_ms']:.2f} ms with it, {effect['p50_without_ms']:.2f} ms "
-                f"without: it saves {effect['saves_ms_per_task']:+.2f} ms per task"
-            )
-        for check in result["targets"].get(concurrency, []):
-            unit = check["unit"]
-            lines.append(
-                f"  {'MET    ' if check['met'] else 'NOT MET'} {check['target']}: "
-                f"{check['value']:.2f}{unit if unit == 'x' else ' ' + unit} (limit {check['limit']:.2f})"
-            )
-    for where, errors in result["failures"].items():
-        lines.append(f"FAILED tasks in {where}: {errors[0]}")
-    return "\n".join(lines)

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import click
 
-from modelops.benchmark.runner import DEFAULT_HEAVY, EXECUTORS, MODES, format_table, run_bench, run_bundle_bench
+from modelops.benchmark.bench_bundle import DEFAULT_HEAVY, MODES
+from modelops.benchmark.report import format_table
+from modelops.benchmark.runner import EXECUTORS, run_bench, run_bundle_bench
+from modelops.benchmark.targets import target_options
 from modelops.bundles.bundle import BundleError
 from modelops.study import StudyError
 
@@ -45,9 +48,10 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--warmup-compare/--no-warmup-compare", default=True, show_default=True,
               help="With --bundle: add a cold-fork column without the declared warm-up (or, when none "
                    "is declared, with a candidate warm-up running the study's first task).")
+@target_options
 @click.pass_context
 def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names, gap_ms, rounds, json_path,
-          bundle_dir, study_path, warmup_compare) -> None:
+          bundle_dir, study_path, warmup_compare, targets) -> None:
     """Benchmark executors side by side: p50/p95 wall, CPU per task, tasks/s, ratio to warm.
 
     Without --bundle: the built-in bench model (--mode). With --bundle DIR: your own bundle."""
@@ -77,7 +81,7 @@ def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_
             result = run_bundle_bench(
                 bundle_dir, study_path, n_tasks=n_tasks, spawn_tasks=spawn_tasks, concurrencies=concurrencies,
                 executors=executors, gap_ms=gap_ms, rounds=rounds, compare_warmup=warmup_compare,
-                progress=lambda message: click.echo(f"... {message}", err=True),
+                progress=lambda message: click.echo(f"... {message}", err=True), targets=targets,
             )
         except (BundleError, StudyError) as exc:
             raise click.ClickException(str(exc)) from None
@@ -93,6 +97,7 @@ def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_
         gap_ms=gap_ms,
         rounds=rounds,
         progress=lambda message: click.echo(f"... {message}", err=True),
+        targets=targets,
     )
     _report(result, json_path)
 
