@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -73,14 +74,23 @@ class Study(BaseModel):
         return int.from_bytes(digest[:4], "big")
 
     def tasks(self, bundle_digest: str, entrypoint: str) -> list[Task]:
-        return [
-            Task(
-                bundle=self.bundle,
-                bundle_digest=bundle_digest,
-                entrypoint=self.entrypoint or entrypoint,
-                params=params,
-                seed=self.replicate_seed(r),
-            )
-            for params in self.parameters
-            for r in range(self.replicates)
-        ]
+        return list(self.iter_tasks(bundle_digest, entrypoint))
+
+    def task_count(self) -> int:
+        """Tasks the study expands into (parameter sets x replicates)."""
+        return len(self.parameters) * self.replicates
+
+    def iter_tasks(self, bundle_digest: str, entrypoint: str) -> Iterator[Task]:
+        """The tasks one at a time, so a 10^6-task study is never all in memory. The study's own
+        validation (scalar, finite params; seeds in range by derivation) holds for every task, so
+        each parameter set is checked once, as the first replicate's Task, and the replicates
+        reuse it; the seeds are derived once per study, not once per task."""
+        seeds = [self.replicate_seed(r) for r in range(self.replicates)]
+        entrypoint = self.entrypoint or entrypoint
+        for params in self.parameters:
+            first = Task(bundle=self.bundle, bundle_digest=bundle_digest, entrypoint=entrypoint,
+                         params=params, seed=seeds[0])
+            yield first
+            for seed in seeds[1:]:
+                yield Task.model_construct(bundle=first.bundle, bundle_digest=first.bundle_digest,
+                                           entrypoint=first.entrypoint, params=first.params, seed=seed)

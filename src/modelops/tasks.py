@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -52,14 +53,21 @@ class Task(BaseModel):
                 raise ValueError(f"param {name!r}={value!r} is not finite")
         return params
 
-    @property
+    @cached_property
     def task_id(self) -> str:
+        """Computed once per task (a study of 10^5 tasks asks for it several times each)."""
         payload = json.dumps(
             [self.bundle_digest, self.entrypoint, self.params, self.seed],
             sort_keys=True,
             separators=(",", ":"),
         )
         return "sim-" + hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Task:
+        """A copy never inherits the cached task_id: an updated field means a different task."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("task_id", None)
+        return copy
 
 
 class TaskError(BaseModel):

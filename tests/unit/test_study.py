@@ -96,3 +96,24 @@ def test_explicit_seeds_outside_the_range_are_rejected_naming_field_and_range(ba
         Study.load(path)
     with pytest.raises(ValueError, match=rf"seed={bad} is invalid: allowed an integer in \[0, 2\*\*32\)"):
         Task(bundle="b", bundle_digest=DIGEST, entrypoint="m:f", params={}, seed=bad)
+
+
+def test_iter_tasks_is_lazy_and_gives_the_same_tasks_as_full_validation():
+    """Replicates reuse their parameter set's validated Task: same fields, same ids as Task(...)."""
+    study = Study.load(EXAMPLE)
+    tasks = study.iter_tasks(DIGEST, "m:f")
+    assert iter(tasks) is tasks  # a generator: a 10^6-task study is never a list
+    tasks = list(tasks)
+    assert len(tasks) == study.task_count() == len(study.parameters) * study.replicates
+    for task in tasks:
+        validated = Task(**task.model_dump())
+        assert validated == task and validated.task_id == task.task_id
+
+
+def test_a_copied_task_never_keeps_the_cached_task_id():
+    task = Study.load(EXAMPLE).tasks(DIGEST, "m:f")[0]
+    cached = task.task_id
+    moved = task.model_copy(update={"seed": task.seed + 1})
+    assert moved.task_id != cached
+    assert moved.task_id == Task(**{**task.model_dump(), "seed": task.seed + 1}).task_id
+    assert task.task_id == cached and task.model_copy().task_id == cached

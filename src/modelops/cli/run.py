@@ -103,9 +103,6 @@ def _start_local(study_path, workers, threads, executor, cold_start, bundles_dir
 def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight, wait_workers: float) -> None:
     from distributed import Client
 
-    from modelops.services.dask_simulation import DaskSimulationService
-    from modelops.services.results_file import ResultsFile
-
     started = time.perf_counter()
     try:
         client = Client(scheduler, timeout=60)
@@ -119,54 +116,101 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight
                 f"no worker connected to {scheduler} within {wait_workers:g} s "
                 "(check the workers' logs: a worker with an invalid environment exits at start)"
             ) from None
-        service = DaskSimulationService(client)
-        runtimes = service.worker_runtime()
-        if mismatch := service.version_mismatch(runtimes):
-            click.echo(f"WARNING: {mismatch}", err=True)  # once, before the study
-        requirement = study.requires
-        if requirement:
-            try:
-                service.check_requirement(requirement)
-            except NoWorkerForRequirement as exc:
-                raise click.ClickException(f"study {study.name!r}: {exc}") from None
-        try:
-            bundle = service.resolve_bundle(study.bundle, requirement)
-        except BundleError as exc:
-            raise click.ClickException(f"study {study.name!r}: {exc}") from None
-        tasks = study.tasks(bundle["digest"], bundle["entrypoint"])
-        results_file = ResultsFile(output) if output else None
-        skipped = 0
-        if results_file:
-            done = results_file.completed_task_ids() if resume else set()
-            skipped = sum(1 for t in tasks if t.task_id in done)
-            tasks = [t for t in tasks if t.task_id not in done]
-            results_file.open(truncate=not resume)
-        click.echo(f"Study {study.name!r}: {len(tasks)} tasks on {len(runtimes)} worker(s), "
-                   f"bundle {bundle['name']} {bundle['digest'][:19]}" + (f", {skipped} already done" if skipped else ""))
-        try:
-            results = service.run(
-                tasks,
-                max_in_flight=max_in_flight,
-                on_result=results_file.append if results_file else None,
-                progress=True,
-                requirement=requirement,
-            )
-        finally:
-            if results_file:
-                results_file.close()
-        runtimes = {**runtimes, **service.worker_runtime()}  # fallbacks happen during the study
+        summary, runtimes = run_study_on(client, study, output, resume, max_in_flight)
     wall = time.perf_counter() - started
-    _print_summary(results, runtimes, wall)
-    if any(not r.ok for r in results):
+    _print_summary(summary, runtimes, wall)
+    if summary.failed:
         sys.exit(1)
 
 
-def _print_summary(results, runtimes: dict, wall: float) -> None:
-    ok = sum(r.ok for r in results)
-    # PIDs are per PID namespace (one per pod): only (worker, PID) pairs identify a process
-    pairs = {(r.provenance.worker, r.provenance.pid) for r in results if r.provenance.pid}
+def run_study_on(client, study: Study, output, resume: bool, max_in_flight, progress: bool = True,
+                 count_attempts: bool = True):
+    """The study on a connected client, as `mops run` does it (the throughput benchmark times this).
+
+    Memory stays bounded in the study's size: tasks are generated as they are submitted, results
+    go to the file in batches and into a running Summary, and no list of either is kept."""
+    from modelops.services.dask_simulation import DaskSimulationService
+    from modelops.services.results_file import ResultsFile
+
+    service = DaskSimulationService(client)
+    runtimes = service.worker_runtime()
+    if mismatch := service.version_mismatch(runtimes):
+        click.echo(f"WARNING: {mismatch}", err=True)  # once, before the study
+    requirement = study.requires
+    if requirement:
+        try:
+            service.check_requirement(requirement)
+        except NoWorkerForRequirement as exc:
+            raise click.ClickException(f"study {study.name!r}: {exc}") from None
+    try:
+        bundle = service.resolve_bundle(study.bundle, requirement)
+    except BundleError as exc:
+        raise click.ClickException(f"study {study.name!r}: {exc}") from None
+    digest, entrypoint = bundle["digest"], bundle["entrypoint"]
+    tasks = study.iter_tasks(digest, entrypoint)
+    n_tasks, skipped = study.task_count(), 0
+    results_file = ResultsFile(output) if output else None
+    if results_file:
+        done = results_file.completed_task_ids() if resume else set()
+        if done:
+            skipped = sum(1 for t in study.iter_tasks(digest, entrypoint) if t.task_id in done)
+            n_tasks -= skipped
+            tasks = (t for t in tasks if t.task_id not in done)
+        results_file.open(truncate=not resume)
+    click.echo(f"Study {study.name!r}: {n_tasks} tasks on {len(runtimes)} worker(s), "
+               f"bundle {bundle['name']} {digest[:19]}" + (f", {skipped} already done" if skipped else ""))
+    summary = Summary()
+    try:
+        for completed in service.stream(tasks, max_in_flight=max_in_flight, progress=n_tasks if progress else False,
+                                        requirement=requirement, count_attempts=count_attempts):
+            if results_file:
+                results_file.add(completed.record)
+                if completed.batch_end:  # never hold a finished result while waiting for the next
+                    results_file.flush()
+            summary.add(completed.result)
+    finally:
+        if results_file:
+            results_file.close()
+    runtimes = {**runtimes, **service.worker_runtime()}  # fallbacks happen during the study
+    return summary, runtimes
+
+
+class Summary:
+    """What `mops run` prints at the end, counted as results arrive (no list of results kept)."""
+
+    def __init__(self, results=()):
+        self.total = self.succeeded = 0
+        self.by_executor: Counter = Counter()
+        self.by_start: Counter = Counter()
+        self.pairs: set[tuple[str, int]] = set()  # (worker, PID): PIDs are per PID namespace (pod)
+        self.failures: list[str] = []
+        for result in results:
+            self.add(result)
+
+    @property
+    def failed(self) -> int:
+        return self.total - self.succeeded
+
+    def add(self, r) -> None:
+        self.total += 1
+        self.succeeded += r.ok
+        p = r.provenance
+        self.by_executor[p.executor] += 1
+        if p.cold_start:
+            self.by_start[p.cold_start] += 1
+        if p.pid:
+            self.pairs.add((sys.intern(p.worker), p.pid))
+        if not r.ok:
+            self.failures.append(f"FAILED {r.task_id} params={r.params} seed={r.seed}: "
+                                 f"{r.error.kind}: {r.error.type}: {r.error.message}")
+
+
+def _print_summary(summary, runtimes: dict, wall: float) -> None:
+    if not isinstance(summary, Summary):
+        summary = Summary(summary)
     click.echo("")
-    click.echo(f"tasks: {len(results)}  succeeded: {ok}  failed: {len(results) - ok}  wall time: {wall:.2f} s")
+    click.echo(f"tasks: {summary.total}  succeeded: {summary.succeeded}  failed: {summary.failed}  "
+               f"wall time: {wall:.2f} s")
     for address, info in sorted(runtimes.items()):
         executor = info.get("executor") or f"NONE ({info.get('error')})"
         cold = f" ({info['cold_start']})" if info.get("cold_start") else ""
@@ -174,16 +218,12 @@ def _print_summary(results, runtimes: dict, wall: float) -> None:
         for bundle, fallback in sorted((info.get("spawn_fallbacks") or {}).items()):
             click.echo(f"  bundle {bundle} served by spawn instead of fork ({fallback['tasks']} task(s)): "
                        f"{fallback['reason']}")
-    by_executor = Counter(r.provenance.executor for r in results)
-    click.echo(f"tasks per executor: {dict(by_executor)}")
-    by_start = Counter(r.provenance.cold_start for r in results if r.provenance.cold_start)
-    if by_start:
-        click.echo(f"cold tasks per start method (as really started): {dict(by_start)}")
-    click.echo(f"distinct child PIDs, counted as (worker, PID) pairs: {len(pairs)} for {len(results)} tasks")
-    for r in results:
-        if not r.ok:
-            click.echo(f"FAILED {r.task_id} params={r.params} seed={r.seed}: "
-                       f"{r.error.kind}: {r.error.type}: {r.error.message}", err=True)
+    click.echo(f"tasks per executor: {dict(summary.by_executor)}")
+    if summary.by_start:
+        click.echo(f"cold tasks per start method (as really started): {dict(summary.by_start)}")
+    click.echo(f"distinct child PIDs, counted as (worker, PID) pairs: {len(summary.pairs)} for {summary.total} tasks")
+    for line in summary.failures:
+        click.echo(line, err=True)
 
 
 def _print_worker_log_lines(cluster) -> None:

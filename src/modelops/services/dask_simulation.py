@@ -8,8 +8,11 @@ churn it on every worker). It keeps a bounded number of tasks in flight.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import CancelledError
+from typing import NamedTuple
 
 from distributed import Client, as_completed
 
@@ -75,8 +78,17 @@ class DaskSimulationService:
         """One task, keyed by its task_id. `submission` names the run whose starts are counted
         (provenance `attempt`); `requirement` restricts it to workers that provide it."""
         return self.client.submit(
-            run_task, task.model_dump(mode="json"), submission, key=task.task_id, pure=False,
+            run_task, wire(task), submission, key=task.task_id, pure=False,
             resources=requirement.resources() if requirement else None,
+        )
+
+    def submit_many(self, tasks: list[Task], submission: str | None = None,
+                    requirement: Requirement | None = None) -> list:
+        """Many tasks in one `client.map` (one message to the scheduler, not one per task), each keyed
+        by its task_id."""
+        return self.client.map(
+            run_task, [wire(t) for t in tasks], submission=submission, key=[t.task_id for t in tasks],
+            pure=False, resources=requirement.resources() if requirement else None,
         )
 
     def run(
@@ -90,48 +102,135 @@ class DaskSimulationService:
         """Run tasks with at most `max_in_flight` submitted at once; results in completion order.
         With a `requirement` (executor and/or worker group), tasks run only on workers whose own
         environment provides it (workers joining later included); none connected: an error at once."""
+        results: list[TaskResult] = []
+        for done in self.stream(tasks, max_in_flight, progress, requirement):
+            results.append(done.result)
+            if on_result:
+                on_result(done.result)
+        return results
+
+    def stream(
+        self,
+        tasks: Iterable[Task],
+        max_in_flight: int | None = None,
+        progress: bool | int = False,
+        requirement: Requirement | None = None,
+        count_attempts: bool = True,
+    ) -> Iterator[Completed]:
+        """Results as they complete, holding only the tasks in flight: a 10^6-task study runs in
+        bounded client memory when `tasks` is an iterator and the caller keeps no list of results.
+
+        Tasks go out in batches (one `client.map` each) whenever a quarter of the in-flight bound
+        is free; duplicates (same task_id) run once. `progress`: True or the number of tasks
+        expected, for a progress bar updated once per completed batch. `count_attempts=False`
+        leaves provenance `attempt` None: the worker then skips its two scheduler round trips per
+        task that count starts (see the README's throughput table for what they cost)."""
         if requirement:
             self.check_requirement(requirement)
         if not self._versions_checked and (message := self.version_mismatch()):
             logger.warning(message)
-        unique: dict[str, Task] = {}
-        for task in tasks:
-            unique.setdefault(task.task_id, task)
-        pending = iter(unique.values())
         limit = max_in_flight or self.default_in_flight()
-        bar = None
-        if progress:
-            from tqdm import tqdm
+        refill = max(1, limit // REFILL_FRACTION)
+        submission = uuid.uuid4().hex if count_attempts else None
+        pending = iter(tasks)
+        seen: set[str] = set()
+        in_flight: dict[str, Task] = {}
+        queue = as_completed()
 
-            bar = tqdm(total=len(unique), unit="task", desc="tasks")
-        results: list[TaskResult] = []
-        submission = uuid.uuid4().hex
-        self._run(unique, pending, limit, submission, requirement, results, on_result, bar)
-        # the scheduler keeps one start count per task of this run: drop them with the run
-        self.client.set_metadata([ATTEMPTS, submission], None)
-        if bar:
-            bar.close()
-        return results
+        def top_up() -> None:
+            batch = []
+            for task in pending:
+                if task.task_id in seen:
+                    continue
+                seen.add(task.task_id)
+                in_flight[task.task_id] = task
+                batch.append(task)
+                if len(in_flight) >= limit:
+                    break
+            if batch:
+                queue.update(self.submit_many(batch, submission, requirement))
 
-    def _run(self, unique, pending, limit, submission, requirement, results, on_result, bar) -> None:
-        first = [self.submit(t, submission, requirement) for _, t in zip(range(limit), pending)]
-        queue = as_completed(first, with_results=True, raise_errors=False)
-        for future, payload in queue:
-            if future.status != "finished":
-                # an erred future: as_completed(raise_errors=False) gives (type, exception, traceback)
-                exc = payload[1] if isinstance(payload, tuple) and len(payload) == 3 else payload
-                result = task_error_result(unique[future.key], exc)
+        bar = _progress_bar(progress)
+        try:
+            top_up()
+            while in_flight:
+                futures = self._next_results(queue, min(refill, len(in_flight)))
+                finished = [f for f in futures if f.status == "finished"]
+                payloads = dict(zip((f.key for f in finished), self.client.gather(finished))) if finished else {}
+                last = futures[-1]
+                for future in futures:
+                    task = in_flight.pop(future.key)
+                    if future.key in payloads:
+                        record = payloads[future.key]
+                        yield Completed(TaskResult.model_validate(record), record, future is last)
+                    else:
+                        result = task_error_result(task, _future_exception(future))
+                        yield Completed(result, result.model_dump(mode="json"), future is last)
+                    future.release()
+                if bar is not None:
+                    bar.update(len(futures))
+                if limit - len(in_flight) >= refill:
+                    top_up()
+        finally:
+            if bar is not None:
+                bar.close()
+            if submission:  # the scheduler keeps one start count per task of this run: drop them with it
+                self.client.set_metadata([ATTEMPTS, submission], None)
+
+
+    @staticmethod
+    def _next_results(queue, wanted: int) -> list:
+        """Completed futures: block for the first, then collect up to `wanted` for at most
+        GATHER_WINDOW_S, so results come back in one gather per batch instead of one per task
+        (the round trip per result, not the result, is what costs for ms-long tasks)."""
+        futures = queue.next_batch(block=True)
+        deadline = time.monotonic() + GATHER_WINDOW_S
+        while len(futures) < wanted and time.monotonic() < deadline:
+            if queue.has_ready():
+                futures += queue.next_batch(block=False)
             else:
-                result = TaskResult.model_validate(payload)
-            results.append(result)
-            future.release()
-            if on_result:
-                on_result(result)
-            if bar:
-                bar.update(1)
-            following = next(pending, None)
-            if following is not None:
-                queue.add(self.submit(following, submission, requirement))
+                time.sleep(GATHER_POLL_S)
+        return futures
+
+
+# Submit again once this fraction of the in-flight bound is free: batches of limit/4 tasks keep
+# the workers fed (3/4 of the bound still queued) with one scheduler message per batch.
+REFILL_FRACTION = 4
+# Results are collected for up to this long (or until a refill's worth is ready) before one gather;
+# a result of a long task is never delayed more than this.
+GATHER_WINDOW_S = 0.25
+GATHER_POLL_S = 0.005
+
+
+class Completed(NamedTuple):
+    """One finished task: the validated result, and the same as the JSON-mode dict the worker sent
+    (what a results file stores, so it is not dumped again)."""
+
+    result: TaskResult
+    record: dict
+    batch_end: bool  # the last of the results that arrived together: a writer's moment to flush
+
+
+def wire(task: Task) -> dict:
+    """The task as run_task receives it (JSON-mode fields; the worker validates it)."""
+    return {"bundle": task.bundle, "bundle_digest": task.bundle_digest, "entrypoint": task.entrypoint,
+            "params": task.params, "seed": task.seed}
+
+
+def _future_exception(future) -> BaseException:
+    """Why a future did not finish: its exception, or a cancellation (e.g. the scheduler lost it)."""
+    if future.status == "error":
+        return future.exception()
+    return CancelledError(f"Dask future {future.key} ended {future.status!r} without a result")
+
+
+def _progress_bar(progress: bool | int):
+    if progress is False:
+        return None
+    from tqdm import tqdm
+
+    total = None if progress is True else int(progress)
+    return tqdm(total=total, unit="task", desc="tasks", mininterval=0.5)
 
 
 def task_error_result(task: Task, exc: BaseException) -> TaskResult:

@@ -1,0 +1,322 @@
+"""Study throughput: `mops run` against plain Dask `client.map` of the same entrypoint.
+
+For short tasks the path around the executor (submission, validation, results file, progress)
+sets the pace, so this times whole studies, not single executor calls. Per executor it starts one
+real local cluster (the executor comes from the workers' environment, as in a pod) and, in the same
+rounds on that cluster, runs the study's tasks (a) as plain `client.map` of the bundle's entrypoint
+and (b) through `mops run`'s own code path (`run_study_on`, results file included). Ratios are taken
+within a round, so load drifting on the machine hits both alike; the medians over rounds are kept.
+
+It also reports client CPU per task, client and scheduler peak RSS (VmHWM, reset before each run
+through /proc/PID/clear_refs), and one extra profiled `mops run` pass: cProfile in the client's main
+thread and in its event-loop thread (where distributed (de)serialises and talks to the scheduler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import importlib
+import math
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from modelops.routing import Requirement
+from modelops.study import Study, StudyError
+
+# bench name -> the workers' environment (the names `mops bench` uses for executors)
+EXECUTOR_ENVS = {
+    "direct": {"MODELOPS_EXECUTOR_TYPE": "direct"},
+    "isolated_warm": {"MODELOPS_EXECUTOR_TYPE": "isolated_warm"},
+    "cold-fork": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"},
+}
+DEFAULT_TASKS = 1000
+DEFAULT_ROUNDS = 3
+PROFILE_TOP = 15
+# Blocking waits, not work: left out of the profile's top list (their time is idle time).
+WAITS = ("<method 'acquire' of '_thread.lock' objects>", "<method 'poll' of 'select.epoll' objects>",
+         "<built-in method time.sleep>", "<method 'wait' of")
+# Issue 15's targets: mops run tasks/s as a fraction of plain Dask's on the same cluster.
+TARGET_RATIO = {"direct": 0.9, "isolated_warm": 0.8}
+
+
+class ThroughputError(ValueError):
+    """A throughput benchmark that cannot run as asked; names the option and the value."""
+
+
+# -- what plain Dask runs on a worker -------------------------------------------------------
+_entrypoints: dict[tuple[str, str], Callable] = {}
+
+
+def call_entrypoint(params: dict, seed: int, bundle_dir: str, entrypoint: str):
+    """Plain Dask's task: the bundle's `simulate(params, seed)` in the worker process, imported once."""
+    fn = _entrypoints.get((bundle_dir, entrypoint))
+    if fn is None:
+        module, _, name = entrypoint.partition(":")
+        if bundle_dir not in sys.path:
+            sys.path.insert(0, bundle_dir)
+        fn = _entrypoints[(bundle_dir, entrypoint)] = getattr(importlib.import_module(module), name)
+    return fn(params, seed)
+
+
+# -- process memory -------------------------------------------------------------------------
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"VmHWM not found for PID {pid}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Make VmHWM start again from the current RSS (Linux: '5' to clear_refs)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+# -- the two paths --------------------------------------------------------------------------
+def expand(study: Study, n_tasks: int | None) -> Study:
+    """The study with enough replicates for at least n_tasks tasks, restrictions dropped (the
+    bench cluster has one executor and no groups)."""
+    update: dict = {"requires": Requirement()}
+    if n_tasks:
+        update["replicates"] = math.ceil(n_tasks / len(study.parameters))
+    return study.model_copy(update=update)
+
+
+def run_plain(client, study: Study, bundle_dir: str, entrypoint: str) -> int:
+    params = [p for p in study.parameters for _ in range(study.replicates)]
+    seeds = [study.replicate_seed(r) for _ in study.parameters for r in range(study.replicates)]
+    futures = client.map(call_entrypoint, params, seeds, bundle_dir=bundle_dir, entrypoint=entrypoint, pure=False)
+    results = client.gather(futures)
+    del futures
+    return len(results)
+
+
+def run_mops(client, study: Study, output: Path, count_attempts: bool = True) -> int:
+    from modelops.cli.run import run_study_on
+
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        summary, _ = run_study_on(client, study, str(output), resume=False, max_in_flight=None, progress=True,
+                                  count_attempts=count_attempts)
+    if summary.failed:
+        raise RuntimeError(f"{summary.failed} task(s) of the throughput study failed: {summary.failures[:3]}")
+    with output.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def measure(run: Callable[[], int], scheduler_pid: int) -> dict:
+    me = os.getpid()
+    reset_peak_rss(me)
+    reset_peak_rss(scheduler_pid)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    done = run()
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return {
+        "tasks": done,
+        "wall_s": wall,
+        "tasks_per_s": done / wall,
+        "client_cpu_ms_per_task": 1000 * cpu / done,
+        "client_peak_rss_mib": peak_rss_mib(me),
+        "scheduler_peak_rss_mib": peak_rss_mib(scheduler_pid),
+    }
+
+
+def profile(client, run: Callable[[], int], top: int = PROFILE_TOP) -> dict:
+    """cProfile of the client's main thread and its event-loop thread during one run (CPU time)."""
+    from distributed.utils import sync
+
+    # thread CPU time, not wall time: on a loaded machine wall time counts waiting for a core
+    main, loop = cProfile.Profile(time.thread_time), cProfile.Profile(time.thread_time)
+
+    async def enable():
+        loop.enable()
+
+    async def disable():
+        loop.disable()
+
+    sync(client.loop, enable)
+    main_cpu0, cpu0 = time.thread_time(), time.process_time()
+    main.enable()
+    try:
+        done = run()
+    finally:
+        main.disable()
+        sync(client.loop, disable)
+    main_cpu, cpu = time.thread_time() - main_cpu0, time.process_time() - cpu0
+    stats = pstats.Stats(main)
+    stats.add(loop)
+    rows = []
+    for (filename, line, name), (_, calls, tottime, cumtime, _) in stats.stats.items():
+        if any(name.startswith(w) for w in WAITS):
+            continue
+        rows.append({
+            "function": f"{_short(filename)}:{line}({name})",
+            "calls": calls,
+            "tottime_us_per_task": 1e6 * tottime / done,
+            "cumtime_us_per_task": 1e6 * cumtime / done,
+        })
+    rows.sort(key=lambda r: r["tottime_us_per_task"], reverse=True)
+    return {
+        "tasks": done,
+        "main_thread_cpu_ms_per_task": 1000 * main_cpu / done,
+        "other_threads_cpu_ms_per_task": 1000 * (cpu - main_cpu) / done,
+        "top_tottime": rows[:top],
+    }
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "src/", f"lib/python{sys.version_info[0]}.{sys.version_info[1]}/"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+# -- the benchmark --------------------------------------------------------------------------
+def run_throughput(
+    study_path: Path,
+    n_tasks: int | None = DEFAULT_TASKS,
+    executors: tuple[str, ...] = tuple(EXECUTOR_ENVS),
+    rounds: int = DEFAULT_ROUNDS,
+    workers: int = 2,
+    threads: int = 1,
+    bundles_dir: Path | None = None,
+    with_profile: bool = True,
+    progress: Callable[[str], None] = lambda message: None,
+) -> dict:
+    from distributed import Client
+
+    from modelops.local_cluster import LocalProcessCluster
+    from modelops.services.dask_simulation import DaskSimulationService
+
+    unknown = [e for e in executors if e not in EXECUTOR_ENVS]
+    if unknown or not executors:
+        raise ThroughputError(f"executors {list(executors)}: unknown {unknown}; allowed: {', '.join(EXECUTOR_ENVS)}")
+    study = expand(Study.load(study_path), n_tasks)
+    bundles_dir = Path(bundles_dir or Path(study_path).resolve().parent.parent).resolve()
+    bundle_dir = bundles_dir / study.bundle
+    if not (bundle_dir / "bundle.json").is_file():
+        raise ThroughputError(f"study bundle {study.bundle!r}: no {bundle_dir}/bundle.json (plain Dask imports the "
+                              "bundle from its directory, so the throughput bench needs a file bundle)")
+    out: dict = {
+        "study": str(study_path), "tasks": len(study.parameters) * study.replicates, "workers": workers,
+        "threads": threads, "rounds": rounds, "executors": {},
+    }
+    for name in executors:
+        env = {**EXECUTOR_ENVS[name], "MODELOPS_BUNDLES_DIR": str(bundles_dir)}
+        progress(f"{name}: starting a local cluster ({workers} worker(s) x {threads} thread(s))")
+        with tempfile.TemporaryDirectory(prefix="mops-throughput-") as tmp, LocalProcessCluster(
+            n_workers=workers, nthreads=threads, env=env, log_dir=Path(tmp) / "logs"
+        ) as cluster, Client(cluster.address) as client:
+            entrypoint = study.entrypoint or DaskSimulationService(client).resolve_bundle(study.bundle)["entrypoint"]
+            output = Path(tmp) / "results.jsonl"
+            plain = lambda s=study: run_plain(client, s, str(bundle_dir), entrypoint)  # noqa: E731
+            mops = lambda s=study: run_mops(client, s, output)  # noqa: E731
+            mops_uncounted = lambda s=study: run_mops(client, s, output, count_attempts=False)  # noqa: E731
+            warm = study.model_copy(update={"replicates": 1})
+            run_plain(client, warm, str(bundle_dir), entrypoint)  # imports, pools and zygotes started
+            run_mops(client, warm, output)
+            paths = {"plain_dask": plain, "mops_run": mops, "mops_run_no_attempts": mops_uncounted}
+            runs: dict[str, list[dict]] = {path: [] for path in paths}
+            for r in range(rounds):
+                for path, run in paths.items():
+                    runs[path].append(measure(run, cluster.scheduler.pid))
+                progress(f"{name} round {r + 1}/{rounds}: " + ", ".join(
+                    f"{path} {samples[-1]['tasks_per_s']:.0f} tasks/s" for path, samples in runs.items()))
+            row = {path: _median(samples) for path, samples in runs.items()}
+            for path in paths:
+                row[path]["ratio_vs_plain"] = statistics.median(
+                    m["tasks_per_s"] / p["tasks_per_s"] for p, m in zip(runs["plain_dask"], runs[path])
+                )
+            row["ratio_vs_plain"] = row["mops_run"]["ratio_vs_plain"]
+            row["rounds"] = runs
+            if with_profile:
+                progress(f"{name}: one profiled mops run")
+                row["profile"] = profile(client, mops)
+            out["executors"][name] = row
+    out["targets"] = targets(out)
+    return out
+
+
+PATH_LABELS = {"plain_dask": "plain Dask client.map", "mops_run": "mops run",
+               "mops_run_no_attempts": "mops run, no attempt count"}
+
+
+def _median(samples: list[dict]) -> dict:
+    return {key: statistics.median(s[key] for s in samples) for key in samples[0]}
+
+
+def targets(result: dict) -> list[dict]:
+    rows = []
+    for name, ratio in TARGET_RATIO.items():
+        if name in result["executors"]:
+            got = result["executors"][name]["ratio_vs_plain"]
+            rows.append({"target": f"{name} >= {ratio}x plain Dask tasks/s", "measured": round(got, 2),
+                         "met": got >= ratio})
+    return rows
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"Study throughput: {result['tasks']} tasks of {result['study']}, {result['workers']} worker(s) x "
+        f"{result['threads']} thread(s), median of {result['rounds']} round(s)",
+        "",
+        f"{'executor':<14} {'path':<24} {'tasks/s':>8} {'vs plain':>9} {'client CPU ms/task':>19} "
+        f"{'client peak MiB':>16} {'sched peak MiB':>15}",
+    ]
+    for name, row in result["executors"].items():
+        for path, label in PATH_LABELS.items():
+            stats = row[path]
+            lines.append(
+                f"{name:<14} {label:<24} {stats['tasks_per_s']:>8.0f} {stats['ratio_vs_plain']:>8.2f}x "
+                f"{stats['client_cpu_ms_per_task']:>19.3f} {stats['client_peak_rss_mib']:>16.1f} "
+                f"{stats['scheduler_peak_rss_mib']:>15.1f}"
+            )
+    for name, row in result["executors"].items():
+        prof = row.get("profile")
+        if not prof:
+            continue
+        lines += ["", f"{name}: where the client's time goes in one mops run (cProfile CPU time, main + event-loop thread; "
+                      f"CPU ms/task main {prof['main_thread_cpu_ms_per_task']:.3f}, "
+                      f"other threads {prof['other_threads_cpu_ms_per_task']:.3f})",
+                  f"  {'tottime us/task':>15} {'cumtime us/task':>15} {'calls':>8}  function"]
+        for r in prof["top_tottime"]:
+            lines.append(f"  {r['tottime_us_per_task']:>15.1f} {r['cumtime_us_per_task']:>15.1f} {r['calls']:>8}  "
+                         f"{r['function']}")
+    if result.get("targets"):
+        lines.append("")
+        for t in result["targets"]:
+            lines.append(f"target {t['target']}: measured {t['measured']}x -> {'met' if t['met'] else 'NOT met'}")
+    return "\n".join(lines)
+
+
+def bench_study(ctx, study_path: Path, n_tasks: int, executor_names: tuple[str, ...], rounds: int,
+                json_path: Path | None) -> None:
+    """`mops bench --study STUDY.json` (without --bundle): this benchmark, from `mops bench`'s options.
+    --tasks and --rounds keep their meaning; their defaults here are DEFAULT_TASKS and DEFAULT_ROUNDS."""
+    import json
+
+    import click
+
+    given = lambda option: ctx.get_parameter_source(option) is not click.core.ParameterSource.DEFAULT  # noqa: E731
+    for option in ("mode", "heavy_modules", "concurrency", "spawn_tasks", "gap_ms", "warmup_compare"):
+        if given(option):
+            raise click.BadParameter("does not apply to the study throughput benchmark (--study without --bundle)",
+                                     param_hint=f"--{option.replace('_', '-')}")
+    executors = executor_names if given("executor_names") else tuple(EXECUTOR_ENVS)
+    try:
+        result = run_throughput(
+            study_path, n_tasks=n_tasks if given("n_tasks") else DEFAULT_TASKS, executors=executors,
+            rounds=rounds if given("rounds") else DEFAULT_ROUNDS,
+            progress=lambda message: click.echo(f"... {message}", err=True),
+        )
+    except (ThroughputError, StudyError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_table(result))
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        click.echo(f"wrote {json_path}", err=True)
