@@ -7,7 +7,7 @@ TOOLS := .tools
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export HELM_PLUGINS := $(CURDIR)/$(TOOLS)/helm-plugins
 
-.PHONY: venv tools demo test test-cluster test-unit test-chart chart-lint docker-engine image image-offline bench clean \
+.PHONY: venv tools demo test test-cluster test-unit test-chart chart-lint docker-engine image image-offline bench bench-throughput clean \
 	cluster-up cluster-down
 
 venv: $(VENV)/.installed
@@ -73,6 +73,10 @@ test-cluster: venv tools
 
 bench: venv
 	$(VENV)/bin/mops bench
+
+## Study throughput (issue 15): plain Dask client.map against mops run per executor, 1,000 SIR tasks.
+bench-throughput: venv
+	$(VENV)/bin/mops bench --throughput examples/sir/study.json
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build dist src/*.egg-info
