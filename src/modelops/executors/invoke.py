@@ -1,12 +1,11 @@
 """Run one simulation call and turn every outcome into a plain reply dict.
 
-Shared by the direct executor (in the worker) and the child runner (in a child).
+Runs wherever a task runs: in a child (`child/runner.py`, `child/forked.py`), or in the Dask
+worker itself under the direct executor.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import random
 import sys
 from typing import Any
@@ -73,23 +72,3 @@ def run_job(job: dict, bundle: Bundle) -> dict:
     except TypeError as exc:
         return failure("serialization", exc)
     return {"status": "ok", "outputs": outputs}
-
-
-def to_json_line(obj: Any) -> str:
-    """JSON for results files: bytes become {'__bytes__': hex}, non-finite floats stay readable."""
-
-    def default(value: Any) -> Any:
-        if isinstance(value, bytes):
-            return {"__bytes__": value.hex()}
-        raise TypeError(f"cannot serialise {type(value).__name__}")
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return str(value)
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return value
-
-    return json.dumps(clean(obj), default=default, separators=(",", ":"))
