@@ -84,6 +84,14 @@ def test_installs_exactly_the_committed_lock(image):
     assert code == 0 and out == lock_text
 
 
+def test_image_can_pull_oci_bundles(image):
+    """The worker extra brings the ORAS SDK, so the OCI bundle cache runs in the image."""
+    code, out = run(image, "python", "-c",
+                    "import oras.provider, modelops.bundles.oci_source as s; print(s.SOURCE)")
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "oci"
+
+
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
