@@ -10,15 +10,15 @@ lies in [0, 2**32), the range numpy's legacy seeding and common frameworks accep
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from modelops.json_files import read_json
 from modelops.routing import Requirement
-from modelops.tasks import Scalar, Task, check_seed
+from modelops.tasks import Scalar, Seed, Task
 
 
 class StudyError(ValueError):
@@ -33,14 +33,9 @@ class Study(BaseModel):
     entrypoint: str | None = None
     parameters: list[dict[str, Scalar]] = Field(min_length=1)
     replicates: int = Field(default=1, ge=1)
-    base_seed: int = 0
+    base_seed: Seed = 0
     # Where the tasks may run: {"executor": "cold", "group": "cold"} (either or both); none = anywhere.
     requires: Requirement = Requirement()
-
-    @field_validator("base_seed")
-    @classmethod
-    def _seed_range(cls, base_seed: int) -> int:
-        return check_seed("base_seed", base_seed)
 
     @field_validator("parameters")
     @classmethod
@@ -54,12 +49,7 @@ class Study(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> Study:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise StudyError(f"study file {path} not found") from None
-        except json.JSONDecodeError as exc:
-            raise StudyError(f"study file {path} is not valid JSON: {exc}") from None
+        data = read_json(path, "study file", StudyError)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

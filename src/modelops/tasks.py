@@ -7,15 +7,17 @@ collide and a rerun of the same task is recognised.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import typing
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, create_model, field_validator
 
-from modelops.executors.replies import Kind
+from modelops.executors.replies import Failure
 
 Scalar = bool | int | float | str | None
 
@@ -31,6 +33,10 @@ def check_seed(name: str, value: int) -> int:
     return value
 
 
+# a seed field: check_seed names the field it validates
+Seed = Annotated[int, AfterValidator(lambda value, info: check_seed(info.field_name, value))]
+
+
 class Task(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -38,12 +44,7 @@ class Task(BaseModel):
     bundle_digest: str
     entrypoint: str
     params: dict[str, Scalar]
-    seed: int
-
-    @field_validator("seed")
-    @classmethod
-    def _seed_range(cls, seed: int) -> int:
-        return check_seed("seed", seed)
+    seed: Seed
 
     @field_validator("params")
     @classmethod
@@ -70,19 +71,19 @@ class Task(BaseModel):
         return copy
 
 
-class TaskError(BaseModel):
-    """Why a task failed. `kind` classifies the cause; `retryable` says if a rerun could help.
-
-    The validated form of `modelops.executors.replies.Failure` (a plain dataclass there, because
-    children import it before any task and must stay import-light): same fields, same kinds."""
-
-    kind: Kind
-    type: str
-    message: str
-    traceback: str | None = None
-    exit_code: int | None = None
-    signal: str | None = None
-    retryable: bool = False
+# Why a task failed. `kind` classifies the cause; `retryable` says if a rerun could help.
+# The validated form of `modelops.executors.replies.Failure` (a plain dataclass there, because
+# children import it before any task and must stay import-light), built from its fields: the
+# same fields, types, defaults and kinds, defined once.
+_FAILURE_TYPES = typing.get_type_hints(Failure)
+TaskError = create_model(
+    "TaskError",
+    __module__=__name__,
+    **{
+        f.name: (_FAILURE_TYPES[f.name], ... if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(Failure)
+    },
+)
 
 
 class Provenance(BaseModel):

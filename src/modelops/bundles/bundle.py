@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from modelops.bundles.warmup import FIELD as WARMUP_FIELD
 from modelops.bundles.warmup import WarmupError, parse_warmup
+from modelops.json_files import read_json
 
 MANIFEST = "bundle.json"
 
@@ -62,12 +62,7 @@ def split_entrypoint(spec: str, where: str) -> tuple[str, str]:
 
 def read_manifest(directory: Path) -> dict:
     path = directory / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"bundle manifest {path} not found") from None
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"bundle manifest {path} is not valid JSON: {exc}") from None
+    data = read_json(path, "bundle manifest", BundleError)
     if not isinstance(data, dict):
         raise BundleError(f"bundle manifest {path}: expected an object with name, version, entrypoint")
     for field in ("name", "version", "entrypoint"):

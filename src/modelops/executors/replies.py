@@ -59,21 +59,12 @@ def died(returncode: int | None, what: str, traceback: str | None = None) -> Fai
     `traceback` is what the child's faulthandler wrote when a fatal signal hit Python code."""
     if returncode is not None and returncode < 0:
         name = _signal.Signals(-returncode).name
-        return Failure(
-            kind="signal",
-            type="ChildKilled",
-            message=f"{what} was killed by {name}",
-            traceback=traceback or None,
-            signal=name,
-            retryable=name in ("SIGKILL", "SIGTERM"),
-        )
-    return Failure(
-        kind="exit",
-        type="ChildExited",
-        message=f"{what} exited with code {returncode} before replying",
-        traceback=traceback or None,
-        exit_code=returncode,
-    )
+        how = dict(kind="signal", type="ChildKilled", message=f"{what} was killed by {name}", signal=name,
+                   retryable=name in ("SIGKILL", "SIGTERM"))
+    else:
+        how = dict(kind="exit", type="ChildExited", message=f"{what} exited with code {returncode} before replying",
+                   exit_code=returncode)
+    return Failure(traceback=traceback or None, **how)
 
 
 def timed_out(seconds: float, what: str = "task") -> Failure:
