@@ -1,1 +1,3 @@
-"""What runs inside a Dask worker: config from the worker's env, the plugin, the preload."""
+"""What runs inside a Dask worker process: config from the worker's env (config.py, built from
+`modelops.settings`), the plugin and preload that build the runtime, the runtime that hands tasks
+to the executor (runtime.py, executor_factory.py), drain, logging, and Prometheus metrics."""
