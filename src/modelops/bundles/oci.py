@@ -9,6 +9,7 @@ byte fetched against its digest, and errors that name the reference.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -138,7 +139,7 @@ class RegistryClient:
                                 f"not an OCI registry API", retryable=ping.status_code >= 500)
         challenge = ping.headers.get("WWW-Authenticate", "") if ping.status_code == 401 else ""
         backend = "basic" if challenge.lower().startswith("basic") else "token"
-        registry = _Registry(hostname=ref.host, insecure=insecure, tls_verify=True, auth_backend=backend)
+        registry = _registry_class()(hostname=ref.host, insecure=insecure, tls_verify=True, auth_backend=backend)
         container = registry.get_container(f"{ref.repository}:{ref.tag or 'latest'}")
         configs = [str(self.docker_config)] if self.docker_config.is_file() else None
         registry.auth.load_configs(container, configs=configs)
@@ -326,7 +327,9 @@ def _short(exc: Exception) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
+@functools.lru_cache(maxsize=1)
 def _registry_class():
+    """Built on first use, so that importing this module does not need oras."""
     provider, _ = _oras()
     from oras.auth.basic import BasicAuth
 
@@ -351,15 +354,3 @@ def _registry_class():
             return self.session.request(method, url, headers=headers, **send)
 
     return Registry
-
-
-class _LazyRegistry:
-    """Builds the oras subclass on first use, so importing this module does not need oras."""
-
-    def __call__(self, **kw):
-        global _Registry
-        _Registry = _registry_class()
-        return _Registry(**kw)
-
-
-_Registry = _LazyRegistry()
