@@ -1,19 +1,19 @@
-"""Shared fixtures: real test bundles (one compiled from C at test time) and runtimes."""
+"""Shared fixtures: real test bundles (one compiled from C at test time), runtimes, and a
+resource-leak check every unit test runs under (open descriptors, threads, child processes)."""
 
 from __future__ import annotations
 
+import os
 import shutil
-import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from modelops.tasks import Task
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
-
-REPO = Path(__file__).resolve().parent.parent
-TEST_BUNDLES = Path(__file__).resolve().parent / "bundles"
+from tests.helpers import REPO, TEST_BUNDLES, install_native_counter
 
 
 @pytest.fixture(scope="session")
@@ -25,16 +25,6 @@ def bundles_dir(tmp_path_factory) -> Path:
             shutil.copytree(source, root / source.name)
     install_native_counter(root / "native_counter")
     return root
-
-
-def install_native_counter(target: Path) -> Path:
-    """Copy the native_counter bundle to `target` and build its C library there with `cc`."""
-    shutil.copytree(TEST_BUNDLES / "native_counter", target)
-    subprocess.run(
-        ["cc", "-shared", "-fPIC", "-O2", "-o", str(target / "libcounter.so"), str(target / "counter.c")],
-        check=True,
-    )
-    return target
 
 
 @pytest.fixture
@@ -53,23 +43,74 @@ def make_runtime(bundles_dir):
         runtime.close()
 
 
-def make_task(runtime: WorkerRuntime, bundle: str, params: dict | None = None, seed: int = 0) -> Task:
-    resolved = runtime.resolver.resolve(bundle)
-    return Task(
-        bundle=bundle,
-        bundle_digest=resolved.digest,
-        entrypoint=resolved.entrypoint,
-        params=params or {},
-        seed=seed,
+# ---- resource-leak check (unit tier) ---------------------------------------------------------
+# What a unit test leaves behind once its fixtures are torn down: descriptors this process still
+# has open, threads still running, and processes it started (at any depth) still alive. A test
+# may take LEAK_GRACE_S to let things wind down (a child exiting after EOF, a reader thread
+# joining); past it the test fails naming each leak.
+LEAK_GRACE_S = 10.0
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers", "leaks_allowed(reason): the unit test leaves threads, descriptors or processes on purpose"
     )
 
 
-# Executor configurations every behaviour test runs under: (id, env).
-EXECUTOR_ENVS = {
-    "direct": {"MODELOPS_EXECUTOR_TYPE": "direct"},
-    "isolated_warm": {"MODELOPS_EXECUTOR_TYPE": "isolated_warm"},
-    "cold-spawn": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "spawn"},
-    "cold-fork": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"},
-}
-CHILD_EXECUTORS = ["isolated_warm", "cold-spawn", "cold-fork"]
-COLD_EXECUTORS = ["cold-spawn", "cold-fork"]
+def _open_fds() -> dict[int, str]:
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # the directory's own descriptor, closed by now
+            continue
+    return fds
+
+
+def _live_descendants() -> dict[int, str]:
+    """Every non-zombie process below this one, with its command line."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = {}, [os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            try:
+                found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            except OSError:
+                found[pid] = "?"
+            todo.append(pid)
+    return found
+
+
+def _leaks(fds: dict[int, str], threads: set[threading.Thread], processes: dict[int, str]) -> list[str]:
+    leaks = []
+    now_fds = _open_fds()
+    leaks += [f"descriptor {fd} -> {target}" for fd, target in now_fds.items() if fds.get(fd) != target]
+    leaks += [f"thread {t.name!r}" for t in threading.enumerate() if t not in threads and t.is_alive()]
+    leaks += [f"process {pid}: {cmd}" for pid, cmd in _live_descendants().items() if pid not in processes]
+    return leaks
+
+
+@pytest.fixture(autouse=True)
+def check_resource_leaks(request):
+    """Fail a unit test that leaks descriptors, threads or child processes (the way distributed's
+    suite checks thread and process leaks). Other tiers start real servers that outlive a test."""
+    if "unit" not in request.path.parts or request.node.get_closest_marker("leaks_allowed"):
+        yield
+        return
+    fds, threads, processes = _open_fds(), set(threading.enumerate()), _live_descendants()
+    yield
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while (leaks := _leaks(fds, threads, processes)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if leaks:
+        pytest.fail("the test leaked:\n  " + "\n  ".join(leaks), pytrace=False)

@@ -1,13 +1,70 @@
-"""Helpers test modules share (test modules never import from each other or from conftest)."""
+"""Helpers test modules share. Test modules import from here, never from each other or from a
+conftest (pytest loads conftests itself; importing one as a module loads it twice)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_BUNDLES = Path(__file__).resolve().parent / "bundles"
+
+# Executor configurations every behaviour test runs under: (id, env).
+EXECUTOR_ENVS = {
+    "direct": {"MODELOPS_EXECUTOR_TYPE": "direct"},
+    "isolated_warm": {"MODELOPS_EXECUTOR_TYPE": "isolated_warm"},
+    "cold-spawn": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "spawn"},
+    "cold-fork": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"},
+}
+CHILD_EXECUTORS = ["isolated_warm", "cold-spawn", "cold-fork"]
+COLD_EXECUTORS = ["cold-spawn", "cold-fork"]
+
+
+def install_native_counter(target: Path) -> Path:
+    """Copy the native_counter bundle to `target` and build its C library there with `cc`."""
+    shutil.copytree(TEST_BUNDLES / "native_counter", target)
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-O2", "-o", str(target / "libcounter.so"), str(target / "counter.c")],
+        check=True,
+    )
+    return target
+
+
+def add_bundle(root: Path, name: str, source: Path, warmup, extra_module: str | None = None) -> None:
+    """A copy of `source` named `name` whose bundle.json declares `warmup` (None: no warm-up)."""
+    directory = root / name
+    shutil.copytree(source, directory, ignore=shutil.ignore_patterns("__pycache__", "study.json"))
+    manifest = json.loads((directory / "bundle.json").read_text())
+    manifest["name"] = name
+    manifest.pop("warmup", None)
+    if warmup is not None:
+        manifest["warmup"] = warmup
+    (directory / "bundle.json").write_text(json.dumps(manifest))
+    if extra_module:
+        (directory / "warmup_extra.py").write_text(extra_module)
+
+
+def make_task(runtime, bundle: str, params: dict | None = None, seed: int = 0):
+    """A Task for `bundle` as `runtime` (a WorkerRuntime) resolves it."""
+    from modelops.tasks import Task
+
+    resolved = runtime.resolver.resolve(bundle)
+    return Task(
+        bundle=bundle,
+        bundle_digest=resolved.digest,
+        entrypoint=resolved.entrypoint,
+        params=params or {},
+        seed=seed,
+    )
+
+
+def run_task(runtime, bundle: str, params: dict | None = None, seed: int = 0):
+    """Run one task of `bundle` through `runtime` as a Dask worker would; the TaskResult."""
+    return runtime.execute(make_task(runtime, bundle, params, seed))
 
 
 def pid_alive(pid: int) -> bool:

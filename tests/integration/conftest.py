@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelops.local_cluster import LocalProcessCluster
+from tests.helpers import clean_env  # noqa: F401 - still imported from here by test_study_scale.py
 
 
 @pytest.fixture
@@ -28,10 +29,3 @@ def cluster_factory(bundles_dir, tmp_path):
     yield start
     for cluster in clusters:
         cluster.close()
-
-
-def clean_env() -> dict:
-    """os.environ without MODELOPS_* so a test's workers see only what the test gives them."""
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}

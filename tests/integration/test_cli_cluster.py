@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import clean_env
+from tests.helpers import clean_env
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from distributed import Client
 
 from modelops.services.dask_simulation import DaskSimulationService
 from modelops.study import Study
-from tests.unit.test_executors import pid_alive
+from tests.helpers import pid_alive
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,7 @@ import pytest
 
 from modelops.bundles import BundleError, BundleResolver
 from modelops.bundles.digest import content_digest
-from tests.conftest import EXECUTOR_ENVS, make_task
+from tests.helpers import EXECUTOR_ENVS, make_task
 
 
 @pytest.fixture

@@ -14,17 +14,16 @@ import signal
 import subprocess
 import textwrap
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from modelops.executors.cold_fork import ColdForkExecutor
-from modelops.tasks import Task
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
-from tests.conftest import install_native_counter
+from tests.helpers import install_native_counter, pid_alive, wait_until
+from tests.helpers import run_task as run
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 
@@ -197,34 +196,6 @@ def executor_log():
     logger.setLevel(old_level)
 
 
-def task_for(runtime: WorkerRuntime, bundle: str, params: dict | None = None, seed: int = 0) -> Task:
-    resolved = runtime.resolver.resolve(bundle)
-    return Task(
-        bundle=bundle, bundle_digest=resolved.digest, entrypoint=resolved.entrypoint,
-        params=params or {}, seed=seed,
-    )
-
-
-def run(runtime: WorkerRuntime, bundle: str, params: dict | None = None, seed: int = 0):
-    return runtime.execute(task_for(runtime, bundle, params, seed))
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
 def ppid_of(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as fh:
         return int(fh.read().rsplit(")", 1)[1].split()[1])
@@ -240,7 +211,7 @@ def processes_mentioning(text: str) -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in cmdline and alive(int(entry)):
+        if text in cmdline and pid_alive(int(entry)):
             found.append(int(entry))
     return found
 
@@ -281,7 +252,7 @@ def test_fresh_pid_per_task_and_no_state_carried(runtime_factory):
     assert ppid_of(zygote) == os.getpid()
     assert b"modelops.executors.child.zygote" in Path(f"/proc/{zygote}/cmdline").read_bytes()
     # each child ran one task and is gone
-    wait_until(lambda: not any(alive(p) for p in pids), what="children to exit")
+    wait_until(lambda: not any(pid_alive(p) for p in pids), what="children to exit")
 
 
 def test_native_and_module_state_results_match_spawn(runtime_factory):
@@ -452,7 +423,7 @@ def test_zygote_that_becomes_multi_threaded_refuses_to_fork_and_is_replaced(runt
     assert all(r.ok for r in later), [r.error for r in later]
     assert later[-1].outputs["ppid"] != old
     assert len({r.outputs["pid"] for r in [first, *later]}) == 4
-    wait_until(lambda: not alive(old), what="the multi-threaded zygote to be retired")
+    wait_until(lambda: not pid_alive(old), what="the multi-threaded zygote to be retired")
     warnings = [r.getMessage() for r in executor_log if r.levelno == logging.WARNING]
     assert any("became multi-threaded" in m and "refused to fork" in m for m in warnings), warnings
 
@@ -464,13 +435,13 @@ def test_zygote_killed_between_tasks_is_replaced(runtime_factory):
     wait_until(lambda: len(runtime.executor.child_pids()) == 1 + 3, what="three spares")
     spares = [p for p in runtime.executor.child_pids() if p != zygote]
     os.kill(zygote, signal.SIGKILL)
-    wait_until(lambda: not alive(zygote), what="the zygote to die")
+    wait_until(lambda: not pid_alive(zygote), what="the zygote to die")
     second = run(runtime, "state")
     assert first.ok and second.ok, second.error
     assert second.outputs["ppid"] not in (zygote, os.getpid())
     assert second.outputs["native_calls"] == 1
     # the old zygote's spares died with it (PDEATHSIG)
-    wait_until(lambda: not any(alive(p) for p in spares), what="the old spares to die")
+    wait_until(lambda: not any(pid_alive(p) for p in spares), what="the old spares to die")
 
 
 def test_zygote_killed_mid_task_fails_that_task_clearly(runtime_factory, tmp_path):
@@ -511,8 +482,8 @@ def test_timeout_kills_the_child_and_its_grandchildren(runtime_factory, tmp_path
     assert result.error.kind == "timeout"
     info = json.loads(marker.read_text())
     assert result.provenance.pid == info["pid"]
-    assert not alive(info["pid"])
-    wait_until(lambda: not alive(info["grandchild"]), timeout=5, what="the grandchild to be killed")
+    assert not pid_alive(info["pid"])
+    wait_until(lambda: not pid_alive(info["grandchild"]), timeout=5, what="the grandchild to be killed")
     assert run(runtime, "state").ok
 
 
@@ -532,7 +503,7 @@ def test_close_leaves_no_process_behind(runtime_factory, bundles_root, tmp_path)
     result = future.result(timeout=30)
     pool.shutdown()
     assert result.status == "failed" and "executor was closed" in result.error.message
-    wait_until(lambda: not any(alive(p) for p in known), timeout=5, what="every process to exit")
+    wait_until(lambda: not any(pid_alive(p) for p in known), timeout=5, what="every process to exit")
     assert processes_mentioning(str(bundles_root)) == []
     assert runtime.executor.child_pids() == []
 
@@ -570,7 +541,7 @@ import json, sys, threading
 from modelops.tasks import Task
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
-from tests.conftest import install_native_counter
+from tests.helpers import install_native_counter
 
 root, marker = sys.argv[1], sys.argv[2]
 env = {"MODELOPS_BUNDLES_DIR": root, "MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"}
@@ -600,7 +571,7 @@ def test_a_worker_killed_with_sigkill_leaves_no_zygote_or_child_behind(bundles_r
         worker.kill()
         worker.wait()
     wait_until(lambda: processes_mentioning(str(root)) == [], timeout=10, what="zygote and children to exit")
-    wait_until(lambda: not alive(info["grandchild"]), timeout=10, what="the task's grandchild to be killed")
+    wait_until(lambda: not pid_alive(info["grandchild"]), timeout=10, what="the task's grandchild to be killed")
 
 
 def test_a_changed_bundle_gets_a_new_zygote_and_the_old_one_is_retired(runtime_factory, bundles_root):
@@ -620,5 +591,5 @@ def test_a_changed_bundle_gets_a_new_zygote_and_the_old_one_is_retired(runtime_f
     assert first.ok and second.ok
     assert second.provenance.bundle_digest != first.provenance.bundle_digest
     assert second.outputs["ppid"] != old
-    wait_until(lambda: not alive(old), what="the outdated zygote to exit")
+    wait_until(lambda: not pid_alive(old), what="the outdated zygote to exit")
     assert runtime.executor.zygote_pids() == [second.outputs["ppid"]]

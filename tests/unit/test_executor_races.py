@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from modelops.worker.runtime import RESCHEDULE_KINDS
-from tests.conftest import EXECUTOR_ENVS, REPO, make_task
-from tests.unit.test_cold_fork import alive, wait_until
+from tests.helpers import EXECUTOR_ENVS, REPO, make_task, pid_alive, wait_until
 
 
 @pytest.mark.parametrize("executor", ["isolated_warm", "cold-spawn", "cold-fork"])
@@ -40,7 +39,7 @@ def test_close_during_a_task_with_a_timeout_ends_it_as_a_reschedulable_child_dea
     assert result.error.kind in RESCHEDULE_KINDS, result.error
     assert runtime.closing
     grandchild = int(marker.read_text())
-    wait_until(lambda: not alive(grandchild), timeout=10, what="the task's grandchild to be killed")
+    wait_until(lambda: not pid_alive(grandchild), timeout=10, what="the task's grandchild to be killed")
 
 
 DOOMED_WORKER = """

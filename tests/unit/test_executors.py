@@ -10,20 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import CHILD_EXECUTORS, COLD_EXECUTORS, EXECUTOR_ENVS, make_task
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie still answers kill(0); look at its state
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from tests.helpers import CHILD_EXECUTORS, COLD_EXECUTORS, EXECUTOR_ENVS, make_task, pid_alive
 
 
 def run_many(runtime, bundle, n, params=None):

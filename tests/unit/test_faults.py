@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import CHILD_EXECUTORS, EXECUTOR_ENVS, make_task
-from tests.unit.test_executors import pid_alive
+from tests.helpers import CHILD_EXECUTORS, EXECUTOR_ENVS, make_task, pid_alive
 
 # fault -> (kind, check on the error, retryable)
 CHILD_FAULTS = {

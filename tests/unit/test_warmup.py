@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
 
 from modelops.bundles.bundle import BundleError, read_manifest
-from modelops.tasks import Task
-from modelops.worker.runtime import WorkerRuntime
+from tests.helpers import EXECUTOR_ENVS, add_bundle
+from tests.helpers import run_task as run
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 
@@ -20,27 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE_BUNDLE = REPO / "tests" / "bundles" / "warmup_cache"
 SIR_BUNDLE = REPO / "examples" / "sir"
 SIR_WARMUP = {"params": {"beta": 0.3, "gamma": 0.1}, "seed": 7}
-
-EXECUTOR_ENVS = {
-    "cold-fork": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"},
-    "cold-spawn": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "spawn"},
-    "isolated_warm": {"MODELOPS_EXECUTOR_TYPE": "isolated_warm"},
-}
-
-
-def add_bundle(root: Path, name: str, source: Path, warmup, extra_module: str | None = None) -> None:
-    """A copy of `source` named `name` whose bundle.json declares `warmup` (None: no warm-up)."""
-    directory = root / name
-    shutil.copytree(source, directory, ignore=shutil.ignore_patterns("__pycache__", "study.json"))
-    manifest = json.loads((directory / "bundle.json").read_text())
-    manifest["name"] = name
-    manifest.pop("warmup", None)
-    if warmup is not None:
-        manifest["warmup"] = warmup
-    (directory / "bundle.json").write_text(json.dumps(manifest))
-    if extra_module:
-        (directory / "warmup_extra.py").write_text(extra_module)
-
 
 @pytest.fixture(scope="module")
 def bundles_dir(tmp_path_factory) -> Path:
@@ -69,12 +47,6 @@ def bundles_dir(tmp_path_factory) -> Path:
 def runtime_for(make_runtime):
     """A WorkerRuntime under one of EXECUTOR_ENVS over this module's bundles; closed after the test."""
     return lambda executor="cold-fork", slots=1: make_runtime(slots, **EXECUTOR_ENVS[executor])
-
-
-def run(runtime: WorkerRuntime, bundle: str, params: dict, seed: int = 0):
-    resolved = runtime.resolver.resolve(bundle)
-    return runtime.execute(Task(bundle=bundle, bundle_digest=resolved.digest, entrypoint=resolved.entrypoint,
-                                params=params, seed=seed))
 
 
 # ---- the declaration ----------------------------------------------------------------------

@@ -11,7 +11,8 @@ import pytest
 
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
-from tests.unit.test_warmup import EXECUTOR_ENVS, add_bundle, run
+from tests.helpers import EXECUTOR_ENVS, add_bundle
+from tests.helpers import run_task as run
 
 pytest.importorskip("numba", reason="numba comes with the bench extra: pip install -e '.[bench]'")
 
