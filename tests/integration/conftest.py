@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from modelops.local_cluster import LocalProcessCluster
-from tests.helpers import clean_env  # noqa: F401 - still imported from here by test_study_scale.py
 
 
 @pytest.fixture

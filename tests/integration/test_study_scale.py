@@ -16,7 +16,7 @@ from distributed import Client
 
 from modelops.services.dask_simulation import DaskSimulationService
 from modelops.study import Study
-from tests.integration.conftest import clean_env
+from tests.helpers import clean_env
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
