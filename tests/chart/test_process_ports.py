@@ -1,7 +1,9 @@
-"""The chart's per-process port file (charts/modelops-dask/files/process_ports.py) under real Dask:
-`dask worker --nworkers 2` with it as nanny and worker preload serves each process's /metrics on its
-own port (base, base + 1) naming that process, and its probe mode fails naming a port that does not
-answer. The rendering is covered by the chart's helm-unittest suite (tests/process_ports_test.yaml)."""
+"""The per-process ports the chart asks for (modelops.worker.process_ports) under real Dask:
+`dask worker --nworkers 2` with the module named as nanny and worker preload (as the chart passes it)
+gives each nanny its own slot, so each process serves its /metrics on its own port (base, base + 1)
+naming that process, a killed worker process comes back on its nanny's port, and the probe
+(`python -m modelops.worker.process_ports`) fails naming a port that does not answer. The rendering
+is covered by the chart's helm-unittest suite (charts/modelops-dask/tests/process_ports_test.yaml)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
-from chartlib import CHART
+from modelops.worker import process_ports
 
-PORT_FILE = CHART / "files" / "process_ports.py"
+MODULE = "modelops.worker.process_ports"
 DASK = Path(sys.executable).parent / "dask"
 
 
@@ -69,6 +72,23 @@ def processes(tmp_path):
                 proc.wait()
 
 
+def listens_on(proc: psutil.Process, port: int) -> bool:
+    try:
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in proc.net_connections("tcp"))
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+
+
+def process_answering(port: int) -> str:
+    """The worker name in modelops_worker_process_info on this port's /metrics (checks its http_port)."""
+    body = wait_for(f"http://127.0.0.1:{port}/metrics")
+    m = re.search(r'^modelops_worker_process_info\{(.*)\} 1\.0$', body, re.M)
+    assert m, body[-2000:]
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+    assert labels["http_port"] == str(port)
+    return labels["worker"]
+
+
 def wait_for(url: str, timeout: float = 60) -> str:
     deadline = time.monotonic() + timeout
     while True:
@@ -84,22 +104,29 @@ def test_each_worker_process_serves_its_own_port(processes, tmp_path):
     ports = free_ports(4)
     sched_port, ports = ports[3], ports[:3]
     processes("scheduler", "--host", "127.0.0.1", "--port", str(sched_port), "--no-dashboard", log="scheduler.log")
-    processes("worker", f"tcp://127.0.0.1:{sched_port}", "--nworkers", "2", "--nthreads", "1", "--name", "pod",
-              "--host", "127.0.0.1", "--dashboard-address", f"127.0.0.1:{ports[0]}", "--no-dashboard",
-              "--local-directory", str(tmp_path / "dask"),
-              "--preload-nanny", str(PORT_FILE), "--preload", str(PORT_FILE), log="worker.log")
-    names = {}
-    for port in ports[:2]:
-        body = wait_for(f"http://127.0.0.1:{port}/metrics")
-        m = re.search(r'^modelops_worker_process_info\{(.*)\} 1\.0$', body, re.M)
-        assert m, body[-2000:]
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
-        assert labels["http_port"] == str(port)
-        names[port] = labels["worker"]
-    assert sorted(names.values()) == ["pod-0", "pod-1"], (names, (tmp_path / "worker.log").read_text()[-3000:])
-    assert "already in use" not in (tmp_path / "worker.log").read_text()
+    worker = processes("worker", f"tcp://127.0.0.1:{sched_port}", "--nworkers", "2", "--nthreads", "1",
+                       "--name", "pod", "--host", "127.0.0.1", "--dashboard-address", f"127.0.0.1:{ports[0]}",
+                       "--no-dashboard", "--local-directory", str(tmp_path / "dask"),
+                       "--preload-nanny", MODULE, "--preload", MODULE, log="worker.log")
+    names = {port: process_answering(port) for port in ports[:2]}
+    log = (tmp_path / "worker.log").read_text()
+    assert sorted(names.values()) == ["pod-0", "pod-1"], (names, log[-3000:])
+    assert f"Import preload module: {MODULE}" in log, log[-3000:]
+    assert "already in use" not in log
 
-    probe = [sys.executable, str(PORT_FILE), "5"]
+    # A worker process killed outright is restarted by its nanny on that nanny's port, not a new slot.
+    [victim] = [p for p in psutil.Process(worker.pid).children(recursive=True) if listens_on(p, ports[1])]
+    victim.kill()
+    victim.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while not any(p.pid != victim.pid and listens_on(p, ports[1])
+                  for p in psutil.Process(worker.pid).children(recursive=True)):
+        assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-3000:]
+        time.sleep(0.5)
+    assert process_answering(ports[1]) == "pod-1"
+    assert process_answering(ports[0]) == "pod-0"
+
+    probe = [sys.executable, "-m", MODULE, "5"]
     ok = subprocess.run([*probe, str(ports[0]), str(ports[1])], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     bad = subprocess.run([*probe, str(ports[0]), str(ports[1]), str(ports[2])], capture_output=True, text=True)
@@ -108,11 +135,6 @@ def test_each_worker_process_serves_its_own_port(processes, tmp_path):
 
 
 def test_a_random_dashboard_port_is_refused():
-    sys.path.insert(0, str(PORT_FILE.parent))
-    try:
-        import process_ports
-    finally:
-        sys.path.remove(str(PORT_FILE.parent))
     with pytest.raises(process_ports.PortSetupFailed, match=r"--dashboard-address ':0'"):
         process_ports.base_port(":0")
     assert process_ports.base_port("0.0.0.0:8788") == 8788

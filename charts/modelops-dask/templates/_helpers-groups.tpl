@@ -66,7 +66,7 @@ pod's concurrent tasks fits). Args: dict "c" (group config) "path".
 {{- end -}}
 
 {{/*
-Per-process HTTP ports of a worker group (files/process_ports.py): JSON list healthPort + i for
+Per-process HTTP ports of a worker group (modelops.worker.process_ports): JSON list healthPort + i for
 i < nworkers. Port i is named "http" (i = 0) or "http-i" in the pod, the PodMonitor and the policy.
 */}}
 {{- define "modelops-dask.processPorts" -}}
@@ -95,13 +95,4 @@ Names of every worker HTTP port any group declares ("http", "http-1", ...), as a
 {{- $out = append $out (include "modelops-dask.processPortName" $i) -}}
 {{- end -}}
 {{- toJson $out -}}
-{{- end -}}
-
-{{/*
-Whether any worker group runs more than one process per pod ("true" or "").
-*/}}
-{{- define "modelops-dask.anyPerProcessPorts" -}}
-{{- range $g := (include "modelops-dask.workerGroups" . | fromJson).groups -}}
-{{- if gt (int64 $g.cfg.nworkers) 1 -}}true{{- end -}}
-{{- end -}}
 {{- end -}}

@@ -40,15 +40,11 @@ Resource names (Kubernetes names are limited to 63 characters) and addresses.
 {{- printf "%s-dask-config" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{- define "modelops-dask.processPortsName" -}}
-{{- printf "%s-process-ports" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-
-{{- define "modelops-dask.processPortsDir" -}}/etc/modelops-dask{{- end -}}
-
-{{- define "modelops-dask.processPortsFile" -}}
-{{- printf "%s/process_ports.py" (include "modelops-dask.processPortsDir" .) -}}
-{{- end -}}
+{{/*
+The image's module that gives each worker process its own HTTP port (nanny and worker preload) and
+is the exec probe of a pod with several processes (`python -m`).
+*/}}
+{{- define "modelops-dask.processPortsModule" -}}modelops.worker.process_ports{{- end -}}
 
 {{/*
 The scheduler's address as workers and clients in the release namespace use it.

@@ -78,7 +78,8 @@ of every process's port and fails naming the ones that do not answer. Args: dict
 exec:
   command:
     - python
-    - {{ include "modelops-dask.processPortsFile" .root | quote }}
+    - -m
+    - {{ include "modelops-dask.processPortsModule" .root | quote }}
     - {{ printf "%.2f" (divf (float64 .probe.timeoutSeconds) (float64 (len .ports))) | quote }}
     {{- range .ports }}
     - {{ . | quote }}

@@ -2,7 +2,7 @@
 
 `dask worker` hands every process the same `--dashboard-address :PORT`; the second process cannot
 bind it and moves to a random port, so probes and Prometheus would see one process of N. The chart
-loads this file as both `--preload-nanny` and `--preload` when a group has nworkers > 1:
+loads this module by name as both `--preload-nanny` and `--preload` when a group has nworkers > 1:
 
 - each nanny (all N live in the one `dask worker` process) takes the next slot i before it starts
   its worker process and gives that worker PORT + i, the container port the chart declares as
@@ -10,8 +10,13 @@ loads this file as both `--preload-nanny` and `--preload` when a group has nwork
 - each worker process publishes `modelops_worker_process_info{worker, http_port}` on its /metrics,
   so a scrape says which process answered.
 
-Run as a script it is the pod's exec probe: `python process_ports.py TIMEOUT PORT...` exits 1 naming
-every port whose /health does not answer "ok" (a probe on one port would vouch for one process only).
+Run as `python -m modelops.worker.process_ports TIMEOUT PORT...` it is the pod's exec probe: exits 1
+naming every port whose /health does not answer "ok" (a probe on one port would vouch for one process
+only).
+
+It lives in the package, not in the chart, so the code that picks the ports ships and is versioned
+with the runtime it serves (the chart used to mount it from a ConfigMap); it imports nothing of
+modelops, Dask or Prometheus at module level, so the probe starts fast.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import sys
 
 logger = logging.getLogger("modelops.process_ports")
 
-# distributed re-imports a preload file (importlib.reload) for every nanny: keep the slots taken.
-_SLOTS: list = globals().get("_SLOTS") or []
+# The names of the nannies that took slot 0, 1, ... in this `dask worker` process. distributed
+# imports a module-name preload once per process (importlib.import_module, no reload), so this one
+# list is shared by every nanny, and each nanny's dask_setup appends to it.
+_SLOTS: list[str] = []
 
 
 class PortSetupFailed(BaseException):
@@ -90,7 +97,7 @@ def check(timeout: float, ports: list[int]) -> list[str]:
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
-        sys.exit("usage: python process_ports.py TIMEOUT_SECONDS PORT [PORT...]")
+        sys.exit("usage: python -m modelops.worker.process_ports TIMEOUT_SECONDS PORT [PORT...]")
     problems = check(float(sys.argv[1]), [int(p) for p in sys.argv[2:]])
     for line in problems:
         print(line, file=sys.stderr)
