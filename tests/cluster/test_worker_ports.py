@@ -1,6 +1,8 @@
-"""nworkers > 1 on a real cluster: each worker process of a pod serves /health and /metrics on its
-own declared container port (healthPort + i), the exec probe that checks every port makes the pod
-Ready, and scraping both ports of one real pod reaches two distinct worker processes."""
+"""nworkers > 1 on a real cluster: the image's modelops.worker.process_ports (preloaded by module name,
+no code mounted from the chart) gives each worker process of a pod its own declared container port
+(healthPort + i) for /health and /metrics, the exec probe `python -m modelops.worker.process_ports`
+that checks every port makes the pod Ready, and scraping both ports of one real pod reaches two
+distinct worker processes."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import re
 
 import pytest
 
+MODULE = "modelops.worker.process_ports"
 FETCH = """python -c '
 import sys, urllib.request
 for url in sys.argv[1:]:
@@ -29,7 +32,13 @@ def test_both_processes_of_a_pod_serve_their_own_port(release):
     [pod] = release.pods()
     container = pod["spec"]["containers"][0]
     assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [("http", 8788), ("http-1", 8789)]
-    assert container["readinessProbe"]["exec"]["command"][-2:] == ["8788", "8789"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = container[probe]["exec"]["command"]
+        assert command[:3] == ["python", "-m", MODULE] and command[-2:] == ["8788", "8789"], command
+    args = container["args"]
+    assert args[args.index("--preload-nanny") + 1] == MODULE and args[args.index("--preload") + 1] == MODULE, args
+    assert not [v for v in pod["spec"]["volumes"] if "configMap" in v and "process-ports" in v["configMap"]["name"]]
+    assert not [c for c in release.items("configmaps") if c["metadata"]["name"].endswith("process-ports")]
     assert all(c["ready"] for c in pod["status"]["containerStatuses"]), pod["status"]
 
     ip = pod["status"]["podIP"]
