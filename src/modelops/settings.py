@@ -38,6 +38,19 @@ class ColdStart(str, Enum):
 class BundleSource(str, Enum):
     FILE = "file"
     IMAGE = "image"
+    OCI = "oci"
+
+
+class PlainHttp(str, Enum):
+    """How the worker talks to an OCI registry: `auto` is plain HTTP for loopback hosts only."""
+
+    AUTO = "auto"
+    TRUE = "true"
+    FALSE = "false"
+
+    def as_option(self) -> bool | None:
+        """RegistryClient's `plain_http`: None (auto), True or False."""
+        return {PlainHttp.AUTO: None, PlainHttp.TRUE: True, PlainHttp.FALSE: False}[self]
 
 
 class ImportRng(str, Enum):
@@ -112,6 +125,16 @@ def parse_bool(variable: str, raw: str) -> bool:
     if value in FALSE_WORDS:
         return False
     raise ConfigError(variable, raw, f"a boolean: one of {', '.join(TRUE_WORDS)} or {', '.join(w for w in FALSE_WORDS if w)}")
+
+
+def parse_plain_http(variable: str, raw: str) -> PlainHttp:
+    if raw.strip().lower() == PlainHttp.AUTO.value:
+        return PlainHttp.AUTO
+    try:
+        return PlainHttp.TRUE if parse_bool(variable, raw) else PlainHttp.FALSE
+    except ConfigError:
+        raise ConfigError(variable, raw, f"`auto` or a boolean ({', '.join(TRUE_WORDS)}; "
+                                         f"{', '.join(w for w in FALSE_WORDS if w)})") from None
 
 
 def parse_path(variable: str, raw: str) -> Path:
@@ -211,8 +234,27 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MODELOPS_BUNDLE_SOURCE", BundleSource, BundleSource.FILE, _choices(BundleSource),
-        "`file`: directories under `MODELOPS_BUNDLES_DIR`; `image`: modules installed in the image",
+        "`file`: directories under `MODELOPS_BUNDLES_DIR`; `image`: modules installed in the image; "
+        "`oci`: digest-pinned artifacts (`HOST[:PORT]/REPO@sha256:...`) pulled from an OCI registry",
         enum_parser(BundleSource), field="bundle_source",
+    ),
+    Setting(
+        "MODELOPS_BUNDLE_CACHE_DIR", Path, Path("/tmp/modelops/bundle-cache"), "a directory path",
+        "source `oci`: where pulled bundles are kept, verified, shared by the worker processes of a pod "
+        "(created if missing; must be writable)",
+        parse_path, field="bundle_cache_dir",
+    ),
+    Setting(
+        "MODELOPS_BUNDLE_CACHE_MAX_MB", int, 1024, "integer > 0",
+        "source `oci`: size bound of the bundle cache; least recently used bundles are evicted past it",
+        number_parser(integer=True, positive=True), field="bundle_cache_max_mb",
+    ),
+    Setting(
+        "MODELOPS_REGISTRY_PLAIN_HTTP", PlainHttp, PlainHttp.AUTO,
+        "`auto`, or a boolean (`1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`)",
+        "source `oci`: plain HTTP to the registry; `auto` uses it for loopback hosts only, HTTPS elsewhere "
+        "(also read by `mops run` when it resolves a study's tag)",
+        parse_plain_http, field="registry_plain_http",
     ),
     Setting(
         "MODELOPS_BUNDLES_DIR", Path, Path("/opt/modelops/bundles"), "a directory path",

@@ -41,15 +41,21 @@ _REFERENCE = re.compile(
 )
 
 
-class RegistryError(Exception):
-    """A registry operation on a reference failed; the message names the reference.
-
-    `retryable` is True when trying again later may succeed (registry unreachable, artifact missing,
-    server error), False when the request itself is wrong (bad reference, denied, not a bundle)."""
+class RetryableError(Exception):
+    """An error that says whether trying again later may succeed (`retryable`: registry unreachable,
+    artifact missing, server error) or not (bad reference, denied, not a bundle). `retryable`
+    survives pickling, so an error raised on a worker reaches the client whole."""
 
     def __init__(self, message: str, retryable: bool = False):
         super().__init__(message)
         self.retryable = retryable
+
+    def __reduce__(self):
+        return type(self), (str(self), self.retryable)
+
+
+class RegistryError(RetryableError):
+    """A registry operation on a reference failed; the message names the reference."""
 
 
 @dataclass(frozen=True)

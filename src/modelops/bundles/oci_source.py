@@ -31,7 +31,7 @@ from pathlib import Path
 from modelops.bundles import artifact
 from modelops.bundles.bundle import Bundle, BundleError, read_manifest
 from modelops.bundles.digest import content_digest
-from modelops.bundles.oci import Reference, RegistryClient, RegistryError, parse_reference
+from modelops.bundles.oci import Reference, RegistryClient, RegistryError, RetryableError, parse_reference
 
 log = logging.getLogger("modelops.bundles.oci")
 
@@ -41,12 +41,8 @@ FILES_DIR = "files"
 LAST_USED = "last-used"
 
 
-class OciBundleError(BundleError):
-    """An OCI bundle that cannot be pulled or verified; `retryable` as in RegistryError."""
-
-    def __init__(self, message: str, retryable: bool = False):
-        super().__init__(message)
-        self.retryable = retryable
+class OciBundleError(RetryableError, BundleError):
+    """An OCI bundle that cannot be pulled or verified (a BundleError that says if a retry may help)."""
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,9 @@ def run_study_on(client, study: Study, output, resume: bool, max_in_flight, prog
         except NoWorkerForRequirement as exc:
             raise click.ClickException(f"study {study.name!r}: {exc}") from None
     try:
+        from modelops.services.bundle_pinning import pin_study
+
+        study = pin_study(study)  # an OCI tag becomes one digest for every task of the study
         bundle = service.resolve_bundle(study.bundle, requirement)
     except BundleError as exc:
         raise click.ClickException(f"study {study.name!r}: {exc}") from None

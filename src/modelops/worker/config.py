@@ -47,6 +47,7 @@ class _RuntimeConfigBase(BaseModel):
         fields = {s.field: s.read(env) for s in WORKER_SETTINGS if any(n in env for n in s.names)}
         config = cls(**fields)
         config.check_bundles_dir()
+        config.check_bundle_cache_dir()
         config.check_preload_modules()
         return config
 
@@ -72,6 +73,19 @@ class _RuntimeConfigBase(BaseModel):
                 "an existing directory when MODELOPS_BUNDLE_SOURCE=file",
                 "directory not found",
             )
+
+    def check_bundle_cache_dir(self) -> None:
+        """An OCI-bundle worker must be able to write its cache (in a pod: under /tmp or a volume)."""
+        if self.bundle_source is not BundleSource.OCI:
+            return
+        try:
+            self.bundle_cache_dir.mkdir(parents=True, exist_ok=True)
+            problem = None if os.access(self.bundle_cache_dir, os.W_OK | os.X_OK) else "not writable"
+        except OSError as exc:
+            problem = f"cannot create it: {exc.strerror or exc}"
+        if problem:
+            raise ConfigError("MODELOPS_BUNDLE_CACHE_DIR", str(self.bundle_cache_dir),
+                              "a writable directory when MODELOPS_BUNDLE_SOURCE=oci", problem)
 
     def summary(self) -> dict[str, object]:
         return self.model_dump(mode="json")

@@ -32,7 +32,7 @@ class WorkerRuntime:
         self.config = config
         self.worker_address = worker_address
         self.slots = slots
-        self.resolver = BundleResolver(config.bundle_source.value, config.bundles_dir)
+        self.resolver = BundleResolver.for_config(config)
         self.executor: Executor = build_executor(config, slots, metrics.executor_events())
         self.closing = False
 
@@ -51,7 +51,9 @@ class WorkerRuntime:
                 )
         except BundleError as exc:
             outcome = RunOutcome(
-                Failure(kind="runtime", type="BundleError", message=str(exc)).reply(),
+                # retryable: an OCI registry that is unreachable, or an artifact not there yet
+                Failure(kind="runtime", type=type(exc).__name__, message=str(exc),
+                        retryable=getattr(exc, "retryable", False)).reply(),
                 os.getpid(),
                 started,
                 time.time() - started,
