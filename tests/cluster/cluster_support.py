@@ -31,6 +31,14 @@ SCHEDULER = "app.kubernetes.io/component=scheduler"
 GROUP_LABEL = "modelops-dask.io/worker-group"
 # "Child process PID 52811 running task sim-1f0c..." (see ../shared/DESIGN.md, required log lines)
 CHILD_PID_LINE = re.compile(r"Child process PID (\d+) running task (\S+)")
+# Prints "=== URL STATUS" and the body of every URL given: run in a client Job by Release.fetch_pages.
+FETCH_PAGES = """python -c '
+import sys, urllib.request
+for url in sys.argv[1:]:
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        print("=== %s %d" % (url, reply.status))
+        print(reply.read().decode(errors="replace"))
+'"""
 
 
 class CommandFailed(AssertionError):
@@ -246,6 +254,15 @@ class Release:
             return out
         finally:
             self.kubectl("delete", "job", name, "--wait=false", "--cascade=background", check=False)
+
+    def fetch_pages(self, urls: list[str], before: str = "") -> dict[str, str]:
+        """URL -> body of every URL that answered 200, fetched from a client Job inside the namespace
+        (pod IPs and in-cluster names are reachable only from there); `before` runs first (a study)."""
+        out = self.run_client_job(f"{before}{FETCH_PAGES} {' '.join(urls)}")
+        parts = re.split(r"^=== (\S+) 200$", out, flags=re.M)
+        got = dict(zip(parts[1::2], parts[2::2]))
+        assert set(got) == set(urls), out[-3000:]
+        return got
 
     def diagnostics(self) -> str:
         """Events, pods and every container's log of the namespace: printed when a test fails."""

@@ -9,13 +9,6 @@ import re
 import pytest
 
 STUDY = "/opt/modelops/bundles/sir/study.json"
-FETCH = """python -c '
-import sys, urllib.request
-for url in sys.argv[1:]:
-    with urllib.request.urlopen(url, timeout=30) as reply:
-        print("=== %s %d" % (url, reply.status))
-        print(reply.read().decode(errors="replace"))
-'"""
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +19,11 @@ def release(releases):
     rel.uninstall()
 
 
-def pages(out: str) -> dict[str, str]:
-    """URL -> body, out of the FETCH script's output."""
-    parts = re.split(r"^=== (\S+) 200$", out, flags=re.M)
-    return dict(zip(parts[1::2], parts[2::2]))
-
-
 def test_worker_and_scheduler_metrics_and_dashboard(release):
     svc, _ = release.scheduler_service()
     workers = [f"http://{p['status']['podIP']}:8788/metrics" for p in release.pods()]
     urls = [*workers, f"http://{svc}:8787/metrics", f"http://{svc}:8787/status"]
-    out = release.run_client_job(f"mops run {STUDY} --scheduler @SCHEDULER@ >/dev/null && {FETCH} {' '.join(urls)}")
-    got = pages(out)
-    assert set(got) == set(urls), out[-3000:]
+    got = release.fetch_pages(urls, before=f"mops run {STUDY} --scheduler @SCHEDULER@ >/dev/null && ")
     for url in workers:
         body = got[url]
         assert "Prometheus metrics are not available" not in body

@@ -11,13 +11,6 @@ import re
 import pytest
 
 MODULE = "modelops.worker.process_ports"
-FETCH = """python -c '
-import sys, urllib.request
-for url in sys.argv[1:]:
-    with urllib.request.urlopen(url, timeout=30) as reply:
-        print("=== %s %d" % (url, reply.status))
-        print(reply.read().decode(errors="replace"))
-'"""
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +36,7 @@ def test_both_processes_of_a_pod_serve_their_own_port(release):
 
     ip = pod["status"]["podIP"]
     urls = [f"http://{ip}:{port}/metrics" for port in (8788, 8789)]
-    out = release.run_client_job(f"{FETCH} {' '.join(urls)}")
-    parts = re.split(r"^=== (\S+) 200$", out, flags=re.M)
-    got = dict(zip(parts[1::2], parts[2::2]))
-    assert set(got) == set(urls), out[-3000:]
+    got = release.fetch_pages(urls)
     names = {}
     for url, port in zip(urls, (8788, 8789)):
         body = got[url]
