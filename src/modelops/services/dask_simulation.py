@@ -155,20 +155,26 @@ class DaskSimulationService:
             top_up()
             while in_flight:
                 futures = self._next_results(queue, min(refill, len(in_flight)))
-                finished = [f for f in futures if f.status == "finished"]
-                payloads = dict(zip((f.key for f in finished), self.client.gather(finished))) if finished else {}
-                last = futures[-1]
+                finished = {f.key: f for f in futures if f.status == "finished"}
+                # errors="skip": a future that errs or is lost meanwhile comes back as None
+                payloads = self.client.gather(finished, errors="skip") if finished else {}
+                batch: list[tuple[TaskResult, dict]] = []
                 for future in futures:
-                    task = in_flight.pop(future.key)
-                    if future.key in payloads:
-                        record = payloads[future.key]
-                        yield Completed(TaskResult.model_validate(record), record, future is last)
-                    else:
-                        result = task_error_result(task, _future_exception(future))
-                        yield Completed(result, result.model_dump(mode="json"), future is last)
+                    record = payloads.get(future.key)
+                    if record is not None:
+                        batch.append((TaskResult.model_validate(record), record))
+                    elif future.status in ("error", "cancelled"):
+                        result = task_error_result(in_flight[future.key], _future_exception(future))
+                        batch.append((result, result.model_dump(mode="json")))
+                    else:  # lost with its worker: the scheduler runs it again; wait for it again
+                        queue.add(future)
+                        continue
+                    del in_flight[future.key]
                     future.release()
+                for i, (result, record) in enumerate(batch):
+                    yield Completed(result, record, i == len(batch) - 1)
                 if bar is not None:
-                    bar.update(len(futures))
+                    bar.update(len(batch))
                 if limit - len(in_flight) >= refill:
                     top_up()
         finally:

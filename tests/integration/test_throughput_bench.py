@@ -1,0 +1,50 @@
+"""`mops bench --throughput STUDY`: runs for real (a local cluster, tiny N); checks what it reports,
+never how fast."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from modelops.cli.bench import bench
+
+pytestmark = pytest.mark.cluster
+REPO = Path(__file__).resolve().parents[2]
+STUDY = str(REPO / "examples" / "sir" / "study.json")
+PATHS = ("plain_dask", "mops_run", "mops_run_no_attempts")
+NUMBERS = ("tasks_per_s", "client_cpu_ms_per_task", "client_peak_rss_mib", "scheduler_peak_rss_mib", "ratio_vs_plain")
+
+
+def test_throughput_reports_plain_dask_and_mops_run_side_by_side(tmp_path):
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(bench, ["--throughput", STUDY, "--tasks", "24", "--rounds", "2",
+                                        "--executors", "direct", "--json", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["tasks"] == 24 and data["rounds"] == 2 and list(data["executors"]) == ["direct"]
+    row = data["executors"]["direct"]
+    for path in PATHS:
+        assert len(row["rounds"][path]) == 2 and all(r["tasks"] == 24 for r in row["rounds"][path])
+        for key in NUMBERS:
+            value = row[path][key]
+            assert isinstance(value, float) and math.isfinite(value) and value > 0, (path, key, value)
+    assert row["plain_dask"]["ratio_vs_plain"] == 1.0
+    profile = row["profile"]
+    assert profile["tasks"] == 24 and len(profile["top_tottime"]) == 15
+    assert not any("acquire" in r["function"] or "epoll" in r["function"] for r in profile["top_tottime"])
+    for label in ("plain Dask client.map", "mops run", "mops run, no attempt count", "where the client's time goes"):
+        assert label in result.output
+    assert [t["target"] for t in data["targets"]] == ["direct >= 0.9x plain Dask tasks/s"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--executors", "cold-spawn"], "unknown ['cold-spawn']; allowed: direct, isolated_warm, cold-fork"),
+    (["--mode", "realistic"], "does not apply to the study throughput benchmark"),
+])
+def test_throughput_rejects_what_it_cannot_measure(args, message):
+    result = CliRunner().invoke(bench, ["--throughput", STUDY, *args])
+    assert result.exit_code != 0 and message in result.output, result.output
