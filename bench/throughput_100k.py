@@ -101,18 +101,29 @@ def mops_run(study_path: Path, output: Path, resume: bool = False, kill_at: int 
             "--bundles-dir", str(EXAMPLES), "--output", str(output)] + (["--resume"] if resume else [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
     started = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # files, not pipes: nobody reads a pipe while the run is watched, and a full one would stall it
+    log = output.with_suffix(".log")
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True, env=env)
     sampler = Sampler(proc.pid)
     sampler.start()
     killed = False
     if kill_at is not None:
+        lines = offset = 0
         while proc.poll() is None:
-            if output.exists() and sum(1 for _ in output.open("rb")) >= kill_at:
-                proc.send_signal(signal.SIGKILL)
-                killed = True
-                break
+            if output.exists():  # count new lines only: the file grows to tens of MB
+                with output.open("rb") as fh:
+                    fh.seek(offset)
+                    chunk = fh.read()
+                offset += len(chunk)
+                lines += chunk.count(b"\n")
+                if lines >= kill_at:
+                    proc.send_signal(signal.SIGKILL)
+                    killed = True
+                    break
             time.sleep(0.05)
-    stdout, stderr = proc.communicate()
+    proc.wait()
+    stdout = log.read_text()
     wall = time.perf_counter() - started
     sampler.stop.set()
     sampler.join()
@@ -123,7 +134,7 @@ def mops_run(study_path: Path, output: Path, resume: bool = False, kill_at: int 
             except ProcessLookupError:
                 pass
     return {
-        "returncode": proc.returncode, "stdout": stdout + stderr[-3000:], "wall_s": round(wall, 1), "killed": killed,
+        "returncode": proc.returncode, "stdout": stdout, "wall_s": round(wall, 1), "killed": killed,
         "client_peak_rss_mib": round(sampler.client_peak / 1024, 1),
         "scheduler_rss_at_start_mib": round(sampler.scheduler_first / 1024, 1),
         "scheduler_peak_rss_mib": round(sampler.scheduler_peak / 1024, 1),
