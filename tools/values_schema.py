@@ -72,9 +72,27 @@ DEFINITIONS = {
     ),
     "bundles": obj(
         {
-            "source": {"type": "string", "enum": ["file", "image"], "description": "MODELOPS_BUNDLE_SOURCE"},
+            "source": {"type": "string", "enum": ["file", "image", "oci"], "description": "MODELOPS_BUNDLE_SOURCE"},
             "dir": {"type": "string", "pattern": "^/", "description": "MODELOPS_BUNDLES_DIR (absolute path)"},
             "volume": dict(NULLABLE_OBJECT, description="Volume source mounted read-only at dir; {} or null = none"),
+            "oci": obj(
+                {
+                    "plainHttp": {"enum": ["auto", "true", "false", True, False],
+                                  "description": "MODELOPS_REGISTRY_PLAIN_HTTP: auto | true | false"},
+                    "pullSecret": {"type": "string", "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+                                   "description": "Secret (kubernetes.io/dockerconfigjson) mounted as DOCKER_CONFIG; '' = none"},
+                    "cache": obj(
+                        {
+                            "dir": {"type": "string", "pattern": "^/",
+                                    "description": "MODELOPS_BUNDLE_CACHE_DIR (absolute path; the cache volume's mount)"},
+                            "maxMb": dict(INT1, description="MODELOPS_BUNDLE_CACHE_MAX_MB (> 0)"),
+                            "sizeLimit": {"type": ["string", "integer"], "description": "sizeLimit of the cache emptyDir"},
+                            "existingClaim": {"type": "string", "description": "a PVC for the cache instead of the emptyDir"},
+                        }
+                    ),
+                    "registryEgress": dict(K8S_LIST, description="NetworkPolicy egress rules reaching the registry"),
+                }
+            ),
         }
     ),
     "probe": obj(
@@ -288,6 +306,8 @@ def schema() -> dict:
             "networkPolicy": obj(
                 {
                     "enabled": BOOL,
+                    "restrictWorkerEgress": BOOL,
+                    "extraWorkerEgress": K8S_LIST,
                     "clientPodLabels": STRING_MAP,
                     "clientNamespaceSelector": K8S_OBJECT,
                     "metricsFrom": K8S_LIST,

@@ -45,6 +45,13 @@ securityContext:
 {{- end }}
 {{- end -}}
 
+{{/*
+Where a pull secret's config.json is mounted (bundles.oci.pullSecret); the workers' DOCKER_CONFIG.
+*/}}
+{{- define "modelops-dask.dockerConfigDir" -}}
+/etc/modelops/docker
+{{- end -}}
+
 {{- define "modelops-dask.tmpVolume" -}}
 - name: tmp
   emptyDir:

@@ -50,7 +50,10 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- if and (or $own.repository $own.tag) (not (hasKey $own "digest")) .root.Values.image.digest -}}
 {{- fail (printf "%s.image: sets %s but the digest of image.digest (%s) is inherited and would win; set %s.image.digest too (\"\" to use the tag)" $path (ternary "repository" "tag" (not (empty $own.repository))) .root.Values.image.digest $path) -}}
 {{- end -}}
-{{- $chartVolumes := list "tmp" "dask-config" "bundles" -}}
+{{- if and (eq $c.bundles.source "oci") $c.bundles.oci.pullSecret (has "DOCKER_CONFIG" (include "modelops-dask.envNames" $c.env | fromJsonArray)) -}}
+{{- fail (printf "%s.env: DOCKER_CONFIG is set by the chart from %s.bundles.oci.pullSecret (%s); drop one of them" $path $path $c.bundles.oci.pullSecret) -}}
+{{- end -}}
+{{- $chartVolumes := list "tmp" "dask-config" "bundles" "bundle-cache" "docker-config" -}}
 {{- range $i, $v := default list $c.extraVolumes -}}
 {{- if has $v.name $chartVolumes -}}
 {{- fail (printf "%s.extraVolumes[%d].name: %q is a volume of the chart (%s); choose another name" $path $i $v.name (join ", " $chartVolumes)) -}}
