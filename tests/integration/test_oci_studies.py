@@ -10,7 +10,6 @@ processes with MODELOPS_BUNDLE_SOURCE=oci, the real `mops run --local` command.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -126,7 +125,7 @@ def test_a_study_by_tag_runs_every_task_on_one_digest_while_the_tag_moves(regist
     assert {r["outputs"]["marker"] for r in results} == {first_marker}
     assert len({r["provenance"]["bundle_digest"] for r in results}) == 1
     assert len({r["provenance"]["pid"] for r in results}) == n  # cold: a fresh process per task
-    assert f"bundle gated sha256:" in out
+    assert "bundle gated sha256:" in out
 
 
 class Relay:
