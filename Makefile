@@ -51,7 +51,7 @@ test-chart: tools
 ## The whole suite: unit, local Dask cluster, chart, container, then the real Kubernetes tier.
 test: venv tools
 	bash scripts/docker-engine.sh start && bash scripts/build-image-offline.sh
-	$(PY) -m pytest tests --ignore=tests/cluster
+	$(PY) -m pytest tests --ignore=tests/cluster --ignore=tests/registry
 	$(MAKE) chart-lint
 	$(MAKE) test-cluster
 
@@ -66,7 +66,8 @@ cluster-down:
 	bash cluster/down.sh
 	bash scripts/docker-engine.sh stop
 
-## The real-cluster tier: brings the cluster up, runs tests/cluster, brings it down even when tests fail.
+## The real-cluster tier: brings the cluster up, runs tests/cluster and tests/registry (its OCI registry),
+## brings it down even when tests fail.
 ## Where this machine cannot run a cluster the tests skip with the reason (fail with MODELOPS_CLUSTER_REQUIRED=1).
 test-cluster: venv tools
 	bash cluster/test-tier.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real-cluster tier of `make test`: brings the local cluster up (unless one already runs), publishes
-# this clone's image and chart to its registry, runs tests/cluster, and brings down what it brought up,
+# this clone's image and chart to its registry, runs tests/cluster and tests/registry (bundles in that
+# registry), and brings down what it brought up,
 # also when tests fail. On a machine that cannot run a cluster (not root, no cgroups) the tests skip
 # with that reason; with MODELOPS_CLUSTER_REQUIRED=1 (as .ci/run sets) that is a failure instead.
 set -uo pipefail
@@ -31,4 +32,4 @@ if [ -n "$MODELOPS_CLUSTER_UNAVAILABLE" ]; then
   say "$MODELOPS_CLUSTER_UNAVAILABLE"
   required && { say "MODELOPS_CLUSTER_REQUIRED=1: failing"; exit 1; }
 fi
-"$ROOT/.venv/bin/python" -m pytest "$ROOT/tests/cluster" -rs
+"$ROOT/.venv/bin/python" -m pytest "$ROOT/tests/cluster" "$ROOT/tests/registry" -rs

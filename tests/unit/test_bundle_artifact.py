@@ -1,6 +1,6 @@
 """Bundle artifacts (bundles/artifact.py) and OCI references (bundles/oci.py), without a registry.
 
-The registry round trips are in tests/integration/test_bundle_registry.py.
+The registry round trips are in tests/registry/test_bundle_registry.py.
 """
 
 from __future__ import annotations

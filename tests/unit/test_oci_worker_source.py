@@ -1,6 +1,6 @@
 """MODELOPS_BUNDLE_SOURCE=oci without a registry: its settings, what a worker refuses before any
 network call, one cache per worker process, and the client's pinning of references.
-(With the real registry: tests/integration/test_oci_studies.py and test_oci_bundle_cache.py.)"""
+(With the real registry: tests/registry/test_oci_studies.py and test_oci_bundle_cache.py.)"""
 
 from __future__ import annotations
 

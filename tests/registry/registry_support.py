@@ -1,4 +1,7 @@
-"""Shared by the tests that use the local cluster's OCI registry (cluster/lib.sh: localhost:5000)."""
+"""Shared by the tests that use the local cluster's OCI registry (cluster/lib.sh: localhost:5000).
+
+tests/registry runs in the cluster tier (cluster/test-tier.sh), after `make cluster-up` started the
+registry; elsewhere these tests skip with the reason, or fail under MODELOPS_CLUSTER_REQUIRED=1."""
 
 from __future__ import annotations
 
