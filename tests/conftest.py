@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from modelops.local_cluster import LocalProcessCluster
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
 from tests.helpers import REPO, TEST_BUNDLES, install_native_counter
@@ -49,6 +50,31 @@ def make_runtime(bundles_dir):
 # may take LEAK_GRACE_S to let things wind down (a child exiting after EOF, a reader thread
 # joining); past it the test fails naming each leak.
 LEAK_GRACE_S = 10.0
+
+
+@pytest.fixture
+def cluster_factory(bundles_dir, tmp_path):
+    """Real local clusters: `dask scheduler` + `dask worker --preload modelops.worker.preload` processes
+    started with env, as a pod is (tests/integration and tests/registry); closed after the test."""
+    clusters: list[LocalProcessCluster] = []
+
+    def start(
+        n_workers: int = 2, nthreads: int = 1, worker_args: tuple[str, ...] = (), **env: str
+    ) -> LocalProcessCluster:
+        cluster = LocalProcessCluster(
+            n_workers=n_workers,
+            env={"MODELOPS_BUNDLES_DIR": str(bundles_dir), **env},
+            nthreads=nthreads,
+            log_dir=tmp_path / f"cluster{len(clusters)}",
+            worker_args=worker_args,
+        )
+        clusters.append(cluster)
+        cluster.start()
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.close()
 
 
 def pytest_configure(config) -> None:
