@@ -7,6 +7,8 @@ a runtime fails the task with the reason; it never runs the task some other way.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import os
 import time
@@ -150,17 +152,23 @@ def current_runtime(worker) -> WorkerRuntime:
 ATTEMPTS = "modelops-attempts"  # scheduler metadata: {submission: {task_id: starts}}
 
 
-def count_start(worker, submission: str, task_id: str) -> int:
-    """Count one more start of this task on the scheduler and return the count. A key runs on one
-    worker at a time, so the read-then-write needs no lock; the submitter clears its entry."""
-    from distributed.utils import sync
+def start_counting(worker, submission: str, task_id: str) -> concurrent.futures.Future:
+    """Count one more start of this task on the scheduler; the future gives the count. The messages
+    go out at once, from the worker's event loop, while the task already runs in this thread: two
+    blocking scheduler round trips per task would otherwise set the pace of short tasks (issue 15).
+    A key runs on one worker at a time, so the read-then-write needs no lock; the submitter clears
+    its entry."""
 
     async def bump() -> int:
         started = await worker.scheduler.get_metadata(keys=[ATTEMPTS, submission, task_id], default=0)
         await worker.scheduler.set_metadata(keys=[ATTEMPTS, submission, task_id], value=started + 1)
         return started + 1
 
-    return sync(worker.loop, bump)
+    return asyncio.run_coroutine_threadsafe(bump(), worker.loop.asyncio_loop)
+
+
+def counted(counting: concurrent.futures.Future | None) -> int | None:
+    return counting.result() if counting is not None else None
 
 
 def run_task(task: dict, submission: str | None = None) -> dict:
@@ -173,17 +181,19 @@ def run_task(task: dict, submission: str | None = None) -> dict:
     worker = get_worker()
     runtime = current_runtime(worker)
     parsed = Task.model_validate(task)
-    attempt = count_start(worker, submission, parsed.task_id) if submission else None
+    counting = start_counting(worker, submission, parsed.task_id) if submission else None
     try:
         result = runtime.execute(parsed)
     except ExecutorClosed:
+        counted(counting)  # this start is on record before another worker can start the task
         raise Reschedule() from None
     if runtime.closing and not result.ok and result.error.kind in RESCHEDULE_KINDS:
         # the worker is shutting down and killed this task's process: it is not the task's
         # fault, so hand it back to the scheduler instead of reporting a failure
         logger.warning("Worker closing: handing task %s back to the scheduler", result.task_id)
+        counted(counting)
         raise Reschedule()
-    result.provenance.attempt = attempt
+    result.provenance.attempt = counted(counting)
     return result.model_dump(mode="json")
 
 
