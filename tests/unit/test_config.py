@@ -94,13 +94,17 @@ def test_unknown_executor_names_variable_value_and_allowed(base, variable):
         ("MODELOPS_WORKER_GROUP", "  ", "a non-empty name without spaces"),
         ("MODELOPS_COLD_PRELOAD_MODULES", "numpy, scipy-stats", "a comma-separated list of module names"),
         ("MODELOPS_BUNDLES_DIR", " ", "a directory path"),
+        ("MODELOPS_BUNDLE_CACHE_MAX_MB", "0", "an integer > 0"),
+        ("MODELOPS_BUNDLE_CACHE_MAX_MB", "1.5", "an integer > 0"),
+        ("MODELOPS_REGISTRY_PLAIN_HTTP", "sometimes", "`auto` or a boolean"),
+        ("MODELOPS_BUNDLE_SOURCE", "registry", "one of file, image, oci"),
     ],
 )
 def test_bad_values_are_errors_naming_variable_value_and_allowed(base, variable, raw, allowed):
     with pytest.raises(ConfigError) as info:
         RuntimeConfig.from_env({**base, variable: raw})
     message = str(info.value)
-    assert variable in message and repr(raw) in message and allowed in message
+    assert info.value.variable == variable and repr(raw) in message and allowed in message
 
 
 def test_missing_bundles_dir_is_an_error_for_file_bundles(tmp_path):
