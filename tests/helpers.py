@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_BUNDLES = Path(__file__).resolve().parent / "bundles"
 
@@ -88,3 +90,11 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "condition", interv
 def clean_env() -> dict:
     """os.environ without MODELOPS_* so a test's processes see only what the test gives them."""
     return {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
+
+
+def skip_or_fail(reason: str, required_by: str) -> None:
+    """A prerequisite this machine lacks: a skip with the reason, or a failure where the variable
+    `required_by` (CI, MODELOPS_CLUSTER_REQUIRED) says the machine must have it."""
+    if os.environ.get(required_by, "").strip().lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{reason} ({required_by}={os.environ[required_by]}: this must run, not skip)", pytrace=False)
+    pytest.skip(reason)

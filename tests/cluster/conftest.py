@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from cluster_support import HELMS, MOPS, REPO, Release, Target
 
+from tests.helpers import skip_or_fail
+
 SESSION = uuid.uuid4().hex[:5]
 # Namespaces of this suite carry the pytest process that made them: those of a run that died (its
 # process is gone) are removed at the start of the next one, never those of a run still going.
@@ -28,9 +30,7 @@ def pytest_collection_modifyitems(items):
 
 
 def missing(reason: str) -> None:
-    if os.environ.get("MODELOPS_CLUSTER_REQUIRED", "").strip().lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{reason} (MODELOPS_CLUSTER_REQUIRED=1)", pytrace=False)
-    pytest.skip(reason)
+    skip_or_fail(reason, required_by="MODELOPS_CLUSTER_REQUIRED")
 
 
 @pytest.fixture(scope="session")

@@ -4,24 +4,17 @@ contract, entrypoint and offline build). How its pods behave in a cluster is the
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.helpers import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
 def unavailable(reason: str) -> None:
     """Missing prerequisite: a failure under CI (CI=true), a skip with the reason elsewhere."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI=true: container tests must run, not skip)", pytrace=False)
-    pytest.skip(reason)
+    skip_or_fail(reason, required_by="CI")
 
 
 def project_version() -> str:

@@ -12,21 +12,15 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
+from tests.helpers import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[2]
 SIR = REPO / "examples" / "sir"
 CLUSTER_STATE = Path(os.environ.get("MODELOPS_CLUSTER_STATE", "/var/tmp/modelops-cluster"))
 
 
-def cluster_required() -> bool:
-    return os.environ.get("MODELOPS_CLUSTER_REQUIRED", "").strip().lower() in {"1", "true", "yes"}
-
-
 def unavailable(reason: str) -> None:
-    if cluster_required():
-        pytest.fail(f"{reason} (MODELOPS_CLUSTER_REQUIRED=1)", pytrace=False)
-    pytest.skip(reason)
+    skip_or_fail(reason, required_by="MODELOPS_CLUSTER_REQUIRED")
 
 
 def registry_address() -> str:
