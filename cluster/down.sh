@@ -130,4 +130,11 @@ if [ "$MODE" = --reset ]; then
   say "cluster state deleted"
 fi
 verify_clean
+# This clone's .cluster/env (publish.sh) names the stopped cluster: without its bridge, the API server's
+# address would be routed off this machine by anything that still read the file. One naming another
+# cluster (kind) stays.
+env_file="$(cd "$HERE/.." && pwd)/.cluster/env"
+if [ -f "$env_file" ] && grep -qxF "export KUBECONFIG=$CLUSTER_KUBECONFIG" "$env_file"; then
+  rm -f "$env_file" && say "removed $env_file (it named this cluster)"
+fi
 say "cluster stopped; nothing of it is left running"
