@@ -34,7 +34,8 @@ LOG_MARKERS = ("Executor:", "Bundle source:", "Cold start:", "Worker group:")
     help="With --local: the workers' MODELOPS_BUNDLES_DIR [default: the parent of the study's directory].",
 )
 @click.option("--output", type=click.Path(dir_okay=False), help="Write results as JSON lines here.")
-@click.option("--resume", is_flag=True, help="Keep results already in --output and run only the missing tasks.")
+@click.option("--resume", is_flag=True, help="Keep the results already in --output (appending, never rewriting) and "
+              "run the tasks that have no result or whose latest result failed with a retryable error.")
 @click.option("--wait-workers", default=120.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds to wait for at least one worker before giving up.")
 @click.option("--group", "require_group", help="Run only on workers of this worker group (MODELOPS_WORKER_GROUP); "
@@ -119,7 +120,14 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight
         summary, runtimes = run_study_on(client, study, output, resume, max_in_flight)
     wall = time.perf_counter() - started
     _print_summary(summary, runtimes, wall)
-    if summary.failed:
+    study_tally = summary.study
+    if study_tally is not None:
+        click.echo(f"study, by the latest result line of each task in {output}: {study_tally.describe()}")
+    retryable = study_tally.retryable if study_tally is not None else summary.retryable
+    if retryable and output:
+        click.echo(f"{retryable} task(s) failed with a retryable error (their results are in {output}): "
+                   "run again with --resume to rerun them", err=True)
+    if summary.failed or (study_tally is not None and not study_tally.complete):
         sys.exit(1)
 
 
@@ -153,12 +161,14 @@ def run_study_on(client, study: Study, output, resume: bool, max_in_flight, prog
     tasks = study.iter_tasks(digest, entrypoint)
     n_tasks, skipped = study.task_count(), 0
     results_file = ResultsFile(output) if output else None
+    plan = None
     if results_file:
-        done = results_file.completed_task_ids() if resume else set()
-        if done:
-            skipped = sum(1 for t in study.iter_tasks(digest, entrypoint) if t.task_id in done)
-            n_tasks -= skipped
-            tasks = (t for t in tasks if t.task_id not in done)
+        if resume:
+            # by each task's latest line: missing and retryably failed tasks run, the rest are kept
+            plan = results_file.plan_resume(t.task_id for t in study.iter_tasks(digest, entrypoint))
+            n_tasks, skipped = plan.to_run, plan.kept
+            tasks = (t for t in tasks if plan.runs(t.task_id))
+            click.echo(plan.describe(output))
         results_file.open(truncate=not resume)
     click.echo(f"Study {study.name!r}: {n_tasks} tasks on {len(runtimes)} worker(s), "
                f"bundle {bundle['name']} {digest[:19]}" + (f", {skipped} already done" if skipped else ""))
@@ -170,19 +180,27 @@ def run_study_on(client, study: Study, output, resume: bool, max_in_flight, prog
                 results_file.add(completed.record)
                 if completed.batch_end:  # never hold a finished result while waiting for the next
                     results_file.flush()
+            if plan is not None:
+                plan.record(completed.record)
             summary.add(completed.result)
     finally:
         if results_file:
             results_file.close()
     runtimes = {**runtimes, **service.worker_runtime()}  # fallbacks happen during the study
+    if plan is not None:
+        summary.study = plan.tally()
     return summary, runtimes
 
 
 class Summary:
-    """What `mops run` prints at the end, counted as results arrive (no list of results kept)."""
+    """What `mops run` prints at the end, counted as results arrive (no list of results kept).
+
+    It counts this run's results (one per task: the stream runs a task id once). With --resume,
+    `study` counts the whole study by the latest result line of each task (kept lines and this run's)."""
 
     def __init__(self, results=()):
-        self.total = self.succeeded = 0
+        self.total = self.succeeded = self.retryable = 0
+        self.study = None  # a results_file.StudyTally, set by run_study_on when it resumes
         self.by_executor: Counter = Counter()
         self.by_start: Counter = Counter()
         self.pairs: set[tuple[str, int]] = set()  # (worker, PID): PIDs are per PID namespace (pod)
@@ -204,6 +222,7 @@ class Summary:
         if p.pid:
             self.pairs.add((sys.intern(p.worker), p.pid))
         if not r.ok:
+            self.retryable += bool(r.error and r.error.retryable)
             self.failures.append(f"FAILED {r.task_id} params={r.params} seed={r.seed}: "
                                  f"{r.error.kind}: {r.error.type}: {r.error.message}")
 

@@ -3,13 +3,15 @@
 Results arrive from workers already in JSON mode (`TaskResult.model_dump(mode="json")`), so the
 common case is one `json.dumps`. Only a value plain JSON cannot hold takes the slow path: a
 non-finite float is written as its string ("nan", "inf") and bytes as {"__bytes__": hex}, so
-every line stays strict JSON that any reader accepts.
+every line stays strict JSON that any reader accepts. `read_json_lines` reads such a file back.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 _SEPARATORS = (",", ":")
@@ -37,3 +39,18 @@ def json_line(obj: Any) -> str:
         return json.dumps(obj, separators=_SEPARATORS, allow_nan=False, default=_bytes_as_hex)
     except ValueError:  # a non-finite float somewhere: the rare, slow path
         return json.dumps(_finite(obj), separators=_SEPARATORS, allow_nan=False, default=_bytes_as_hex)
+
+
+def read_json_lines(path: str | Path) -> Iterator[dict]:
+    """The objects of a JSON-lines file, in file order. Only whole lines count: a torn last line (no
+    newline: a writer killed mid-write) is ignored, and so is a line that is not a JSON object."""
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                return
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj

@@ -9,18 +9,38 @@ before appending, so `--resume` can trust every line it reads.
 The caller flushes at the end of each batch of results that arrived together (so no finished
 result waits in memory while the client waits for the next); `flush_bytes` caps a batch. The
 per-result cost is one `json.dumps` and a list append.
+
+The file is append-only: `--resume` never rewrites a line. A task may therefore have several lines
+(a failed attempt, then its rerun), and every reader counts a task by its LATEST line
+(`latest_states`, `latest_records`). `plan_resume` decides what `--resume` runs: a task without a
+line, or whose latest line failed with `error.retryable` true (a registry that was down, a worker
+lost); a task whose latest line is ok, or failed for a reason a rerun would repeat, is kept.
 """
 
 from __future__ import annotations
 
-import json
 import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from modelops.services.json_lines import json_line
+from modelops.services.json_lines import json_line, read_json_lines
 from modelops.tasks import TaskResult
 
 FLUSH_BYTES = 256 * 1024
+
+# What a task's latest line says about it.
+OK = "ok"
+FAILED = "failed"  # failed, not retryable: a rerun would fail the same way, so --resume keeps it
+RETRYABLE = "retryable"  # failed with error.retryable true: --resume runs it again
+
+
+def line_state(record: dict) -> str:
+    """OK, FAILED or RETRYABLE for one result line (a JSON-mode TaskResult)."""
+    if record.get("status") == "ok":
+        return OK
+    error = record.get("error")
+    return RETRYABLE if isinstance(error, dict) and error.get("retryable") is True else FAILED
 
 
 class ResultsFile:
@@ -31,20 +51,35 @@ class ResultsFile:
         self._buffer: list[bytes] = []
         self._buffered = 0
 
-    def completed_task_ids(self) -> set[str]:
-        """Task ids that already have a result line (a torn last line, if any, is ignored)."""
+    def _records(self) -> Iterator[dict]:
+        """Every whole result line in file order (a torn last line, if any, is ignored)."""
         if not self.path.exists():
-            return set()
-        done = set()
-        with self.path.open("rb") as fh:
-            for line in fh:
-                if not line.endswith(b"\n"):
-                    break
-                try:
-                    done.add(json.loads(line)["task_id"])
-                except (json.JSONDecodeError, KeyError):
-                    continue
-        return done
+            return
+        for record in read_json_lines(self.path):
+            if isinstance(record.get("task_id"), str):
+                yield record
+
+    def completed_task_ids(self) -> set[str]:
+        """Task ids that have at least one result line, whatever its status."""
+        return {record["task_id"] for record in self._records()}
+
+    def latest_states(self) -> dict[str, str]:
+        """Each task id's state (OK, FAILED, RETRYABLE) as its latest line says."""
+        return {record["task_id"]: line_state(record) for record in self._records()}
+
+    def latest_records(self) -> Iterator[dict]:
+        """The latest line of each task, in the order of those lines: one result per task however
+        often it ran. Two passes over the file; memory holds one line number per task."""
+        latest = {record["task_id"]: n for n, record in enumerate(self._records())}
+        wanted = set(latest.values())
+        del latest
+        for n, record in enumerate(self._records()):
+            if n in wanted:
+                yield record
+
+    def plan_resume(self, task_ids: Iterable[str]) -> ResumePlan:
+        """What `--resume` does with the tasks `task_ids` (a study's), by each one's latest line."""
+        return ResumePlan(self.latest_states(), task_ids)
 
     def open(self, truncate: bool) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
@@ -105,3 +140,81 @@ class ResultsFile:
             finally:
                 os.close(self._fd)
                 self._fd = None
+
+
+@dataclass(frozen=True)
+class StudyTally:
+    """A study's tasks counted by the latest result line of each (distinct task ids)."""
+
+    tasks: int
+    ok: int
+    failed: int  # latest line failed, not retryable
+    retryable: int  # latest line failed, retryable
+    missing: int  # no line yet
+
+    @property
+    def complete(self) -> bool:
+        return self.ok == self.tasks
+
+    def describe(self) -> str:
+        return (f"{self.tasks} tasks: {self.ok} ok, {self.failed + self.retryable} failed "
+                f"({self.retryable} retryable), {self.missing} without a result")
+
+
+class ResumePlan:
+    """`--resume` for one study: which of its tasks run again, counted by the latest line of each.
+
+    Runs: tasks without a line (`missing`) and tasks whose latest line failed retryably (`retry`).
+    Kept: tasks whose latest line is ok (`kept_ok`) or failed for a reason that is not retryable
+    (`kept_failed`). Lines of tasks that are not the study's (`foreign`: another bundle digest,
+    entrypoint, parameters or seeds) are left alone. `record` updates a task's state as the rerun's
+    results arrive, so `tally()` counts the study by the latest line of each task, as the file will."""
+
+    def __init__(self, latest: dict[str, str], task_ids: Iterable[str]):
+        self.states: dict[str, str] = {}
+        self.missing_ids: set[str] = set()
+        for task_id in task_ids:
+            state = latest.get(task_id)
+            if state is None:
+                self.missing_ids.add(task_id)
+            else:
+                self.states[task_id] = state
+        self.kept_ok = sum(1 for state in self.states.values() if state == OK)
+        self.kept_failed = sum(1 for state in self.states.values() if state == FAILED)
+        self.retry = len(self.states) - self.kept_ok - self.kept_failed
+        self.missing = len(self.missing_ids)
+        self.foreign = len(latest) - len(self.states)
+
+    @property
+    def kept(self) -> int:
+        return self.kept_ok + self.kept_failed
+
+    @property
+    def to_run(self) -> int:
+        return self.retry + self.missing
+
+    def runs(self, task_id: str) -> bool:
+        """Whether `--resume` submits this task."""
+        state = self.states.get(task_id)
+        return state is None or state == RETRYABLE
+
+    def record(self, record: dict) -> None:
+        """A new result line of one of the study's tasks (its latest line from now on)."""
+        task_id = record["task_id"]
+        self.missing_ids.discard(task_id)
+        self.states[task_id] = line_state(record)
+
+    def tally(self) -> StudyTally:
+        counts = {OK: 0, FAILED: 0, RETRYABLE: 0}
+        for state in self.states.values():
+            counts[state] += 1
+        return StudyTally(tasks=len(self.states) + len(self.missing_ids), ok=counts[OK], failed=counts[FAILED],
+                          retryable=counts[RETRYABLE], missing=len(self.missing_ids))
+
+    def describe(self, path: str | Path) -> str:
+        text = (f"Resume from {path}: {self.kept} kept ({self.kept_ok} ok, {self.kept_failed} failed not retryable), "
+                f"{self.retry} rerun (failed retryable), {self.missing} missing")
+        if self.foreign:
+            text += (f"; {self.foreign} task id(s) in the file are not tasks of this study (another bundle digest, "
+                     "entrypoint, parameters or seeds): left alone")
+        return text
