@@ -98,3 +98,58 @@ def skip_or_fail(reason: str, required_by: str) -> None:
     if os.environ.get(required_by, "").strip().lower() in {"1", "true", "yes"}:
         pytest.fail(f"{reason} ({required_by}={os.environ[required_by]}: this must run, not skip)", pytrace=False)
     pytest.skip(reason)
+
+
+def make_wheel(dest: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """A pure-Python wheel (py3-none-any) of `files` (path in the wheel -> text), built by hand: tests of
+    bundle environments need two versions of one package without reaching a package index."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = name.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    members = dict(files)
+    members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    members[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: modelops-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = []
+    for path, text in members.items():
+        data = text.encode()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    members[f"{info}/RECORD"] = "\n".join(record) + "\n"
+    dest.mkdir(parents=True, exist_ok=True)
+    wheel = dest / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in members.items():
+            zf.writestr(path, text)
+    return wheel
+
+
+PROBE_BUNDLE_SOURCE = '''"""Reports which version of its pinned package it imported, from where, in which interpreter."""
+import os
+import sys
+import time
+
+import {module}
+
+
+def simulate(params, seed):
+    time.sleep(float(params.get("sleep", 0)))
+    return {{"version": {module}.VERSION, "file": {module}.__file__, "python": sys.executable,
+            "prefix": sys.prefix, "pid": os.getpid()}}
+'''
+
+
+def make_env_bundle(root: Path, name: str, package: str, version: str, wheels: bool = True) -> Path:
+    """A bundle pinning `package==version` in its requirements.txt, with the wheel in wheels/ (offline)."""
+    bundle = root / name
+    bundle.mkdir(parents=True)
+    module = package.replace("-", "_")
+    (bundle / "bundle.json").write_text(json.dumps({"name": name, "version": "1", "entrypoint": "probe:simulate"}))
+    (bundle / "probe.py").write_text(PROBE_BUNDLE_SOURCE.format(module=module))
+    (bundle / "requirements.txt").write_text(f"{package}=={version}\n")
+    if wheels:
+        make_wheel(bundle / "wheels", package, version, {f"{module}/__init__.py": f"VERSION = {version!r}\n"})
+    return bundle

@@ -143,6 +143,13 @@ def parse_path(variable: str, raw: str) -> Path:
     return Path(raw.strip())
 
 
+def parse_url(variable: str, raw: str) -> str:
+    url = raw.strip()
+    if url and (not url.startswith(("http://", "https://", "file://")) or any(c.isspace() for c in url)):
+        raise ConfigError(variable, raw, "an http://, https:// or file:// URL, or empty")
+    return url
+
+
 def parse_group(variable: str, raw: str) -> str:
     group = raw.strip()
     if not group or any(c.isspace() for c in group):
@@ -240,14 +247,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MODELOPS_BUNDLE_CACHE_DIR", Path, Path("/tmp/modelops/bundle-cache"), "a directory path",
-        "source `oci`: where pulled bundles are kept, verified, shared by the worker processes of a pod "
-        "(created if missing; must be writable)",
+        "source `oci`: where pulled bundles are kept, verified, shared by the worker processes of a pod; "
+        "any source: `environments/` under it holds the Python environments of bundles that carry a "
+        "`requirements.txt` (created if missing; must be writable)",
         parse_path, field="bundle_cache_dir",
     ),
     Setting(
         "MODELOPS_BUNDLE_CACHE_MAX_MB", int, 1024, "integer > 0",
         "source `oci`: size bound of the bundle cache; least recently used bundles are evicted past it",
         number_parser(integer=True, positive=True), field="bundle_cache_max_mb",
+    ),
+    Setting(
+        "MODELOPS_PACKAGE_INDEX_URL", str, "", "a URL (empty: the bundle's own wheels, else uv's configuration)",
+        "where a worker installs the packages of a bundle's `requirements.txt` when the bundle carries no "
+        "`wheels/` (`mops bundle push --with-wheels`); empty: uv's own configuration (`UV_INDEX_URL`, uv.toml)",
+        parse_url, field="package_index_url",
     ),
     Setting(
         "MODELOPS_REGISTRY_PLAIN_HTTP", PlainHttp, PlainHttp.AUTO,

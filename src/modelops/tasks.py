@@ -100,6 +100,9 @@ class Provenance(BaseModel):
     # on the scheduler, so a task restarted after its worker was lost says 2. None: not submitted
     # through DaskSimulationService (e.g. doctor probes), so not counted.
     attempt: int | None = None
+    # The bundle's own Python environment (a requirements.txt beside bundle.json): its lock digest, and
+    # whether this task paid for building it (`built`, `build_seconds`). None: the worker's environment.
+    environment: dict | None = None
 
 
 class TaskResult(BaseModel):

@@ -115,6 +115,22 @@ def test_selected_executors_only(tmp_path):
     assert data["heavy_modules"] == []
 
 
+def test_environment_compare_runs_child_executors_in_a_bundle_environment(tmp_path):
+    pytest.importorskip("uv", reason="bundle environments need the uv installer")
+    result, data = invoke(tmp_path, "--tasks", "3", "--executors", "direct,isolated_warm,cold-fork",
+                          "--concurrency", "1", "--heavy-modules", "", "--environment-compare")
+    assert result.exit_code == 0, result.output
+    assert list(data["executors"]) == ["direct", "isolated_warm", "isolated_warm+env", "cold-fork", "cold-fork+env"]
+    row = data["executors"]
+    # the first +env column's warm-up built the environment, once; the plain columns built none
+    assert row["isolated_warm+env"]["environment_build_ms"] > 0
+    assert row["cold-fork+env"]["environment_build_ms"] == 0
+    assert row["cold-fork"]["environment_build_ms"] == 0
+    effect = data["environment_effect"]["1"]
+    assert effect["fork_overhead_ms"] == round(row["cold-fork"]["p50_ms"] - row["isolated_warm"]["p50_ms"], 3)
+    assert "bundle environment: cold fork costs" in result.output
+
+
 def test_tasks_that_fail_make_the_bench_fail_loudly(tmp_path):
     # (not `direct`: it would reuse the bench module this test process imported earlier)
     result, data = invoke(tmp_path, "--tasks", "1", "--executors", "cold-fork", "--concurrency", "1",

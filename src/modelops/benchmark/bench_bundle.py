@@ -26,6 +26,24 @@ def write_bundle(bundles_dir: Path, heavy_modules: list[str]) -> Path:
     return directory
 
 
+# `mops bench --environment-compare`: the bench bundle again, with a requirements.txt, so the child
+# executors run it in a bundle environment (bundles/environments.py). The lock is empty: the packages
+# are the worker's (through the environment's .pth), so the columns differ only by what an environment
+# changes, its interpreter and import path, which is what the per-task overhead target is about.
+ENV_BUNDLE_NAME = "bench-env"
+ENV_SUFFIX = "+env"
+
+
+def write_environment_bundle(bundles_dir: Path) -> Path:
+    directory = bundles_dir / ENV_BUNDLE_NAME
+    shutil.copytree(bundles_dir / BUNDLE_NAME, directory)
+    manifest = json.loads((directory / MANIFEST).read_text())
+    (directory / MANIFEST).write_text(json.dumps({**manifest, "name": ENV_BUNDLE_NAME}))
+    (directory / "requirements.txt").write_text("# no pins: the worker's packages, in an environment of its own\n")
+    (directory / "wheels").mkdir()  # offline
+    return directory
+
+
 def copy_bundle(source: Path, bundles_dir: Path, name: str, manifest: dict, warmup) -> None:
     """`source` as bundle `name` under `bundles_dir`, its bundle.json declaring `warmup`."""
     target = bundles_dir / name

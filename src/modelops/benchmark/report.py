@@ -58,6 +58,14 @@ def format_table(result: dict) -> str:
                 f"  warm-up: cold-fork p50 {effect['p50_with_ms']:.2f} ms with it, {effect['p50_without_ms']:.2f} ms "
                 f"without: it saves {effect['saves_ms_per_task']:+.2f} ms per task"
             )
+        env = result.get("environment_effect", {}).get(concurrency)
+        if env:
+            lines.append(
+                f"  bundle environment: cold fork costs {env['fork_overhead_env_ms']:+.2f} ms over warm (p50) inside "
+                f"it, {env['fork_overhead_ms']:+.2f} ms in the worker's own environment "
+                f"({'-' if env['difference_pct'] is None else format(env['difference_pct'], '+.1f')} %; target "
+                f"within 10 %); built once in {env['build_ms']:.0f} ms"
+            )
         for check in result["targets"].get(concurrency, []):
             unit = check["unit"]
             lines.append(

@@ -28,10 +28,13 @@ from modelops.benchmark.accounting import tree_cpu_s
 from modelops.benchmark.bench_bundle import (
     BUNDLE_NAME,
     DEFAULT_HEAVY,
+    ENV_BUNDLE_NAME,
+    ENV_SUFFIX,
     MODES,
     copy_bundle,
     load_bench_study,
     write_bundle,
+    write_environment_bundle,
 )
 from modelops.benchmark.targets import Targets, check_targets
 from modelops.tasks import Task
@@ -57,10 +60,12 @@ class Measurement:
     elapsed_s: float = 0.0
     cpu_s: float = 0.0
     failures: list[str] = field(default_factory=list)
+    environment_build_s: float = 0.0  # a bundle environment this column's warm-up built
 
     def stats(self) -> dict:
         walls = sorted(self.walls_ms)
         return {
+            "environment_build_ms": round(1000 * self.environment_build_s, 1),
             "tasks": len(walls),
             "concurrency": self.concurrency,
             "first_task_ms": round(self.first_task_ms, 3),
@@ -129,7 +134,9 @@ class Bench:
     def __init__(self, executor: str, concurrency: int, bundles_dir: Path, entrypoint: str, params: dict,
                  variant: Variant | None = None, tasks=None):
         variant = variant or Variant(executor)
-        env = {"MODELOPS_BUNDLES_DIR": str(bundles_dir), **EXECUTORS[variant.executor]}
+        # the bench's own cache: a bundle environment is built by the first column that needs it
+        env = {"MODELOPS_BUNDLES_DIR": str(bundles_dir), "MODELOPS_BUNDLE_CACHE_DIR": str(bundles_dir / ".cache"),
+               **EXECUTORS[variant.executor]}
         self.runtime = WorkerRuntime(RuntimeConfig.from_env(env), f"bench-{executor}", slots=concurrency)
         self.bundle_name = variant.bundle
         self.bundle = self.runtime.resolver.resolve(variant.bundle)
@@ -155,6 +162,7 @@ class Bench:
         walls, failures = _run_batch(self.runtime, tasks, self.m.concurrency, 0.0)
         self.m.first_task_ms = walls[0]
         self.m.failures.extend(failures)
+        self.m.environment_build_s = sum(self.runtime.environments.build_seconds)
 
     def run_chunk(self, n: int, gap_s: float, settle_s: float) -> None:
         if n <= 0:
@@ -233,21 +241,33 @@ def run_bench(
     rounds: int = 5,
     progress=None,
     targets: Targets = Targets(),
+    compare_environment: bool = False,
 ) -> dict:
-    """Measure every executor at every concurrency; the dict that `--json` writes."""
+    """Measure every executor at every concurrency; the dict that `--json` writes. With
+    `compare_environment`, every child executor also runs the bench bundle inside a bundle
+    environment (`+env` columns, see `ENV_SUFFIX`)."""
     entrypoint = MODES[mode]
     params = dict(params or {})
     by_concurrency: dict[str, dict[str, dict]] = {}
     failures: dict[str, list[str]] = {}
+    labels = list(executors)
+    variants = {e: Variant(e) for e in executors}
+    if compare_environment:
+        for e in executors:
+            if e != "direct":  # direct refuses a bundle with its own environment
+                variants[e + ENV_SUFFIX] = Variant(e, ENV_BUNDLE_NAME)
+                labels.insert(labels.index(e) + 1, e + ENV_SUFFIX)
     with tempfile.TemporaryDirectory(prefix="modelops-bench-") as tmp:
         bundles_dir = Path(tmp)
         write_bundle(bundles_dir, list(heavy_modules))
-        counts = {e: min(n_tasks, spawn_tasks) if e == "cold-spawn" else n_tasks for e in executors}
+        if compare_environment:
+            write_environment_bundle(bundles_dir)
+        counts = {e: min(n_tasks, spawn_tasks) if variants[e].executor == "cold-spawn" else n_tasks for e in labels}
         rounds = max(1, min(rounds, max(counts.values())))
         for concurrency in concurrencies:
             measured = measure_concurrency(
-                executors, concurrency, counts, bundles_dir, entrypoint, params, rounds,
-                gap_s=gap_ms / 1000, progress=progress,
+                tuple(labels), concurrency, counts, bundles_dir, entrypoint, params, rounds,
+                gap_s=gap_ms / 1000, progress=progress, variants=variants,
             )
             by_concurrency[str(concurrency)] = summarise(measured, concurrency, failures)
     first = by_concurrency[str(concurrencies[0])]
@@ -264,8 +284,23 @@ def run_bench(
         "targets": {c: check_targets(row, mode, targets) for c, row in by_concurrency.items()},
         "failures": failures,
         "machine": machine_info(),
+        "environment_effect": {c: environment_effect(row) for c, row in by_concurrency.items()}
+        if compare_environment else {},
     }
     return result
+
+
+def environment_effect(row: dict[str, dict]) -> dict:
+    """Cold fork's per-task overhead over warm (p50 difference) inside a bundle environment against
+    the same in the worker's own environment: the issue's target is the same within 10 %."""
+    own, env = row.get("cold-fork"), row.get("cold-fork" + ENV_SUFFIX)
+    warm, warm_env = row.get("isolated_warm"), row.get("isolated_warm" + ENV_SUFFIX)
+    if not (own and env and warm and warm_env):
+        return {}
+    own_ms, env_ms = own["p50_ms"] - warm["p50_ms"], env["p50_ms"] - warm_env["p50_ms"]
+    return {"fork_overhead_ms": round(own_ms, 3), "fork_overhead_env_ms": round(env_ms, 3),
+            "difference_pct": round(100 * (env_ms / own_ms - 1), 1) if own_ms > 0 else None,
+            "build_ms": max(s.get("environment_build_ms", 0.0) for s in row.values())}
 
 
 def summarise(measured: dict[str, Measurement], concurrency: int, failures: dict[str, list[str]]) -> dict[str, dict]:

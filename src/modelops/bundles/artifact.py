@@ -20,12 +20,12 @@ from pathlib import Path
 
 from modelops.bundles.bundle import BundleError, read_manifest
 from modelops.bundles.digest import bundle_files, content_digest
+from modelops.bundles.environments import LOCK_FILE as ENVIRONMENT_LOCK
+from modelops.bundles.environments import WHEELS_DIR, parse_lock
 
 ARTIFACT_TYPE = "application/vnd.modelops.bundle.v1"
 CONFIG_MEDIA_TYPE = "application/vnd.modelops.bundle.config.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.modelops.bundle.layer.v1.tar"
-# A bundle may carry the lock of its own Python environment beside bundle.json (issue 14, point 3).
-ENVIRONMENT_LOCK = "requirements.txt"
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,11 @@ def environment(directory: Path) -> dict:
     if not lock.is_file():
         return {"kind": "image"}
     data = lock.read_bytes()
-    pins = [line.split("#", 1)[0].strip().rstrip("\\").strip() for line in data.decode().splitlines()]
-    packages = sorted(p for p in pins if p and not p.startswith("-"))
-    return {"kind": "lock", "lock": ENVIRONMENT_LOCK, "lock_digest": sha256_digest(data), "packages": packages}
+    pins = parse_lock(data.decode(errors="replace"), f"bundle {directory} {ENVIRONMENT_LOCK}")
+    packages = sorted(f"{p.name}=={p.version}" for p in pins)
+    wheels = sorted(p.name for p in (directory / WHEELS_DIR).glob("*.whl"))
+    return {"kind": "lock", "lock": ENVIRONMENT_LOCK, "lock_digest": sha256_digest(data), "packages": packages,
+            "wheels": wheels}
 
 
 def layer_tar(directory: Path) -> bytes:

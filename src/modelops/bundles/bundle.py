@@ -30,6 +30,13 @@ class Bundle:
     # bundle.json "warmup" (bundles/warmup.py), run once by each cold-fork zygote; the
     # digest covers bundle.json, so equality by the other fields is enough
     warmup: dict | None = field(default=None, compare=False)
+    # the interpreter this bundle's children exec: its own environment's (bundles/environments.py,
+    # set by the worker for a bundle with a requirements.txt), None for the worker's own
+    python: str | None = field(default=None, compare=False)
+
+    @property
+    def child_python(self) -> str:
+        return self.python or sys.executable
 
     def load_entrypoint(self, entrypoint: str | None = None) -> Callable:
         """Import `module:function` (adding the bundle's directory to sys.path first)."""

@@ -51,10 +51,14 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--warmup-compare/--no-warmup-compare", default=True, show_default=True,
               help="With --bundle: add a cold-fork column without the declared warm-up (or, when none "
                    "is declared, with a candidate warm-up running the study's first task).")
+@click.option("--environment-compare", is_flag=True,
+              help="Built-in model: also run each child executor with the bench bundle in a bundle environment "
+                   "(a requirements.txt, empty: the worker's packages), columns +env, and compare cold fork's "
+                   "cost over warm there with the same in the worker's own environment.")
 @target_options
 @click.pass_context
 def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names, gap_ms, rounds, json_path,
-          bundle_dir, study_path, warmup_compare, targets, throughput_path) -> None:
+          bundle_dir, study_path, warmup_compare, targets, throughput_path, environment_compare) -> None:
     """Benchmark executors side by side: p50/p95 wall, CPU per task, tasks/s, ratio to warm.
 
     Without --bundle: the built-in bench model (--mode). With --bundle DIR: your own bundle."""
@@ -78,7 +82,7 @@ def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_
         if study_path is not None:
             raise click.BadParameter("--study needs --bundle", param_hint="--study")
     else:
-        for option in ("mode", "heavy_modules"):
+        for option in ("mode", "heavy_modules", "environment_compare"):
             if ctx.get_parameter_source(option) is not click.core.ParameterSource.DEFAULT:
                 raise click.BadParameter(
                     "applies to the built-in bench model only, not with --bundle",
@@ -105,6 +109,7 @@ def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_
         rounds=rounds,
         progress=lambda message: click.echo(f"... {message}", err=True),
         targets=targets,
+        compare_environment=environment_compare,
     )
     _report(result, json_path)
 

@@ -40,14 +40,29 @@ def bundle() -> None:
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.argument("ref")
 @click.option("--plain-http/--https", "plain_http", default=None, help=PLAIN_HTTP_HELP)
-def push(directory: Path, ref: str, plain_http: bool | None) -> None:
+@click.option("--with-wheels", is_flag=True,
+              help="Store the wheels of the bundle's requirements.txt in the artifact (wheels/), downloaded "
+                   "with this machine's pip configuration, so workers build its environment offline.")
+@click.option("--wheels-python", default=None, metavar="X.Y",
+              help="--with-wheels: the workers' Python (default: the worker image's, 3.11).")
+@click.option("--wheels-platform", default="x86_64", show_default=True,
+              type=click.Choice(["x86_64", "aarch64"]), help="--with-wheels: the workers' CPU architecture.")
+def push(directory: Path, ref: str, plain_http: bool | None, with_wheels: bool, wheels_python: str | None,
+         wheels_platform: str) -> None:
     """Push the bundle in DIRECTORY to REF (HOST[:PORT]/REPO:TAG); print the manifest digest."""
-    from modelops.bundles import artifact
+    from contextlib import nullcontext
+
+    from modelops.bundles import artifact, wheelhouse
     from modelops.bundles.oci import RegistryError, parse_reference
 
+    if wheels_python is not None and not with_wheels:
+        _fail("--wheels-python is only used with --with-wheels")
     try:
         reference = parse_reference(ref)
-        built = artifact.build(directory)
+        staged = (wheelhouse.with_wheels(directory, wheels_python or wheelhouse.IMAGE_PYTHON, wheels_platform)
+                  if with_wheels else nullcontext(directory))
+        with staged as source:
+            built = artifact.build(source)
         digest = _client(plain_http).push(built, reference)
     except (RegistryError, BundleError) as exc:
         _fail(str(exc))
@@ -73,7 +88,8 @@ def inspect(ref: str, plain_http: bool | None, as_json: bool) -> None:
         return
     env = info["environment"]
     if env.get("kind") == "lock":
-        environment = f"own lock {env['lock']} ({len(env['packages'])} packages, {env['lock_digest']})"
+        wheels = f", {len(env['wheels'])} wheels inside" if env.get("wheels") else ", no wheels: workers need an index"
+        environment = f"own lock {env['lock']} ({len(env['packages'])} packages{wheels}, {env['lock_digest']})"
     else:
         environment = "the worker image's Python packages (no requirements.txt)"
     rows = [("reference", info["reference"]), ("digest", info["digest"]), ("pinned", info["pinned"]),

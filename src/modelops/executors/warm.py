@@ -21,8 +21,9 @@ logger = logging.getLogger("modelops.executor")
 
 
 class _Pool:
-    def __init__(self, size: int, max_tasks: int, memory_limit_mb: int):
+    def __init__(self, size: int, max_tasks: int, memory_limit_mb: int, python: str | None):
         self.size = size
+        self.python = python  # the bundle environment's interpreter (None: the worker's)
         self.max_tasks = max_tasks
         self.memory_limit_mb = memory_limit_mb
         self.idle: list[ChildHandle] = []
@@ -52,7 +53,7 @@ class _Pool:
                 if deadline is not None and remaining(deadline) <= 0:
                     return None
                 self.cond.wait(remaining(deadline))
-        child = ChildHandle(max_tasks=self.max_tasks, memory_limit_mb=self.memory_limit_mb)
+        child = ChildHandle(max_tasks=self.max_tasks, memory_limit_mb=self.memory_limit_mb, python=self.python)
         with self.cond:
             self.busy.add(child)
         logger.info("Warm child process started: PID %d", child.pid)
@@ -100,7 +101,7 @@ class WarmExecutor(Executor):
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = _Pool(
-                    self.slots, self.max_tasks_per_process, self.memory_limit_mb
+                    self.slots, self.max_tasks_per_process, self.memory_limit_mb, bundle.python
                 )
             return pool
 

@@ -84,7 +84,7 @@ class ZygoteHandle:
         self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "modelops.executors.child.zygote", str(theirs.fileno()), json.dumps(spec)],
+                [bundle.child_python, "-m", "modelops.executors.child.zygote", str(theirs.fileno()), json.dumps(spec)],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=2,  # never the worker's stdout; stderr is inherited, never a pipe

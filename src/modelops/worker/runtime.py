@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import time
+from pathlib import Path
 
 import modelops
 
 from modelops.bundles import Bundle, BundleError, BundleResolver
+from modelops.bundles.environments import LOCK_FILE, BundleEnvironments, PreparedEnvironment
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
 from modelops.executors.replies import Failure
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
@@ -35,6 +38,7 @@ class WorkerRuntime:
         self.worker_address = worker_address
         self.slots = slots
         self.resolver = BundleResolver.for_config(config)
+        self.environments = BundleEnvironments(config.bundle_cache_dir, config.package_index_url)
         self.executor: Executor = build_executor(config, slots, metrics.executor_events())
         self.closing = False
 
@@ -51,6 +55,7 @@ class WorkerRuntime:
                     f"bundle {task.bundle!r} on this worker has digest {bundle.digest}, "
                     f"the task was made for {task.bundle_digest}: the bundle changed mid-study"
                 )
+            environment = self._environment(bundle)
         except BundleError as exc:
             outcome = RunOutcome(
                 # retryable: an OCI registry that is unreachable, or an artifact not there yet
@@ -61,8 +66,10 @@ class WorkerRuntime:
                 time.time() - started,
             )
             return self._result(task, outcome, task.bundle_digest)
+        if environment is not None:
+            bundle = dataclasses.replace(bundle, python=environment.python)
         outcome = self.executor.run(task, bundle)
-        result = self._result(task, outcome, bundle.digest)
+        result = self._result(task, outcome, bundle.digest, environment)
         metrics.observe(result, self.cold_start, outcome.memory_peak_bytes)
         logger.debug(
             "Task %s %s on PID %d in %.3f s",
@@ -70,7 +77,22 @@ class WorkerRuntime:
         )
         return result
 
-    def _result(self, task: Task, outcome: RunOutcome, digest: str) -> TaskResult:
+    def _environment(self, bundle: Bundle) -> PreparedEnvironment | None:
+        """The bundle's own Python environment (built on first use), None when it has no lock.
+        `direct` runs tasks inside the worker, whose packages it cannot swap: such a bundle is refused."""
+        if bundle.import_path is None:
+            return None  # source `image`: the image's packages by definition
+        directory = Path(bundle.import_path)
+        if self.config.executor is ExecutorType.DIRECT and (directory / LOCK_FILE).is_file():
+            raise BundleError(
+                f"bundle {bundle.name!r} carries {LOCK_FILE} (its own Python environment), but "
+                f"MODELOPS_EXECUTOR=direct runs tasks inside the worker, on the worker's packages: "
+                f"serve it with MODELOPS_EXECUTOR=isolated_warm or cold"
+            )
+        return self.environments.prepare(bundle.name, directory)
+
+    def _result(self, task: Task, outcome: RunOutcome, digest: str,
+                environment: PreparedEnvironment | None = None) -> TaskResult:
         reply = outcome.reply
         ok = reply["status"] == "ok"
         return TaskResult(
@@ -90,6 +112,7 @@ class WorkerRuntime:
                 bundle_digest=digest,
                 started=outcome.started,
                 duration_s=outcome.duration_s,
+                environment=environment.provenance() if environment else None,
             ),
         )
 

@@ -1,0 +1,315 @@
+"""Per-bundle Python environments: a bundle's own pinned packages, built once per lock. Runs in the worker.
+
+A bundle may carry `requirements.txt` beside `bundle.json`: pinned versions (`name==version`, hashes
+where given) of the packages it needs that differ from the worker image's. The worker builds one
+environment per distinct lock and interpreter (the key), with uv, under
+`$MODELOPS_BUNDLE_CACHE_DIR/environments/<key>/`, and every bundle with the same lock reuses it:
+
+    worker process (Dask thread, first task of a new lock)
+      flock environments/locks/<key>.lock        one build per key across threads and pod processes
+      uv venv --python <worker's interpreter>   same CPython, so the worker's compiled packages load
+      uv pip install -r requirements.txt       offline from the bundle's wheels/ when it has them
+                                                (`mops bundle push --with-wheels`), else from
+                                                MODELOPS_PACKAGE_INDEX_URL or uv's own configuration
+      site-packages/_modelops_worker.pth       the worker's site directories, *after* the bundle's:
+                                                modelops (the child runtime) imports, the lock's
+                                                versions win over the image's
+      check: the interpreter imports the child runtime and sees every pinned version
+      environment.json                         written last: an entry without it is rebuilt
+
+Warm children, cold-fork zygotes and cold-spawn children of that bundle then exec the environment's
+interpreter (`Bundle.python`) instead of the worker's, so a forked child costs what it costs today.
+Environments are not evicted while the worker runs: a zygote or warm child may be using one, and
+they are few (one per distinct lock); the cache volume bounds them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import site
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelops.bundles.bundle import BundleError
+
+log = logging.getLogger("modelops.bundles.environments")
+
+LOCK_FILE = "requirements.txt"
+WHEELS_DIR = "wheels"
+ENVIRONMENTS_DIR = "environments"
+MARKER = "environment.json"
+WORKER_PTH = "_modelops_worker.pth"
+INSTALL_TIMEOUT_S = 900.0
+
+# name[extras]==version, then optional markers / --hash options (continuations joined first)
+_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9._,\s-]*\])?\s*===?\s*(?P<version>[^\s;\\]+)")
+_ALLOWED_OPTIONS = ("--hash=", "--hash ")
+
+
+class BundleEnvironmentError(BundleError):
+    """A bundle environment that cannot be built; `retryable` when a package index was involved."""
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: str
+    line: int
+
+
+def parse_lock(text: str, where: str) -> list[Pin]:
+    """The pins of a requirements.txt; anything but `name==version` (+ markers, --hash) is refused."""
+    pins: list[Pin] = []
+    logical: list[tuple[int, str]] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        pending += line
+        if pending.strip():
+            logical.append((start, pending.strip()))
+        pending = ""
+    if pending.strip():
+        logical.append((start, pending.strip()))
+    for number, line in logical:
+        match = _PIN.match(line)
+        rest = line[match.end():].strip() if match else ""
+        options = [part for part in re.split(r"\s+(?=--)", rest) if part and not part.startswith(";")]
+        if not match or any(not opt.startswith(_ALLOWED_OPTIONS) for opt in options):
+            raise BundleError(
+                f"{where} line {number}: {line!r} is not allowed: a bundle's lock holds pinned "
+                f"requirements only ('name==version', optional '; markers' and '--hash=sha256:...'); "
+                f"indexes come from the worker (MODELOPS_PACKAGE_INDEX_URL) or the bundle's wheels/"
+            )
+        pins.append(Pin(_normalise(match["name"]), match["version"], number))
+    seen: dict[str, Pin] = {}
+    for pin in pins:
+        if pin.name in seen and seen[pin.name].version != pin.version:
+            raise BundleError(f"{where} line {pin.line}: {pin.name} pinned twice "
+                              f"({seen[pin.name].version} on line {seen[pin.name].line}, {pin.version})")
+        seen[pin.name] = pin
+    return pins
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_digest(directory: Path) -> str | None:
+    """sha256 of the bundle's requirements.txt, None when it has none (it runs on the worker's packages)."""
+    path = Path(directory) / LOCK_FILE
+    if not path.is_file():
+        return None
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PreparedEnvironment:
+    key: str
+    python: str  # the interpreter a bundle's children exec
+    lock_digest: str
+    built: bool  # True: this call built it (the task paid for it)
+    build_seconds: float  # what the build took, whoever paid it
+    installed_from: str  # "wheels" (offline, from the bundle) or "index"
+
+    def provenance(self) -> dict:
+        return {"lock_digest": self.lock_digest, "key": self.key, "built": self.built,
+                "build_seconds": round(self.build_seconds, 3), "installed_from": self.installed_from}
+
+
+class BundleEnvironments:
+    """The worker's environments, one per (lock, interpreter); thread- and process-safe."""
+
+    def __init__(self, cache_dir: Path, index_url: str = "", base_python: str | None = None):
+        self.root = Path(cache_dir) / ENVIRONMENTS_DIR
+        self.index_url = index_url
+        self.base_python = base_python or sys.executable
+        self._ready: dict[str, PreparedEnvironment] = {}
+        self._lock = threading.Lock()
+        self.builds = 0  # environments this instance built (tests, metrics)
+        self.build_seconds: list[float] = []  # what each of those builds took
+
+    def prepare(self, bundle_name: str, directory: Path) -> PreparedEnvironment | None:
+        """The environment of the bundle in DIRECTORY (built on first use); None when it has no lock."""
+        lock_path = Path(directory) / LOCK_FILE
+        if not lock_path.is_file():
+            return None
+        lock_bytes = lock_path.read_bytes()
+        key = self._key(lock_bytes)
+        with self._lock:
+            ready = self._ready.get(key)
+        if ready is not None and os.path.exists(ready.python):
+            return _reused(ready)
+        where = f"bundle {bundle_name!r} {LOCK_FILE}"
+        pins = parse_lock(lock_bytes.decode(errors="replace"), where)
+        lock_sha = "sha256:" + hashlib.sha256(lock_bytes).hexdigest()
+        with _flocked(self.root / "locks" / f"{key}.lock"):
+            env_dir = self.root / key
+            prepared = self._existing(env_dir, key)
+            if prepared is None:
+                prepared = self._build(bundle_name, Path(directory), env_dir, key, lock_sha, pins)
+                self.builds += 1
+                self.build_seconds.append(prepared.build_seconds)
+        with self._lock:
+            self._ready[key] = prepared
+        return prepared
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _key(self, lock_bytes: bytes) -> str:
+        h = hashlib.sha256(lock_bytes)
+        interpreter = f"{platform.python_implementation()}-{sys.version}-{platform.machine()}-" \
+                      f"{os.path.realpath(self.base_python)}-{'|'.join(worker_site_dirs())}"
+        h.update(b"\0" + interpreter.encode())
+        return h.hexdigest()[:32]
+
+    def _existing(self, env_dir: Path, key: str) -> PreparedEnvironment | None:
+        marker = env_dir / MARKER
+        python = env_dir / "bin" / "python"
+        if not marker.is_file() or not python.exists():
+            return None
+        try:
+            info = json.loads(marker.read_text())
+            return PreparedEnvironment(key, str(python), info["lock_digest"], False,
+                                       float(info["build_seconds"]), info["installed_from"])
+        except (ValueError, KeyError, TypeError):
+            return None  # a damaged marker: rebuilt
+
+    def _build(self, bundle_name: str, directory: Path, env_dir: Path, key: str, lock_sha: str,
+               pins: list[Pin]) -> PreparedEnvironment:
+        started = time.monotonic()
+        shutil.rmtree(env_dir, ignore_errors=True)  # a half-built entry from a crash
+        wheels = directory / WHEELS_DIR
+        offline = wheels.is_dir()
+        uv = _uv_binary(bundle_name)
+        where = f"bundle {bundle_name!r}: building its Python environment ({LOCK_FILE} {lock_sha[:19]})"
+        env = dict(os.environ, UV_NO_PROGRESS="1", UV_PYTHON_DOWNLOADS="never")
+        _run([uv, "venv", "--quiet", "--python", self.base_python, str(env_dir)], env, where, False)
+        python = env_dir / "bin" / "python"
+        install = [uv, "pip", "install", "--quiet", "--python", str(python), "--no-cache",
+                   "--link-mode", "copy", "-r", str(directory / LOCK_FILE)]
+        if offline:
+            install += ["--offline", "--no-index", "--find-links", str(wheels)]
+        elif self.index_url:
+            install += ["--index-url", self.index_url]
+        try:
+            _run(install, env, where, retryable=not offline)
+            site_packages = _site_packages(python, env, where)
+            (Path(site_packages) / WORKER_PTH).write_text(
+                "".join(f"import site; site.addsitedir({d!r})\n" for d in worker_site_dirs())
+            )
+            _check(python, pins, env, where)
+        except BaseException:
+            shutil.rmtree(env_dir, ignore_errors=True)
+            raise
+        seconds = time.monotonic() - started
+        source = "wheels" if offline else "index"
+        info = {"lock_digest": lock_sha, "build_seconds": seconds, "installed_from": source,
+                "packages": [f"{p.name}=={p.version}" for p in pins], "base_python": self.base_python}
+        tmp = env_dir / f".{MARKER}.tmp"
+        tmp.write_text(json.dumps(info, sort_keys=True))
+        os.replace(tmp, env_dir / MARKER)
+        log.info("Bundle environment built for %s: %s (%d packages from %s) in %.2f s",
+                 bundle_name, key, len(pins), source, seconds)
+        return PreparedEnvironment(key, str(python), lock_sha, True, seconds, source)
+
+
+def worker_site_dirs() -> list[str]:
+    """The worker's site directories, which a bundle environment appends after its own."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def _reused(prepared: PreparedEnvironment) -> PreparedEnvironment:
+    if not prepared.built:
+        return prepared
+    return PreparedEnvironment(prepared.key, prepared.python, prepared.lock_digest, False,
+                               prepared.build_seconds, prepared.installed_from)
+
+
+def _uv_binary(bundle_name: str) -> str:
+    try:
+        from uv import find_uv_bin
+    except ImportError:
+        raise BundleEnvironmentError(
+            f"bundle {bundle_name!r} carries {LOCK_FILE} (its own Python environment), which needs the uv "
+            f"installer in the worker: install modelops-dask[worker]"
+        ) from None
+    return find_uv_bin()
+
+
+def _run(cmd: list[str], env: dict, where: str, retryable: bool) -> str:
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BundleEnvironmentError(f"{where}: {cmd[1]} {cmd[2]} took over {INSTALL_TIMEOUT_S:.0f} s",
+                                retryable) from None
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip()[-2000:]
+        raise BundleEnvironmentError(f"{where}: `uv {' '.join(cmd[1:3])}` failed (exit {done.returncode}): {output}",
+                                retryable)
+    return done.stdout
+
+
+def _site_packages(python: Path, env: dict, where: str) -> str:
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return _run([str(python), "-I", "-c", code], env, where, False).strip()
+
+
+_CHECK = """
+import json, sys
+from importlib.metadata import version, PackageNotFoundError
+import modelops.executors.child.runner
+wrong = {}
+for name, pinned in json.loads(sys.argv[1]).items():
+    try:
+        found = version(name)
+    except PackageNotFoundError:
+        found = None
+    if found != pinned:
+        wrong[name] = found
+print(json.dumps(wrong))
+"""
+
+
+def _check(python: Path, pins: list[Pin], env: dict, where: str) -> None:
+    """The environment imports the child runtime, and every pinned version is the one it sees."""
+    out = _run([str(python), "-c", _CHECK, json.dumps({p.name: p.version for p in pins})], env, where, False)
+    wrong = json.loads(out.strip().splitlines()[-1])
+    if wrong:
+        detail = ", ".join(f"{name}: pinned {dict((p.name, p.version) for p in pins)[name]}, found {found}"
+                           for name, found in sorted(wrong.items()))
+        raise BundleEnvironmentError(f"{where}: the built environment does not hold the lock's versions ({detail})")
+
+
+@contextmanager
+def _flocked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

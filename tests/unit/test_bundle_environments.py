@@ -1,0 +1,177 @@
+"""Per-bundle Python environments (bundles/environments.py) through a real WorkerRuntime: real uv,
+real venvs, real warm / cold-fork / cold-spawn children running in them."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import CHILD_EXECUTORS, EXECUTOR_ENVS, make_env_bundle, make_wheel, run_task
+
+from modelops.bundles.bundle import BundleError
+from modelops.bundles.environments import parse_lock
+from modelops.worker.config import RuntimeConfig
+from modelops.worker.runtime import WorkerRuntime
+
+pytest.importorskip("uv", reason="bundle environments need the uv installer (pip install modelops-dask[worker])")
+
+
+@pytest.fixture
+def env_root(tmp_path) -> Path:
+    root = tmp_path / "bundles"
+    make_env_bundle(root, "probe-one", "modelops-probe-pkg", "1.0")
+    make_env_bundle(root, "probe-two", "modelops-probe-pkg", "2.0")
+    make_env_bundle(root, "probe-one-again", "modelops-probe-pkg", "1.0")  # same lock as probe-one
+    return root
+
+
+@pytest.fixture
+def make_env_runtime(env_root, tmp_path):
+    runtimes: list[WorkerRuntime] = []
+
+    def make(executor: str, slots: int = 2, **extra: str) -> WorkerRuntime:
+        env = {"MODELOPS_BUNDLES_DIR": str(env_root), "MODELOPS_BUNDLE_CACHE_DIR": str(tmp_path / "cache"),
+               **EXECUTOR_ENVS[executor], **extra}
+        runtime = WorkerRuntime(RuntimeConfig.from_env(env), "test-worker", slots)
+        runtimes.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in runtimes:
+        runtime.close()
+
+
+@pytest.mark.parametrize("executor", CHILD_EXECUTORS)
+def test_two_bundles_see_their_own_version_of_one_package_at_the_same_time(make_env_runtime, tmp_path, executor):
+    runtime = make_env_runtime(executor, slots=4)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        # sleep: the two bundles' tasks overlap on this one worker
+        futures = {name: [pool.submit(run_task, runtime, name, {"sleep": 0.3}, seed) for seed in range(2)]
+                   for name in ("probe-one", "probe-two")}
+        results = {name: [f.result(timeout=120) for f in fs] for name, fs in futures.items()}
+    envs_dir = tmp_path / "cache" / "environments"
+    for name, version in (("probe-one", "1.0"), ("probe-two", "2.0")):
+        for result in results[name]:
+            assert result.ok, result.error
+            assert result.outputs["version"] == version
+            assert Path(result.outputs["prefix"]).parent == envs_dir  # the environment's interpreter
+            assert Path(result.outputs["file"]).is_relative_to(Path(result.outputs["prefix"]))
+            assert result.provenance.environment["lock_digest"].startswith("sha256:")
+    prefixes = {name: {r.outputs["prefix"] for r in rs} for name, rs in results.items()}
+    assert len(prefixes["probe-one"]) == 1 and prefixes["probe-one"] != prefixes["probe-two"]
+    # each environment was built once, by exactly one of its bundle's tasks, which says so
+    for name in ("probe-one", "probe-two"):
+        built = [r.provenance.environment["built"] for r in results[name]]
+        assert sorted(built) == [False, True]
+        assert all(r.provenance.environment["build_seconds"] > 0 for r in results[name])
+        assert all(r.provenance.environment["installed_from"] == "wheels" for r in results[name])
+    assert runtime.environments.builds == 2
+
+
+def test_bundles_with_the_same_lock_share_one_environment(make_env_runtime):
+    runtime = make_env_runtime("cold-fork")
+    first = run_task(runtime, "probe-one")
+    again = run_task(runtime, "probe-one-again")
+    assert first.ok and again.ok, (first.error, again.error)
+    assert first.outputs["prefix"] == again.outputs["prefix"]
+    assert first.provenance.environment["built"] and not again.provenance.environment["built"]
+    assert runtime.environments.builds == 1
+
+
+def test_concurrent_first_tasks_of_a_new_lock_wait_for_one_build(make_env_runtime):
+    runtime = make_env_runtime("isolated_warm", slots=4)
+    barrier = threading.Barrier(4)
+
+    def go(seed):
+        barrier.wait()
+        return run_task(runtime, "probe-two", seed=seed)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(go, range(4)))
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert [r.provenance.environment["built"] for r in results].count(True) == 1
+    assert runtime.environments.builds == 1
+
+
+def test_a_second_worker_process_reuses_the_built_environment(make_env_runtime):
+    """Another runtime on the same cache (another worker process of the pod, or a restarted worker)."""
+    first = run_task(make_env_runtime("cold-spawn"), "probe-one")
+    second_runtime = make_env_runtime("cold-spawn")
+    second = run_task(second_runtime, "probe-one")
+    assert first.ok and second.ok
+    assert not second.provenance.environment["built"]
+    assert second.provenance.environment["build_seconds"] == first.provenance.environment["build_seconds"]
+    assert second_runtime.environments.builds == 0
+
+
+def test_the_lock_wins_over_the_worker_image_package(make_env_runtime, env_root):
+    """A bundle pinning a package the worker has (tqdm) sees its own version, not the worker's."""
+    import tqdm
+
+    fake = "99.0.0"
+    assert tqdm.__version__ != fake
+    bundle = env_root / "own-tqdm"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text(json.dumps({"name": "own-tqdm", "version": "1", "entrypoint": "m:simulate"}))
+    (bundle / "m.py").write_text("import tqdm\n\ndef simulate(params, seed):\n    return {'version': tqdm.VERSION}\n")
+    (bundle / "requirements.txt").write_text(f"tqdm=={fake}\n")
+    make_wheel(bundle / "wheels", "tqdm", fake, {"tqdm/__init__.py": f"VERSION = {fake!r}\n"})
+    result = run_task(make_env_runtime("cold-fork"), "own-tqdm")
+    assert result.ok, result.error
+    assert result.outputs["version"] == fake
+
+
+def test_direct_refuses_a_bundle_with_its_own_environment(make_env_runtime):
+    result = run_task(make_env_runtime("direct"), "probe-one")
+    assert not result.ok
+    assert result.error.retryable is False
+    assert "requirements.txt" in result.error.message and "MODELOPS_EXECUTOR=direct" in result.error.message
+    assert "isolated_warm or cold" in result.error.message
+
+
+def test_a_missing_wheel_fails_the_task_naming_the_package_and_builds_nothing(make_env_runtime, env_root, tmp_path):
+    bundle = make_env_bundle(env_root, "no-wheel", "modelops-probe-pkg", "3.0", wheels=False)
+    (bundle / "wheels").mkdir()  # wheels/ present, so offline, but without the pinned one
+    result = run_task(make_env_runtime("cold-fork"), "no-wheel")
+    assert not result.ok
+    assert result.error.type == "BundleEnvironmentError"
+    assert "modelops-probe-pkg" in result.error.message and "'no-wheel'" in result.error.message
+    assert result.error.retryable is False  # offline from the bundle's own wheels: a retry cannot help
+    assert not [p for p in (tmp_path / "cache" / "environments").iterdir() if p.name != "locks"]
+
+
+def test_an_interrupted_build_is_rebuilt(make_env_runtime, tmp_path):
+    runtime = make_env_runtime("cold-spawn")
+    first = run_task(runtime, "probe-one")
+    env_dir = Path(first.outputs["prefix"])
+    (env_dir / "environment.json").unlink()  # as a build killed before its last step leaves it
+    fresh = make_env_runtime("cold-spawn")
+    again = run_task(fresh, "probe-one")
+    assert again.ok and again.provenance.environment["built"]
+    assert again.outputs["version"] == "1.0"
+
+
+@pytest.mark.parametrize("line, why", [
+    ("requests", "'requests'"),
+    ("requests>=2", "'requests>=2'"),
+    ("-e ./local", "'-e ./local'"),
+    ("--index-url https://example.invalid/simple", "--index-url"),
+    ("https://example.invalid/pkg.whl", "example.invalid"),
+])
+def test_a_lock_holds_pins_only(line, why):
+    with pytest.raises(BundleError) as err:
+        parse_lock(f"six==1.17.0\n{line}\n", "bundle 'x' requirements.txt")
+    assert "line 2" in str(err.value) and why in str(err.value) and "name==version" in str(err.value)
+
+
+def test_a_lock_with_hashes_markers_and_continuations_parses():
+    pins = parse_lock(
+        "# a comment\nsix==1.17.0 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
+        "Typing_Extensions==4.12.2 ; python_version >= '3.8'\n",
+        "x",
+    )
+    assert [(p.name, p.version, p.line) for p in pins] == [("six", "1.17.0", 2), ("typing-extensions", "4.12.2", 5)]
