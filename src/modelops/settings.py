@@ -258,6 +258,12 @@ SETTINGS: tuple[Setting, ...] = (
         number_parser(integer=True, positive=True), field="bundle_cache_max_mb",
     ),
     Setting(
+        "MODELOPS_BUNDLE_ENV_MAX_MB", int, 1024, "integer > 0",
+        "size bound of the bundle environments under `MODELOPS_BUNDLE_CACHE_DIR/environments`; past it the least "
+        "recently used ones that no worker process is using are removed",
+        number_parser(integer=True, positive=True), field="bundle_env_max_mb",
+    ),
+    Setting(
         "MODELOPS_PACKAGE_INDEX_URL", str, "", "a URL (empty: the bundle's own wheels, else uv's configuration)",
         "where a worker installs the packages of a bundle's `requirements.txt` when the bundle carries no "
         "`wheels/` (`mops bundle push --with-wheels`); empty: uv's own configuration (`UV_INDEX_URL`, uv.toml)",

@@ -175,3 +175,30 @@ def test_a_lock_with_hashes_markers_and_continuations_parses():
         "x",
     )
     assert [(p.name, p.version, p.line) for p in pins] == [("six", "1.17.0", 2), ("typing-extensions", "4.12.2", 5)]
+
+
+def test_least_recently_used_environments_past_the_bound_are_evicted_unless_in_use(env_root, tmp_path):
+    """A bound of 1 byte: each build evicts every other environment that no worker process holds."""
+    from modelops.bundles.environments import BundleEnvironments
+
+    make_env_bundle(env_root, "probe-three", "modelops-probe-pkg", "3.0")
+    cache = tmp_path / "cache"
+    first = BundleEnvironments(cache, max_bytes=1)  # one worker process
+    one = first.prepare("probe-one", env_root / "probe-one")
+    second = BundleEnvironments(cache, max_bytes=1)  # another, while the first still uses its environment
+    two = second.prepare("probe-two", env_root / "probe-two")
+    assert second.evictions == 0 and Path(one.python).exists()  # held by the first: kept
+    first.close()  # the first worker process is gone: its environment may go
+    three = second.prepare("probe-three", env_root / "probe-three")
+    assert not Path(one.python).exists() and second.evictions == 1
+    assert Path(two.python).exists() and Path(three.python).exists()  # both used by the live process
+    assert set(second.entries()) == {two.key, three.key}
+    again = BundleEnvironments(cache, max_bytes=1)
+    rebuilt = again.prepare("probe-one", env_root / "probe-one")  # evicted: built again, on use
+    assert rebuilt.built and Path(rebuilt.python).exists()
+    second.close()
+    again.close()
+
+
+def test_the_workers_bound_is_MODELOPS_BUNDLE_ENV_MAX_MB(make_env_runtime):
+    assert make_env_runtime("cold-fork", MODELOPS_BUNDLE_ENV_MAX_MB="3").environments.max_bytes == 3 * 1024 * 1024

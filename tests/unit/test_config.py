@@ -98,6 +98,7 @@ def test_unknown_executor_names_variable_value_and_allowed(base, variable):
         ("MODELOPS_BUNDLE_CACHE_MAX_MB", "1.5", "an integer > 0"),
         ("MODELOPS_REGISTRY_PLAIN_HTTP", "sometimes", "`auto` or a boolean"),
         ("MODELOPS_PACKAGE_INDEX_URL", "pypi.org/simple", "an http://, https:// or file:// URL"),
+        ("MODELOPS_BUNDLE_ENV_MAX_MB", "0", "an integer > 0"),
         ("MODELOPS_BUNDLE_SOURCE", "registry", "one of file, image, oci"),
     ],
 )

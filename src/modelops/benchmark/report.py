@@ -64,7 +64,8 @@ def format_table(result: dict) -> str:
                 f"  bundle environment: cold fork costs {env['fork_overhead_env_ms']:+.2f} ms over warm (p50) inside "
                 f"it, {env['fork_overhead_ms']:+.2f} ms in the worker's own environment "
                 f"({'-' if env['difference_pct'] is None else format(env['difference_pct'], '+.1f')} %; target "
-                f"within 10 %); built once in {env['build_ms']:.0f} ms"
+                f"within 10 %); " + (f"built by this concurrency's first +env column in {env['build_ms']:.0f} ms"
+                                     if env["build_ms"] else "environment built at an earlier concurrency, reused")
             )
         for check in result["targets"].get(concurrency, []):
             unit = check["unit"]

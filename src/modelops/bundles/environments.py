@@ -19,8 +19,13 @@ environment per distinct lock and interpreter (the key), with uv, under
 
 Warm children, cold-fork zygotes and cold-spawn children of that bundle then exec the environment's
 interpreter (`Bundle.python`) instead of the worker's, so a forked child costs what it costs today.
-Environments are not evicted while the worker runs: a zygote or warm child may be using one, and
-they are few (one per distinct lock); the cache volume bounds them.
+
+Size bound (MODELOPS_BUNDLE_ENV_MAX_MB): after a build, the least recently used environments are
+removed until the rest fit, except those in use. A worker process holds a shared flock on
+`locks/<key>.use` of every environment it has used until its runtime closes (its zygotes and warm
+children may still import from it); eviction takes that lock exclusively without waiting, so it
+removes only environments no live worker process uses. One environment larger than the bound is
+kept while it is the one just built.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ WHEELS_DIR = "wheels"
 ENVIRONMENTS_DIR = "environments"
 MARKER = "environment.json"
 WORKER_PTH = "_modelops_worker.pth"
+LAST_USED = "last-used"
 INSTALL_TIMEOUT_S = 900.0
+MARK_INTERVAL_S = 60.0
 
 # name[extras]==version, then optional markers / --hash options (continuations joined first)
 _PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9._,\s-]*\])?\s*===?\s*(?P<version>[^\s;\\]+)")
@@ -140,12 +147,20 @@ class PreparedEnvironment:
 class BundleEnvironments:
     """The worker's environments, one per (lock, interpreter); thread- and process-safe."""
 
-    def __init__(self, cache_dir: Path, index_url: str = "", base_python: str | None = None):
+    def __init__(self, cache_dir: Path, index_url: str = "", max_bytes: int = 1024 * 1024 * 1024,
+                 base_python: str | None = None):
+        if max_bytes <= 0:
+            raise ValueError(f"bundle environments max_bytes={max_bytes!r} is invalid: allowed a positive number")
         self.root = Path(cache_dir) / ENVIRONMENTS_DIR
         self.index_url = index_url
+        self.max_bytes = max_bytes
         self.base_python = base_python or sys.executable
         self._ready: dict[str, PreparedEnvironment] = {}
+        self._in_use: dict[str, int] = {}  # key -> fd holding LOCK_SH on locks/<key>.use
         self._lock = threading.Lock()
+        self._closed = False
+        self._marked: dict[str, float] = {}  # key -> when this process last recorded a use (monotonic)
+        self.evictions = 0
         self.builds = 0  # environments this instance built (tests, metrics)
         self.build_seconds: list[float] = []  # what each of those builds took
 
@@ -159,10 +174,12 @@ class BundleEnvironments:
         with self._lock:
             ready = self._ready.get(key)
         if ready is not None and os.path.exists(ready.python):
+            self._touch(key)
             return _reused(ready)
         where = f"bundle {bundle_name!r} {LOCK_FILE}"
         pins = parse_lock(lock_bytes.decode(errors="replace"), where)
         lock_sha = "sha256:" + hashlib.sha256(lock_bytes).hexdigest()
+        self._hold(key)  # from here on no other process evicts it
         with _flocked(self.root / "locks" / f"{key}.lock"):
             env_dir = self.root / key
             prepared = self._existing(env_dir, key)
@@ -172,9 +189,73 @@ class BundleEnvironments:
                 self.build_seconds.append(prepared.build_seconds)
         with self._lock:
             self._ready[key] = prepared
+            self._marked.pop(key, None)
+        self._touch(key)
+        if prepared.built:
+            self._evict(keep=key)
         return prepared
 
+    def entries(self) -> dict[str, int]:
+        """Built environments (key) and their sizes in bytes."""
+        if not self.root.is_dir():
+            return {}
+        return {p.name: _size(p) for p in self.root.iterdir() if (p / MARKER).is_file()}
+
+    def close(self) -> None:
+        """Release the environments this worker process used (they may be evicted once no one holds them)."""
+        with self._lock:
+            self._closed = True
+            fds = list(self._in_use.values())
+            self._in_use.clear()
+            self._ready.clear()
+        for fd in fds:
+            os.close(fd)
+
     # -- internals -------------------------------------------------------------------------------------
+    def _hold(self, key: str) -> None:
+        """A shared lock on locks/<key>.use for as long as this worker process may use the environment."""
+        with self._lock:
+            if key in self._in_use:
+                return
+            if self._closed:
+                raise BundleError("the worker's runtime is closing: no new bundle environments")
+            path = self.root / "locks" / f"{key}.use"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits while an evictor removes it: then it is rebuilt
+            self._in_use[key] = fd
+
+    def _touch(self, key: str) -> None:
+        """Record a use for LRU eviction, at most every MARK_INTERVAL_S per environment and process."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._marked.get(key, -MARK_INTERVAL_S) < MARK_INTERVAL_S:
+                return
+            self._marked[key] = now
+        _mark_used(self.root / key)
+
+    def _evict(self, keep: str) -> None:
+        with _flocked(self.root / "locks" / "evict.lock"):
+            sizes = self.entries()
+            total = sum(sizes.values())
+            for key in sorted((k for k in sizes if k != keep), key=lambda k: _last_used(self.root / k)):
+                if total <= self.max_bytes:
+                    break
+                fd = os.open(self.root / "locks" / f"{key}.use", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live worker process uses it
+                    (self.root / key / MARKER).unlink(missing_ok=True)  # first: a half-removed entry is rebuilt
+                    shutil.rmtree(self.root / key, ignore_errors=True)
+                finally:
+                    os.close(fd)
+                total -= sizes[key]
+                self.evictions += 1
+                log.info("Evicted bundle environment %s (%d bytes; environments now %d of %d bytes)",
+                         key, sizes[key], total, self.max_bytes)
+
     def _key(self, lock_bytes: bytes) -> str:
         h = hashlib.sha256(lock_bytes)
         interpreter = f"{platform.python_implementation()}-{sys.version}-{platform.machine()}-" \
@@ -231,6 +312,21 @@ class BundleEnvironments:
         log.info("Bundle environment built for %s: %s (%d packages from %s) in %.2f s",
                  bundle_name, key, len(pins), source, seconds)
         return PreparedEnvironment(key, str(python), lock_sha, True, seconds, source)
+
+
+def _size(path: Path) -> int:
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _mark_used(env_dir: Path) -> None:
+    (env_dir / LAST_USED).write_text(str(time.time_ns()))
+
+
+def _last_used(env_dir: Path) -> int:
+    try:
+        return int((env_dir / LAST_USED).read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 def worker_site_dirs() -> list[str]:

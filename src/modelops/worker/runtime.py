@@ -38,7 +38,8 @@ class WorkerRuntime:
         self.worker_address = worker_address
         self.slots = slots
         self.resolver = BundleResolver.for_config(config)
-        self.environments = BundleEnvironments(config.bundle_cache_dir, config.package_index_url)
+        self.environments = BundleEnvironments(config.bundle_cache_dir, config.package_index_url,
+                                               config.bundle_env_max_mb * 1024 * 1024)
         self.executor: Executor = build_executor(config, slots, metrics.executor_events())
         self.closing = False
 
@@ -141,6 +142,7 @@ class WorkerRuntime:
     def close(self) -> None:
         self.closing = True
         self.executor.close()
+        self.environments.close()  # after the children that used them are gone
 
 
 # Where the runtime lives: an attribute of the Dask worker, not the plugin object, which
