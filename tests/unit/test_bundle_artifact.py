@@ -113,6 +113,28 @@ def test_environment_lock_is_described(tmp_path):
     assert env["lock_digest"] == artifact.sha256_digest((source / "requirements.txt").read_bytes())
 
 
+def test_push_refuses_a_bad_lock_and_misused_wheel_options_before_any_network(tmp_path):
+    """`mops bundle push` exits 2 naming the problem; nothing reaches a registry or an index."""
+    from click.testing import CliRunner
+
+    from modelops.cli.bundle_cmd import bundle as bundle_cli
+
+    source = _bundle(tmp_path)
+    ref = "127.0.0.1:9/never/contacted:1"  # port 9 (discard): a push that got this far would fail otherwise
+    cases = [
+        (["--with-wheels"], "has no requirements.txt"),
+        (["--wheels-python", "3.12"], "--wheels-python is only used with --with-wheels"),
+    ]
+    for extra, expected in cases:
+        result = CliRunner().invoke(bundle_cli, ["push", str(source), ref, *extra])
+        assert result.exit_code == 2 and expected in result.output, (extra, result.output)
+    (source / "requirements.txt").write_text("six==1.17.0\nrequests>=2\n")
+    for extra in ([], ["--with-wheels"]):
+        result = CliRunner().invoke(bundle_cli, ["push", str(source), ref, *extra])
+        assert result.exit_code == 2, result.output
+        assert "line 2" in result.output and "'requests>=2'" in result.output and "name==version" in result.output
+
+
 def test_unpack_refuses_links_and_paths_leaving_the_target(tmp_path):
     for make in (lambda t: t.addfile(_info("../escape.py", b"x"), io.BytesIO(b"x")),
                  lambda t: t.addfile(_link("link", "/etc/passwd"))):
