@@ -160,16 +160,17 @@ class BundleEnvironments:
         self._lock = threading.Lock()
         self._closed = False
         self._marked: dict[str, float] = {}  # key -> when this process last recorded a use (monotonic)
+        self._keys: dict[bytes, str] = {}  # lock bytes -> key (the interpreter part never changes)
         self.evictions = 0
         self.builds = 0  # environments this instance built (tests, metrics)
         self.build_seconds: list[float] = []  # what each of those builds took
 
     def prepare(self, bundle_name: str, directory: Path) -> PreparedEnvironment | None:
         """The environment of the bundle in DIRECTORY (built on first use); None when it has no lock."""
-        lock_path = Path(directory) / LOCK_FILE
-        if not lock_path.is_file():
+        try:
+            lock_bytes = (Path(directory) / LOCK_FILE).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-        lock_bytes = lock_path.read_bytes()
         key = self._key(lock_bytes)
         with self._lock:
             ready = self._ready.get(key)
@@ -257,11 +258,15 @@ class BundleEnvironments:
                          key, sizes[key], total, self.max_bytes)
 
     def _key(self, lock_bytes: bytes) -> str:
-        h = hashlib.sha256(lock_bytes)
-        interpreter = f"{platform.python_implementation()}-{sys.version}-{platform.machine()}-" \
-                      f"{os.path.realpath(self.base_python)}-{'|'.join(worker_site_dirs())}"
-        h.update(b"\0" + interpreter.encode())
-        return h.hexdigest()[:32]
+        """The environment's name: the lock and everything about the interpreter it is built for."""
+        key = self._keys.get(lock_bytes)
+        if key is None:
+            interpreter = f"{platform.python_implementation()}-{sys.version}-{platform.machine()}-" \
+                          f"{os.path.realpath(self.base_python)}-{'|'.join(worker_site_dirs())}"
+            key = hashlib.sha256(lock_bytes + b"\0" + interpreter.encode()).hexdigest()[:32]
+            with self._lock:
+                self._keys[lock_bytes] = key
+        return key
 
     def _existing(self, env_dir: Path, key: str) -> PreparedEnvironment | None:
         marker = env_dir / MARKER
