@@ -85,6 +85,15 @@ remove_iptables() {
   done
 }
 
+# The chain guarding the bridge registry's port (up.sh guard_registry_bridge), with its jump.
+remove_registry_guard() {
+  local c="$REGISTRY_BRIDGE_CHAIN"
+  iptables -S "$c" >/dev/null 2>&1 || return 0
+  while iptables -D INPUT -d "$CLUSTER_NODE_IP/32" -p tcp --dport "$REGISTRY_PORT" -j "$c" 2>/dev/null; do :; done
+  iptables -F "$c" 2>/dev/null
+  iptables -X "$c" 2>/dev/null
+}
+
 remove_host_changes() {
   local m
   for m in $(findmnt -rn -o TARGET | grep -F "$CLUSTER_STATE/" | sort -r); do umount -l "$m" 2>/dev/null; done
@@ -110,6 +119,7 @@ verify_clean() {
   ip link show "$CLUSTER_BRIDGE" >/dev/null 2>&1 && left+=("bridge $CLUSTER_BRIDGE")
   findmnt -rn -o TARGET | grep -qF "$CLUSTER_STATE/" && left+=("mounts under $CLUSTER_STATE")
   iptables-save 2>/dev/null | grep -q '^:KUBE-' && left+=("iptables KUBE-* chains")
+  iptables -S "$REGISTRY_BRIDGE_CHAIN" >/dev/null 2>&1 && left+=("iptables chain $REGISTRY_BRIDGE_CHAIN")
   if [ ${#left[@]} -gt 0 ]; then die "left behind: ${left[*]}"; fi
 }
 
@@ -119,7 +129,9 @@ if [ "$MODE" != --leftovers-only ]; then
 fi
 remove_containers
 remove_iptables
+stop_component registry-bridge
 stop_component registry
+remove_registry_guard
 remove_host_changes
 rm -f "$CLUSTER_RUN"/*.pid
 if [ "$MODE" = --reset ]; then

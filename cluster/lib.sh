@@ -19,7 +19,7 @@ CLUSTER_KUBECONFIG="$CLUSTER_STATE/kubeconfig/admin.conf"
 CONTAINERD_SOCKET="$CLUSTER_RUN/containerd.sock"
 ETCD_PORT=12379   # +1 peer, +2 metrics; loopback only
 # What up.sh starts, in the order down.sh stops them.
-CLUSTER_COMPONENTS="kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd registry"
+CLUSTER_COMPONENTS="kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd registry-bridge registry"
 
 # Networking: everything stays on this machine. Pods live on a bridge this script creates; the node's
 # IP is the bridge's own address (the kubelet refuses loopback as a node IP). No masquerade, no route
@@ -36,8 +36,26 @@ CLUSTER_NODE_NAME="modelops-node"
 # The local OCI registry (CNCF distribution) on loopback; the cluster's containerd pulls from it.
 REGISTRY_PORT="${MODELOPS_REGISTRY_PORT:-5000}"
 REGISTRY="localhost:$REGISTRY_PORT"
+# The same registry (a second process of the same binary, same storage) as the pods see it: on the
+# bridge's own address, for what runs inside pods (workers pulling OCI bundles). An iptables chain
+# admits connections to it from the bridge and from this machine (lo) only, none from other hosts.
+REGISTRY_BRIDGE="$CLUSTER_NODE_IP:$REGISTRY_PORT"
+REGISTRY_BRIDGE_CHAIN="MODELOPS-REGISTRY"
 
 say() { printf 'cluster: %s\n' "$*" >&2; }
+
+# Close every descriptor this script inherited beyond stdin, stdout and stderr (and bash's own 255):
+# the daemons it starts outlive it and would hold them open, e.g. the lock of
+# `flock /tmp/modelops-cluster-up.lock cluster/up.sh`, which then blocked every later `flock` until
+# the cluster stopped.
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$$/fd/*; do
+    fd="${fd##*/}"
+    case "$fd" in 0 | 1 | 2 | 255) continue ;; esac
+    eval "exec $fd>&-" 2>/dev/null || true
+  done
+}
 die() { printf 'cluster: ERROR: %s\n' "$*" >&2; exit 1; }
 
 find_go() {

@@ -8,12 +8,14 @@
 #
 # Needs the cluster's registry running (cluster/up.sh, or cluster/kind-up.sh) and the chart tools
 # (make tools). Environment: PUBLISH_KUBECONFIG and PUBLISH_KUBECTL for a cluster other than the local
-# one (kind-up.sh sets them), MODELOPS_REGISTRY_PORT (cluster/lib.sh).
+# one (kind-up.sh sets them), PUBLISH_POD_REGISTRY (the registry's address as pods reach it, written
+# as REGISTRY_BRIDGE; default: the local cluster's $REGISTRY_BRIDGE), MODELOPS_REGISTRY_PORT (cluster/lib.sh).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 # shellcheck source=cluster/lib.sh
 source "$HERE/lib.sh"
+close_inherited_fds  # a Docker engine started below must not hold the caller's lock
 
 HELM="$ROOT/.tools/bin/helm"
 ENV_FILE="$ROOT/.cluster/env"
@@ -21,6 +23,14 @@ ENV_FILE="$ROOT/.cluster/env"
 KUBECONFIG_FOR_ENV="${PUBLISH_KUBECONFIG:-$CLUSTER_KUBECONFIG}"
 KUBECTL_FOR_ENV="${PUBLISH_KUBECTL:-$CLUSTER_BIN/kubectl}"
 curl -sf -o /dev/null "http://$REGISTRY/v2/" || die "no OCI registry answers at http://$REGISTRY/v2/ (make cluster-up)"
+# The same registry as pods reach it (workers pulling OCI bundles): the local cluster's bridge registry,
+# or PUBLISH_POD_REGISTRY for another cluster (kind: the registry container's name and port); "" = none.
+if [ -n "${PUBLISH_KUBECONFIG:-}" ]; then POD_REGISTRY="${PUBLISH_POD_REGISTRY:-}"
+else
+  POD_REGISTRY="${PUBLISH_POD_REGISTRY-$REGISTRY_BRIDGE}"
+  [ -z "$POD_REGISTRY" ] || curl -sf -o /dev/null "http://$POD_REGISTRY/v2/" \
+    || die "no OCI registry answers at http://$POD_REGISTRY/v2/, the registry for pods (make cluster-up starts it)"
+fi
 
 version="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$ROOT/pyproject.toml")"
 
@@ -56,6 +66,7 @@ export KUBECONFIG=$KUBECONFIG_FOR_ENV
 export KUBECTL=$KUBECTL_FOR_ENV
 export PATH=$(dirname "$KUBECTL_FOR_ENV"):$ROOT/.tools/bin:\$PATH
 export REGISTRY=$REGISTRY
+export REGISTRY_BRIDGE=$POD_REGISTRY
 export IMAGE=$repo@$digest
 export IMAGE_REPOSITORY=$repo
 export IMAGE_TAG=$version

@@ -3,6 +3,8 @@
 #
 #   containerd + runc (Debian)  <- kubelet (CRI)       pods on bridge $CLUSTER_BRIDGE, pulled from:
 #   registry (CNCF distribution) on 127.0.0.1:$REGISTRY_PORT, storage under $CLUSTER_STATE/registry
+#   registry-bridge: the same binary and storage on $REGISTRY_BRIDGE, for pods (OCI bundles);
+#                    iptables admits only the bridge's and this machine's own connections to it
 #   etcd (Debian) on 127.0.0.1  <- kube-apiserver on $CLUSTER_NODE_IP:6443 <- controller-manager,
 #                                  scheduler, kubelet, kube-proxy (iptables), CoreDNS (a Deployment)
 #
@@ -10,7 +12,7 @@
 # (cached outside the clone). Every process started is recorded as "PID EXE" in
 # $CLUSTER_RUN/<name>.pid and stopped by cluster/down.sh through that record only.
 # Nothing routes off the machine: the bridge has no masquerade, pods get no default route and no
-# upstream DNS, the registry and etcd listen on loopback.
+# upstream DNS, etcd listens on loopback, the registry on loopback and (for pods) on the bridge only.
 # Usage: cluster/up.sh   (root). Environment: see cluster/lib.sh (MODELOPS_CLUSTER_STATE, ...).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -240,9 +242,11 @@ EOF
   wait_for "containerd" 30 containerd ctr --address "$CONTAINERD_SOCKET" version
 }
 
-start_registry() {
+# registry_config FILE ADDR: the registry's configuration, listening on ADDR. No in-memory blob
+# cache: two processes serve one storage root, and each must see what the other wrote.
+registry_config() {
   mkdir -p "$CLUSTER_STATE/registry/data"
-  cat >"$CLUSTER_STATE/registry/config.yml" <<EOF
+  cat >"$1" <<EOF
 version: 0.1
 log:
   level: warn
@@ -252,10 +256,35 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:$REGISTRY_PORT
+  addr: $2
 EOF
+}
+
+start_registry() {
+  registry_config "$CLUSTER_STATE/registry/config.yml" "127.0.0.1:$REGISTRY_PORT"
   start registry "$CLUSTER_BIN/registry" serve "$CLUSTER_STATE/registry/config.yml"
   wait_for "the registry on $REGISTRY" 30 registry curl -sf "http://$REGISTRY/v2/"
+}
+
+# Connections to the bridge registry's port: from the pod bridge or this machine (lo) only. The
+# bridge address is this host's own, so without this any host routing 10.88.0.0/16 here could reach
+# it. down.sh removes the chain and its jump.
+guard_registry_bridge() {
+  local c="$REGISTRY_BRIDGE_CHAIN"
+  local match=(-d "$CLUSTER_NODE_IP/32" -p tcp --dport "$REGISTRY_PORT" -j "$c")
+  if iptables -C INPUT "${match[@]}" 2>/dev/null && iptables -C "$c" -j DROP 2>/dev/null; then return; fi
+  iptables -N "$c" 2>/dev/null || iptables -F "$c" || die "cannot make the iptables chain $c"
+  iptables -A "$c" -i lo -j RETURN && iptables -A "$c" -i "$CLUSTER_BRIDGE" -j RETURN && iptables -A "$c" -j DROP     || die "cannot fill the iptables chain $c"
+  iptables -C INPUT "${match[@]}" 2>/dev/null || iptables -I INPUT 1 "${match[@]}"     || die "cannot add the jump to $c to the INPUT chain"
+}
+
+# The registry for pods: same binary, same storage, on the bridge address (make_bridge made it).
+# Containerd keeps pulling from $REGISTRY; workers pull OCI bundles from $REGISTRY_BRIDGE.
+start_registry_bridge() {
+  guard_registry_bridge
+  registry_config "$CLUSTER_STATE/registry/config-bridge.yml" "$REGISTRY_BRIDGE"
+  start registry-bridge "$CLUSTER_BIN/registry" serve "$CLUSTER_STATE/registry/config-bridge.yml"
+  wait_for "the registry for pods on $REGISTRY_BRIDGE" 30 registry-bridge curl -sf "http://$REGISTRY_BRIDGE/v2/"
 }
 
 # The cluster's own images (pause, CoreDNS): one static binary each, built into an image by the Docker
@@ -367,6 +396,7 @@ start_dns() {
 kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" "$@"; }
 
 main() {
+  close_inherited_fds
   check_machine
   [ "${1:-}" = --check ] && return 0
   ensure_packages
@@ -379,6 +409,7 @@ main() {
   make_pki
   make_bridge
   start_registry
+  start_registry_bridge
   bash "$HERE/../scripts/docker-engine.sh" start
   push_system_images
   start_containerd

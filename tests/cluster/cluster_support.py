@@ -64,6 +64,9 @@ class Target:
     image_digest: str
     chart: str
     chart_version: str
+    # The same registry as pods reach it (REGISTRY_BRIDGE: the local cluster's registry on the pod
+    # bridge, for workers pulling OCI bundles); "" when the cluster's env file names none.
+    registry_bridge: str = ""
 
     @classmethod
     def from_env_file(cls, path: Path) -> Target:
@@ -77,7 +80,7 @@ class Target:
         if missing:
             raise ValueError(f"{path} lacks {', '.join(missing)} (written by make cluster-up)")
         return cls(env["KUBECONFIG"], env["KUBECTL"], env["REGISTRY"], env["IMAGE_REPOSITORY"], env["IMAGE_DIGEST"],
-                   env["CHART"], env["CHART_VERSION"])
+                   env["CHART"], env["CHART_VERSION"], env.get("REGISTRY_BRIDGE", ""))
 
     @property
     def env(self) -> dict:
