@@ -92,6 +92,46 @@ def test_image_can_pull_oci_bundles(image):
     assert out.strip().splitlines()[-1] == "oci"
 
 
+def test_bundle_artifacts_unpack_with_the_images_python(image):
+    """The image's Python may predate tarfile's extraction filters: a pull's unpack must still work."""
+    code, out = run(image, "python", "-c", (
+        "from pathlib import Path; from modelops.bundles import artifact; from modelops.bundles.digest import "
+        "content_digest as d; src = Path('/opt/modelops/bundles/sir'); a = artifact.build(src); "
+        "artifact.unpack(a.layer_bytes, Path('/tmp/x')); print(d(Path('/tmp/x')) == a.config['content_digest'])"))
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "True"
+
+
+def test_a_bundle_environment_builds_and_runs_in_the_image_offline(image, tmp_path):
+    """uv in the image builds a bundle's environment from its wheels under a read-only root with no
+    network, and a cold-fork child runs in it, seeing the lock's version of its package."""
+    from tests.helpers import make_env_bundle
+
+    make_env_bundle(tmp_path / "bundles", "probe", "modelops-probe-pkg", "7.0")
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the image's non-root user
+    script = (
+        "import json; from modelops.worker.config import RuntimeConfig; from modelops.worker.runtime import "
+        "WorkerRuntime; from modelops.tasks import Task\n"
+        "rt = WorkerRuntime(RuntimeConfig.from_env({'MODELOPS_BUNDLES_DIR': '/bundles', 'MODELOPS_EXECUTOR_TYPE': "
+        "'cold', 'MODELOPS_BUNDLE_CACHE_DIR': '/tmp/cache'}), 'w', 1)\n"
+        "b = rt.resolver.resolve('probe')\n"
+        "r = rt.execute(Task(bundle='probe', bundle_digest=b.digest, entrypoint=b.entrypoint, params={}, seed=1))\n"
+        "rt.close()\n"
+        "print(json.dumps({'ok': r.ok, 'error': r.error and r.error.message, 'outputs': r.outputs, "
+        "'environment': r.provenance.environment}))"
+    )
+    proc = docker("run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp:exec",
+                  "-v", f"{tmp_path / 'bundles'}:/bundles:ro", image, "python", "-c", script, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["ok"], result["error"]
+    assert result["outputs"]["version"] == "7.0"
+    assert result["outputs"]["prefix"].startswith("/tmp/cache/environments/")
+    assert result["environment"]["built"] and result["environment"]["installed_from"] == "wheels"
+
+
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,10 +103,26 @@ def build(directory: Path) -> Artifact:
 
 
 def unpack(layer: bytes, target: Path) -> None:
-    """Extract a bundle layer into TARGET: regular files only, no path leaving TARGET."""
+    """Extract a bundle layer into TARGET: regular files only, no path leaving TARGET, modes 0644/0755.
+
+    Written out by hand rather than with `extractall(filter="data")`: the worker image's Python
+    (Debian's 3.11.2) predates tarfile's extraction filters (3.11.4)."""
     target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
     with tarfile.open(fileobj=io.BytesIO(layer), mode="r:") as tar:
-        for member in tar.getmembers():
+        members = tar.getmembers()
+        names = [os.path.normpath(m.name) for m in members]
+        if len(set(names)) != len(names):
+            raise BundleError(f"bundle layer has duplicate entries: {sorted({n for n in names if names.count(n) > 1})}")
+        for member in members:
             if not member.isreg():
                 raise BundleError(f"bundle layer entry {member.name!r} is not a regular file")
-        tar.extractall(target, filter="data")
+            if (root / member.name).resolve() == root or root not in (root / member.name).resolve().parents:
+                raise BundleError(f"bundle layer entry {member.name!r} leaves the bundle directory")
+        for member in members:
+            dest = (root / member.name).resolve()
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            with open(dest, "xb") as out:
+                shutil.copyfileobj(source, out)
+            dest.chmod(0o755 if member.mode & 0o100 else 0o644)
