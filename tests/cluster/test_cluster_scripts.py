@@ -52,3 +52,20 @@ def test_a_pid_record_is_trusted_only_while_it_names_the_process_started(tmp_pat
         assert bash(check, env).returncode != 0
     finally:
         sleeper.kill()
+
+
+def test_daemons_started_by_the_scripts_do_not_hold_the_callers_lock(tmp_path):
+    """`flock LOCK bash cluster/up.sh` once left the lock held for as long as the cluster ran (its
+    daemons inherited the lock's descriptor): close_inherited_fds closes it before anything starts."""
+    if not shutil.which("flock") or not shutil.which("setsid"):
+        pytest.skip("needs flock and setsid (util-linux)")
+    lock = tmp_path / "lock"
+    script = "source cluster/lib.sh; close_inherited_fds; setsid sleep 30 </dev/null >/dev/null 2>&1 & echo $!"
+    started = subprocess.run(["flock", str(lock), "bash", "-c", script], capture_output=True, text=True, timeout=30,
+                             cwd=REPO)
+    daemon = int(started.stdout.strip().splitlines()[-1])
+    try:
+        free = subprocess.run(["flock", "-w", "2", str(lock), "true"], timeout=30)
+        assert free.returncode == 0, "the daemon still holds the caller's lock"
+    finally:
+        os.kill(daemon, 9)
