@@ -153,3 +153,50 @@ def make_env_bundle(root: Path, name: str, package: str, version: str, wheels: b
     if wheels:
         make_wheel(bundle / "wheels", package, version, {f"{module}/__init__.py": f"VERSION = {version!r}\n"})
     return bundle
+
+
+# Two bundles pinning two versions of `six` (a small pure-Python package from the real index, pushed with
+# `mops bundle push --with-wheels`). Each task says it started, then waits until a task of the other
+# bundle has started too: both versions are in use at the same moment (a rendezvous, not a sleep).
+SIX_VERSIONS = ("1.16.0", "1.17.0")
+SIX_PROBE = '''
+import os, sys, time
+from pathlib import Path
+
+import six
+
+
+def simulate(params, seed):
+    here = Path(params["rendezvous"])
+    here.mkdir(parents=True, exist_ok=True)
+    (here / f"{params['me']}-{params['i']}").touch()
+    waited = 0.0
+    while not any(p.name.startswith(params["other"] + "-") for p in here.iterdir()):
+        if waited > 120:
+            raise TimeoutError("the other bundle's tasks never started")
+        time.sleep(0.02)
+        waited += 0.02
+    return {"six": six.__version__, "six_file": six.__file__, "prefix": sys.prefix, "pid": os.getpid()}
+'''
+
+
+def make_six_bundle(root: Path, version: str) -> Path:
+    """A bundle whose requirements.txt pins six==VERSION, with a unique marker (fresh registry blobs)."""
+    import uuid
+
+    bundle = root / f"six-{version}"
+    bundle.mkdir(parents=True)
+    (bundle / "bundle.json").write_text(json.dumps({"name": f"six-probe-{version}", "version": "1",
+                                                    "entrypoint": "probe:simulate"}))
+    (bundle / "probe.py").write_text(SIX_PROBE)
+    (bundle / "requirements.txt").write_text(f"six=={version}\n")
+    (bundle / "marker.txt").write_text(uuid.uuid4().hex)
+    return bundle
+
+
+def six_study(path: Path, ref: str, version: str, n: int, rendezvous: str) -> Path:
+    """A study of N tasks of the six bundle REF that meet the other version's tasks at RENDEZVOUS."""
+    other = next(v for v in SIX_VERSIONS if v != version)
+    path.write_text(json.dumps({"name": f"six-{version}", "bundle": ref, "parameters": [
+        {"rendezvous": rendezvous, "me": version, "other": other, "i": i} for i in range(n)]}))
+    return path

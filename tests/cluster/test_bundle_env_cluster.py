@@ -6,7 +6,6 @@ on its bundle-cache volume under a read-only root filesystem. Build and first-re
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -16,33 +15,10 @@ import pytest
 import yaml
 from cluster_support import MOPS, load_results, run
 
-from tests.helpers import skip_or_fail
+from tests.helpers import SIX_VERSIONS as VERSIONS
+from tests.helpers import make_six_bundle, six_study, skip_or_fail
 
-VERSIONS = ("1.16.0", "1.17.0")
-TASKS_PER_STUDY = 2  # x 2 studies = the pod's 4 threads, all busy at once
-
-# Each task says it started, then waits until a task of the other bundle has started in the same pod:
-# the two versions are in use at the same moment (a rendezvous in the pod's /tmp, not a sleep).
-SIX_PROBE = '''
-import os, sys, time
-from pathlib import Path
-
-import six
-
-
-def simulate(params, seed):
-    here = Path(params["rendezvous"])
-    here.mkdir(parents=True, exist_ok=True)
-    (here / f"{params['me']}-{params['i']}").touch()
-    waited = 0.0
-    while not any(p.name.startswith(params["other"] + "-") for p in here.iterdir()):
-        if waited > 120:
-            raise TimeoutError("the other bundle's tasks never started")
-        time.sleep(0.02)
-        waited += 0.02
-    return {"six": six.__version__, "prefix": sys.prefix, "pid": os.getpid()}
-'''
-
+TASKS_PER_STUDY = 2  # x 2 studies = the pod's 4 threads, all busy at once (in the pod's /tmp: one rendezvous)
 
 def mops(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return run([str(MOPS), *args], timeout=timeout, check=False,
@@ -57,13 +33,7 @@ def refs(target, tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("env-bundles")
     out = {}
     for version in VERSIONS:
-        bundle = root / f"six-{version}"
-        bundle.mkdir()
-        (bundle / "bundle.json").write_text(json.dumps({"name": f"six-{version}", "version": "1",
-                                                        "entrypoint": "probe:simulate"}))
-        (bundle / "probe.py").write_text(SIX_PROBE)
-        (bundle / "requirements.txt").write_text(f"six=={version}\n")
-        (bundle / "marker.txt").write_text(uuid.uuid4().hex)
+        bundle = make_six_bundle(root, version)
         repo = f"{target.registry_bridge}/modelops-test/env-{uuid.uuid4().hex[:12]}"
         pushed = mops("bundle", "push", str(bundle), f"{repo}:1", "--plain-http", "--with-wheels")
         if pushed.returncode != 0 and "could not download" in pushed.stderr:
@@ -87,10 +57,7 @@ def test_two_bundles_with_two_versions_of_six_run_at_once_in_one_pod(releases, r
     t0 = time.monotonic()
     with rel.port_forward() as address:
         for version, ref in refs.items():
-            other = next(v for v in VERSIONS if v != version)
-            study = tmp_path / f"study-{version}.json"
-            study.write_text(json.dumps({"name": f"six-{version}", "bundle": ref, "parameters": [
-                {"rendezvous": rendezvous, "me": version, "other": other, "i": i} for i in range(TASKS_PER_STUDY)]}))
+            study = six_study(tmp_path / f"study-{version}.json", ref, version, TASKS_PER_STUDY, rendezvous)
             output = tmp_path / f"results-{version}.jsonl"
             runs[version] = (output, subprocess.Popen(
                 [str(MOPS), "run", str(study), "--scheduler", address, "--output", str(output)],

@@ -15,33 +15,11 @@ from pathlib import Path
 import pytest
 from registry_support import mops_bundle, pushed, registry_address, unavailable
 
-from tests.helpers import EXECUTOR_ENVS, clean_env
+from tests.helpers import EXECUTOR_ENVS, clean_env, make_six_bundle, six_study
+from tests.helpers import SIX_VERSIONS as VERSIONS
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
-VERSIONS = ("1.16.0", "1.17.0")
-
-# Each task says it started, then waits until a task of the other bundle has started too: the two
-# versions are in use at the same moment on the one worker (a rendezvous, not a sleep and a hope).
-SIX_PROBE = '''
-import os, sys, time
-from pathlib import Path
-
-import six
-
-
-def simulate(params, seed):
-    here = Path(params["rendezvous"])
-    (here / f"{params['me']}-{params['i']}").touch()
-    waited = 0.0
-    while not any(p.name.startswith(params["other"] + "-") for p in here.iterdir()):
-        if waited > 120:
-            raise TimeoutError("the other bundle's tasks never started")
-        time.sleep(0.02)
-        waited += 0.02
-    return {"six": six.__version__, "six_file": six.__file__, "prefix": sys.prefix, "pid": os.getpid()}
-'''
-
 
 @pytest.fixture(scope="module")
 def pushed_refs(tmp_path_factory) -> dict[str, str]:
@@ -50,13 +28,7 @@ def pushed_refs(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("six-bundles")
     refs = {}
     for version in VERSIONS:
-        bundle = root / f"six-{version}"
-        bundle.mkdir()
-        (bundle / "bundle.json").write_text(json.dumps({"name": f"six-probe-{version}", "version": "1",
-                                                        "entrypoint": "probe:simulate"}))
-        (bundle / "probe.py").write_text(SIX_PROBE)
-        (bundle / "requirements.txt").write_text(f"six=={version}\n")
-        (bundle / "marker.txt").write_text(uuid.uuid4().hex)  # unique blobs in the shared registry
+        bundle = make_six_bundle(root, version)
         repo = f"{registry}/modelops-test/six-probe-{uuid.uuid4().hex[:10]}"
         result = mops_bundle("push", str(bundle), f"{repo}:v1", "--with-wheels")
         if result.returncode != 0 and "could not download" in result.stderr:
@@ -66,16 +38,6 @@ def pushed_refs(tmp_path_factory) -> dict[str, str]:
         assert shown["environment"]["packages"] == [f"six=={version}"]
         assert shown["environment"]["wheels"] == [f"six-{version}-py2.py3-none-any.whl"]
     return refs
-
-
-def study(tmp_path: Path, ref: str, version: str, n: int) -> Path:
-    other = next(v for v in VERSIONS if v != version)
-    rendezvous = tmp_path / "rendezvous"
-    rendezvous.mkdir(exist_ok=True)
-    path = tmp_path / f"study-{version}.json"
-    path.write_text(json.dumps({"name": "six", "bundle": ref, "parameters": [
-        {"rendezvous": str(rendezvous), "me": version, "other": other, "i": i} for i in range(n)]}))
-    return path
 
 
 @pytest.mark.parametrize("executor", ["isolated_warm", "cold-fork", "cold-spawn"])
@@ -88,7 +50,7 @@ def test_two_bundles_needing_two_versions_of_six_run_at_once_on_one_worker(pushe
     for version, ref in pushed_refs.items():
         output = tmp_path / f"results-{version}.jsonl"
         runs[version] = (output, subprocess.Popen(
-            [sys.executable, "-m", "modelops.cli.main", "run", str(study(tmp_path, ref, version, n)),
+            [sys.executable, "-m", "modelops.cli.main", "run", str(six_study(tmp_path / f"study-{version}.json", ref, version, n, str(tmp_path / "rendezvous"))),
              "--scheduler", cluster.address, "--output", str(output)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=clean_env(),
         ))

@@ -48,6 +48,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelops.bundles.bundle import BundleError
+from modelops.bundles.cache_entries import last_used as _last_used
+from modelops.bundles.cache_entries import mark_used as _mark_used
+from modelops.bundles.cache_entries import size as _size
 
 log = logging.getLogger("modelops.bundles.environments")
 
@@ -56,7 +59,6 @@ WHEELS_DIR = "wheels"
 ENVIRONMENTS_DIR = "environments"
 MARKER = "environment.json"
 WORKER_PTH = "_modelops_worker.pth"
-LAST_USED = "last-used"
 INSTALL_TIMEOUT_S = 900.0
 MARK_INTERVAL_S = 60.0
 
@@ -317,21 +319,6 @@ class BundleEnvironments:
         log.info("Bundle environment built for %s: %s (%d packages from %s) in %.2f s",
                  bundle_name, key, len(pins), source, seconds)
         return PreparedEnvironment(key, str(python), lock_sha, True, seconds, source)
-
-
-def _size(path: Path) -> int:
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def _mark_used(env_dir: Path) -> None:
-    (env_dir / LAST_USED).write_text(str(time.time_ns()))
-
-
-def _last_used(env_dir: Path) -> int:
-    try:
-        return int((env_dir / LAST_USED).read_text())
-    except (OSError, ValueError):
-        return 0
 
 
 def worker_site_dirs() -> list[str]:

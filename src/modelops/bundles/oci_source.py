@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelops.bundles import artifact
+from modelops.bundles.cache_entries import last_used as _last_used
+from modelops.bundles.cache_entries import mark_used as _mark_used
+from modelops.bundles.cache_entries import size as _size
 from modelops.bundles.bundle import Bundle, BundleError, read_manifest
 from modelops.bundles.digest import content_digest
 from modelops.bundles.oci import Reference, RegistryClient, RegistryError, RetryableError, parse_reference
@@ -38,7 +41,6 @@ log = logging.getLogger("modelops.bundles.oci")
 SOURCE = "oci"
 ENTRY_FILE = "entry.json"
 FILES_DIR = "files"
-LAST_USED = "last-used"
 
 
 class OciBundleError(RetryableError, BundleError):
@@ -179,19 +181,3 @@ class OciBundleCache:
                     total -= sizes[key]
                     log.info("Evicted bundle %s from the cache (%d bytes; cache now %d of %d bytes)",
                              key, sizes[key], total, self.max_bytes)
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _mark_used(entry: Path) -> None:
-    """Record the time of use in the file (file mtimes tick in jiffies: two uses could tie)."""
-    (entry / LAST_USED).write_text(str(time.time_ns()))
-
-
-def _last_used(entry: Path) -> int:
-    try:
-        return int((entry / LAST_USED).read_text())
-    except (OSError, ValueError):
-        return 0
