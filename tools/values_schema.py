@@ -93,6 +93,14 @@ DEFINITIONS = {
                     "registryEgress": dict(K8S_LIST, description="NetworkPolicy egress rules reaching the registry"),
                 }
             ),
+            "environments": obj(
+                {
+                    "packageIndexUrl": {"type": "string", "pattern": "^$|^(https?|file)://\\S+$",
+                                        "description": "MODELOPS_PACKAGE_INDEX_URL: http(s):// or file:// URL, "
+                                                       "'' = the bundle's own wheels only"},
+                    "maxMb": dict(INT1, description="MODELOPS_BUNDLE_ENV_MAX_MB (> 0)"),
+                }
+            ),
         }
     ),
     "probe": obj(
