@@ -65,3 +65,17 @@ def test_memory_peak_and_process_events_are_recorded():
     assert sample("modelops_child_start_seconds_count", start_method="fork") == before[0] + 1
     assert sample("modelops_zygote_restarts_total", reason="threaded") == before[1] + 1
     assert sample("modelops_cold_spawn_fallbacks_total", reason="import_rng") == before[2] + 1
+
+
+def test_a_bundle_environment_build_is_observed_once_by_the_task_that_paid_for_it():
+    def with_env(built: bool):
+        r = result("ok")
+        r.provenance.environment = {"lock_digest": "sha256:x", "key": "k", "built": built, "build_seconds": 0.4,
+                                    "installed_from": "wheels"}
+        return r
+
+    before = sample("modelops_bundle_environment_build_seconds_count", installed_from="wheels")
+    metrics.observe(with_env(True), "fork")
+    metrics.observe(with_env(False), "fork")  # reused: no build
+    metrics.observe(result("ok"), "fork")  # the worker's own environment
+    assert sample("modelops_bundle_environment_build_seconds_count", installed_from="wheels") == before + 1

@@ -43,6 +43,12 @@ if _prom is not None:
         "Cold-fork zygotes replaced because they died or became multi-threaded, by reason",
         ["reason"],
     )
+    ENVIRONMENT_BUILD_SECONDS = _prom.Histogram(
+        "modelops_bundle_environment_build_seconds",
+        "Builds of a bundle's own Python environment (its requirements.txt) by this worker process, by "
+        "where the packages came from (wheels: the bundle's own, offline; index)",
+        ["installed_from"], buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+    )
     TASK_MEMORY_PEAK = _prom.Histogram(
         "modelops_task_memory_peak_bytes",
         "Peak resident memory of the child process that ran a task (its whole life for a warm child)",
@@ -65,6 +71,8 @@ def observe(result, configured_cold_start: str | None, memory_peak_bytes: int | 
     TASK_SECONDS.labels(p.executor).observe(p.duration_s)
     if configured_cold_start == "fork" and p.cold_start == "spawn":
         SPAWN_FALLBACKS.inc()
+    if p.environment and p.environment.get("built"):  # the task that paid for its bundle's environment
+        ENVIRONMENT_BUILD_SECONDS.labels(p.environment["installed_from"]).observe(p.environment["build_seconds"])
 
 
 class PrometheusEvents(ExecutorEvents):
