@@ -45,4 +45,9 @@ for node in $(kind get nodes --name "$NAME"); do
 done
 mkdir -p "$ROOT/.cluster"
 kind get kubeconfig --name "$NAME" >"$ROOT/.cluster/kind-kubeconfig"
-PUBLISH_KUBECONFIG="$ROOT/.cluster/kind-kubeconfig" PUBLISH_KUBECTL="$(command -v kubectl)" bash "$HERE/publish.sh"
+# Worker pods pulling OCI bundles reach the registry container by its address on kind's network, which
+# this (Linux) host reaches too: the tests push there and name bundles by it (REGISTRY_BRIDGE).
+POD_REGISTRY_IP="$(docker inspect -f '{{(index .NetworkSettings.Networks "kind").IPAddress}}' "$REGISTRY_CONTAINER")"
+[ -n "$POD_REGISTRY_IP" ] || die "the registry container $REGISTRY_CONTAINER has no address on kind's network"
+PUBLISH_KUBECONFIG="$ROOT/.cluster/kind-kubeconfig" PUBLISH_KUBECTL="$(command -v kubectl)" \
+  PUBLISH_POD_REGISTRY="$POD_REGISTRY_IP:5000" bash "$HERE/publish.sh"
