@@ -202,3 +202,47 @@ def test_least_recently_used_environments_past_the_bound_are_evicted_unless_in_u
 
 def test_the_workers_bound_is_MODELOPS_BUNDLE_ENV_MAX_MB(make_env_runtime):
     assert make_env_runtime("cold-fork", MODELOPS_BUNDLE_ENV_MAX_MB="3").environments.max_bytes == 3 * 1024 * 1024
+
+
+def test_a_bundle_without_wheels_installs_from_MODELOPS_PACKAGE_INDEX_URL(env_root, make_env_runtime, tmp_path):
+    """A real package index (PEP 503 pages served by `python -m http.server` on loopback, stopped by its
+    PID): the worker installs the lock from it. Were the setting ignored, uv would look elsewhere and
+    find no `modelops-probe-pkg`."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests.helpers import wait_until
+
+    make_env_bundle(env_root, "from-index", "modelops-probe-pkg", "5.0", wheels=False)
+    index = tmp_path / "index"
+    wheel = make_wheel(index / "files", "modelops-probe-pkg", "5.0", {"modelops_probe_pkg/__init__.py": "VERSION = '5.0'\n"})
+    (index / "simple" / "modelops-probe-pkg").mkdir(parents=True)
+    (index / "simple" / "modelops-probe-pkg" / "index.html").write_text(
+        f'<html><body><a href="../../files/{wheel.name}">{wheel.name}</a></body></html>\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(index)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/simple"
+
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"{url}/modelops-probe-pkg/", timeout=1):
+                    return True
+            except OSError:
+                time.sleep(0.05)
+                return False
+
+        wait_until(answers, timeout=30, what="the index server")
+        result = run_task(make_env_runtime("cold-fork", MODELOPS_PACKAGE_INDEX_URL=url), "from-index")
+    finally:
+        server.kill()
+        server.wait()
+    assert result.ok, result.error
+    assert result.outputs["version"] == "5.0"
+    assert result.provenance.environment["installed_from"] == "index"
