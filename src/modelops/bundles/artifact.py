@@ -10,7 +10,6 @@ entrypoint, environment) and the bundle's content digest, so a puller can verify
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelops.bundles.bundle import BundleError, read_manifest
-from modelops.bundles.digest import bundle_files, content_digest
+from modelops.bundles.digest import bundle_files, content_digest, sha256_digest
 from modelops.bundles.environments import LOCK_FILE as ENVIRONMENT_LOCK
 from modelops.bundles.environments import WHEELS_DIR, parse_lock
 
@@ -44,10 +43,6 @@ class Artifact:
     @property
     def layer_digest(self) -> str:
         return sha256_digest(self.layer_bytes)
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(value: dict) -> bytes:

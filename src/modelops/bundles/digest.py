@@ -22,6 +22,11 @@ def bundle_files(root: Path) -> list[Path]:
     return files
 
 
+def sha256_digest(data: bytes) -> str:
+    """The OCI form of a blob's digest: `sha256:<hex>`."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def stat_signature(root: Path) -> tuple:
     """Cheap change detector deciding when the digest must be recomputed."""
     return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in bundle_files(root))

@@ -51,6 +51,7 @@ from modelops.bundles.bundle import BundleError
 from modelops.bundles.cache_entries import last_used as _last_used
 from modelops.bundles.cache_entries import mark_used as _mark_used
 from modelops.bundles.cache_entries import size as _size
+from modelops.bundles.digest import sha256_digest
 
 log = logging.getLogger("modelops.bundles.environments")
 
@@ -124,14 +125,6 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def lock_digest(directory: Path) -> str | None:
-    """sha256 of the bundle's requirements.txt, None when it has none (it runs on the worker's packages)."""
-    path = Path(directory) / LOCK_FILE
-    if not path.is_file():
-        return None
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @dataclass(frozen=True)
 class PreparedEnvironment:
     key: str
@@ -181,7 +174,7 @@ class BundleEnvironments:
             return _reused(ready)
         where = f"bundle {bundle_name!r} {LOCK_FILE}"
         pins = parse_lock(lock_bytes.decode(errors="replace"), where)
-        lock_sha = "sha256:" + hashlib.sha256(lock_bytes).hexdigest()
+        lock_sha = sha256_digest(lock_bytes)
         self._hold(key)  # from here on no other process evicts it
         with _flocked(self.root / "locks" / f"{key}.lock"):
             env_dir = self.root / key

@@ -24,8 +24,8 @@ from modelops.bundles.artifact import (
     LAYER_MEDIA_TYPE,
     Artifact,
     canonical_json,
-    sha256_digest,
 )
+from modelops.bundles.digest import sha256_digest
 
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 LAYER_TITLE = "bundle.tar"

@@ -34,8 +34,8 @@ class ChildHandle:
     when the child dies by a signal, so the Python traceback of a crash reaches the result.
     """
 
-    def __init__(self, max_tasks: int, memory_limit_mb: int = 0, python: str | None = None):
-        """`python`: the interpreter to exec (a bundle environment's); the worker's by default."""
+    def __init__(self, max_tasks: int, memory_limit_mb: int = 0, python: str = sys.executable):
+        """`python`: the interpreter to exec (`Bundle.child_python`: a bundle environment's, or the worker's)."""
         self.asked_at = time.time()
         self.start_latency_s: float | None = None  # asked for -> ready for its first task
         task_r, self._task_w = os.pipe()
@@ -44,7 +44,7 @@ class ChildHandle:
         try:
             self.proc = subprocess.Popen(
                 [
-                    python or sys.executable,
+                    python,
                     "-m",
                     "modelops.executors.child.runner",
                     str(task_r),

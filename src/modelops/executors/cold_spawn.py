@@ -37,7 +37,7 @@ class ColdSpawnExecutor(Executor):
         t0 = time.perf_counter()
         if deadline is None:
             deadline = deadline_for(self.task_timeout_s)
-        child = ChildHandle(max_tasks=1, memory_limit_mb=self.memory_limit_mb, python=bundle.python)
+        child = ChildHandle(max_tasks=1, memory_limit_mb=self.memory_limit_mb, python=bundle.child_python)
         with self._lock:
             if self._closed:
                 child.kill()

@@ -21,9 +21,9 @@ logger = logging.getLogger("modelops.executor")
 
 
 class _Pool:
-    def __init__(self, size: int, max_tasks: int, memory_limit_mb: int, python: str | None):
+    def __init__(self, size: int, max_tasks: int, memory_limit_mb: int, python: str):
         self.size = size
-        self.python = python  # the bundle environment's interpreter (None: the worker's)
+        self.python = python  # what the bundle's children exec (Bundle.child_python)
         self.max_tasks = max_tasks
         self.memory_limit_mb = memory_limit_mb
         self.idle: list[ChildHandle] = []
@@ -101,7 +101,7 @@ class WarmExecutor(Executor):
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = _Pool(
-                    self.slots, self.max_tasks_per_process, self.memory_limit_mb, bundle.python
+                    self.slots, self.max_tasks_per_process, self.memory_limit_mb, bundle.child_python
                 )
             return pool
 
