@@ -157,8 +157,7 @@ class BundleEnvironments:
         self._marked: dict[str, float] = {}  # key -> when this process last recorded a use (monotonic)
         self._keys: dict[bytes, str] = {}  # lock bytes -> key (the interpreter part never changes)
         self.evictions = 0
-        self.builds = 0  # environments this instance built (tests, metrics)
-        self.build_seconds: list[float] = []  # what each of those builds took
+        self.build_seconds: list[float] = []  # what each build of this instance took (bench, tests)
 
     def prepare(self, bundle_name: str, directory: Path) -> PreparedEnvironment | None:
         """The environment of the bundle in DIRECTORY (built on first use); None when it has no lock."""
@@ -181,7 +180,6 @@ class BundleEnvironments:
             prepared = self._existing(env_dir, key)
             if prepared is None:
                 prepared = self._build(bundle_name, Path(directory), env_dir, key, lock_sha, pins)
-                self.builds += 1
                 self.build_seconds.append(prepared.build_seconds)
         with self._lock:
             self._ready[key] = prepared
@@ -190,6 +188,11 @@ class BundleEnvironments:
         if prepared.built:
             self._evict(keep=key)
         return prepared
+
+    @property
+    def builds(self) -> int:
+        """Environments this instance built."""
+        return len(self.build_seconds)
 
     def entries(self) -> dict[str, int]:
         """Built environments (key) and their sizes in bytes."""
