@@ -14,7 +14,6 @@ from tests.helpers import CHILD_EXECUTORS, EXECUTOR_ENVS, make_env_bundle, make_
 
 from modelops.bundles.bundle import BundleError
 from modelops.bundles.environments import parse_lock
-from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
 
 pytest.importorskip("uv", reason="bundle environments need the uv installer (pip install modelops-dask[worker])")
@@ -30,19 +29,14 @@ def env_root(tmp_path) -> Path:
 
 
 @pytest.fixture
-def make_env_runtime(env_root, tmp_path):
-    runtimes: list[WorkerRuntime] = []
+def make_env_runtime(make_runtime, env_root, tmp_path):
+    """conftest's make_runtime on these bundles and this test's cache, under executor `executor`."""
 
     def make(executor: str, slots: int = 2, **extra: str) -> WorkerRuntime:
-        env = {"MODELOPS_BUNDLES_DIR": str(env_root), "MODELOPS_BUNDLE_CACHE_DIR": str(tmp_path / "cache"),
-               **EXECUTOR_ENVS[executor], **extra}
-        runtime = WorkerRuntime(RuntimeConfig.from_env(env), "test-worker", slots)
-        runtimes.append(runtime)
-        return runtime
+        return make_runtime(slots, MODELOPS_BUNDLES_DIR=str(env_root),
+                            MODELOPS_BUNDLE_CACHE_DIR=str(tmp_path / "cache"), **EXECUTOR_ENVS[executor], **extra)
 
-    yield make
-    for runtime in runtimes:
-        runtime.close()
+    return make
 
 
 @pytest.mark.parametrize("executor", CHILD_EXECUTORS)
