@@ -50,7 +50,7 @@ from pathlib import Path
 from modelops.bundles.bundle import BundleError
 from modelops.bundles.cache_entries import last_used as _last_used
 from modelops.bundles.cache_entries import mark_used as _mark_used
-from modelops.bundles.cache_entries import size as _size
+from modelops.bundles.cache_entries import complete_entries
 from modelops.bundles.digest import sha256_digest
 
 log = logging.getLogger("modelops.bundles.environments")
@@ -196,9 +196,7 @@ class BundleEnvironments:
 
     def entries(self) -> dict[str, int]:
         """Built environments (key) and their sizes in bytes."""
-        if not self.root.is_dir():
-            return {}
-        return {p.name: _size(p) for p in self.root.iterdir() if (p / MARKER).is_file()}
+        return complete_entries(self.root, MARKER)
 
     def close(self) -> None:
         """Release the environments this worker process used (they may be evicted once no one holds them)."""

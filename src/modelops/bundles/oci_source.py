@@ -31,7 +31,7 @@ from pathlib import Path
 from modelops.bundles import artifact
 from modelops.bundles.cache_entries import last_used as _last_used
 from modelops.bundles.cache_entries import mark_used as _mark_used
-from modelops.bundles.cache_entries import size as _size
+from modelops.bundles.cache_entries import complete_entries
 from modelops.bundles.bundle import Bundle, BundleError, read_manifest
 from modelops.bundles.digest import content_digest
 from modelops.bundles.oci import Reference, RegistryClient, RegistryError, RetryableError, parse_reference
@@ -87,7 +87,7 @@ class OciBundleCache:
 
     def entries(self) -> dict[str, int]:
         """Cached digests (hex) and their sizes in bytes."""
-        return {p.name: _size(p) for p in (self.root / "bundles").iterdir() if (p / ENTRY_FILE).is_file()}
+        return complete_entries(self.root / "bundles", ENTRY_FILE)
 
     # -- internals -----------------------------------------------------------------------------------
     @staticmethod
