@@ -200,3 +200,73 @@ def six_study(path: Path, ref: str, version: str, n: int, rendezvous: str) -> Pa
     path.write_text(json.dumps({"name": f"six-{version}", "bundle": ref, "parameters": [
         {"rendezvous": rendezvous, "me": version, "other": other, "i": i} for i in range(n)]}))
     return path
+
+
+class S3Server:
+    """A real S3-compatible server (versitygw, built by `cluster/build.sh versitygw`) on loopback, with
+    its own data directory and random credentials; stopped and started again by its PID, never by name."""
+
+    def __init__(self, binary: Path, root: Path):
+        import secrets
+        import socket
+
+        self.binary, self.root = binary, root
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.access_key, self.secret_key = "test" + secrets.token_hex(6), secrets.token_hex(20)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def client_env(self) -> dict:
+        """What a client (mops run, a test) needs in its environment to use the store."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_ENDPOINT_URL_S3": self.endpoint, "AWS_REGION": "us-east-1"}
+
+    def start(self) -> None:
+        import socket
+
+        env = {**clean_env(), "ROOT_ACCESS_KEY": self.access_key, "ROOT_SECRET_KEY": self.secret_key}
+        log = open(self.root / "versitygw.log", "ab")
+        self.proc = subprocess.Popen([str(self.binary), "--port", f"127.0.0.1:{self.port}", "posix",
+                                      str(self.root / "data")], env=env, stdout=log, stderr=log,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+
+        def answers() -> bool:
+            assert self.proc.poll() is None, (self.root / "versitygw.log").read_text()[-2000:]
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(answers, timeout=30, what=f"versitygw on port {self.port}", interval=0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def make_bucket(self, name: str) -> None:
+        """A bucket is a directory of the posix backend."""
+        (self.root / "data" / name).mkdir(exist_ok=True)
+
+
+def versitygw_binary() -> Path:
+    """The versitygw the cluster scripts build (cached); skip, or fail where required, when it cannot be built."""
+    done = subprocess.run(["bash", str(REPO / "cluster" / "build.sh"), "versitygw"], capture_output=True, text=True,
+                          timeout=1800)
+    binary = Path(done.stdout.strip().splitlines()[-1]) / "versitygw" if done.returncode == 0 and done.stdout.strip() \
+        else None
+    if binary is None or not binary.exists():
+        skip_or_fail(f"no S3 server: `cluster/build.sh versitygw` failed: {done.stderr.strip()[-500:]}",
+                     required_by="MODELOPS_CLUSTER_REQUIRED")
+    return binary

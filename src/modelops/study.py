@@ -36,6 +36,9 @@ class Study(BaseModel):
     base_seed: Seed = 0
     # Where the tasks may run: {"executor": "cold", "group": "cold"} (either or both); none = anywhere.
     requires: Requirement = Requirement()
+    # The bundle's digest, pinned when the study was submitted (`mops jobs submit` pins a file bundle from
+    # the submitter's copy): workers whose copy has another digest refuse the study instead of running it.
+    bundle_digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
 
     @field_validator("parameters")
     @classmethod

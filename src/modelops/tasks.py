@@ -103,6 +103,9 @@ class Provenance(BaseModel):
     # The bundle's own Python environment (a requirements.txt beside bundle.json): its lock digest, and
     # whether this task paid for building it (`built`, `build_seconds`). None: the worker's environment.
     environment: dict | None = None
+    # Set when this result was not computed for this job but reused from the results store (a task with
+    # the same inputs already succeeded there): the job whose run computed it. None: computed here.
+    reused_from: str | None = None
 
 
 class TaskResult(BaseModel):

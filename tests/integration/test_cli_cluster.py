@@ -114,7 +114,7 @@ def test_a_study_whose_bundle_does_not_exist_fails_before_any_task(tmp_path, bun
 def test_run_against_a_cluster_without_workers_gives_up_with_a_clear_error(cluster_factory):
     cluster = cluster_factory(n_workers=0)
     done = mops("run", "examples/sir/study.json", "--scheduler", cluster.address, "--wait-workers", "2")
-    assert done.returncode == 1
+    assert done.returncode == 4  # unreachable, not failed: a runner pod of `mops jobs` is retried
     assert "no worker connected to" in done.stderr and "within 2 s" in done.stderr
 
 

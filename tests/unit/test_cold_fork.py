@@ -336,7 +336,7 @@ def test_log_lines_match_spawn(runtime_factory, executor_log):
     for result in results:
         pid = result.provenance.pid
         started = messages.index(f"Cold runner started: PID {pid}")
-        running = messages.index(f"Child process PID {pid} running task {result.task_id}")
+        running = messages.index(f"Child process PID {pid} running task {result.task_id} (Executor: cold)")
         assert started < running
 
 

@@ -116,16 +116,20 @@ def test_close_stops_every_child(make_runtime, executor):
 
 @pytest.mark.parametrize("executor", CHILD_EXECUTORS)
 def test_child_pid_log_line_for_every_task(make_runtime, executor, caplog):
+    """Each task's line names its executor (`grep "Executor:"` finds a worker that has run tasks in the
+    last lines of its log), and `Cold runner started` counts tasks: cold fork's spares, forked ahead
+    and never given a task, log nothing at INFO."""
     runtime = make_runtime(**EXECUTOR_ENVS[executor])
     with caplog.at_level(logging.INFO, logger="modelops"):
         results = run_many(runtime, "native_counter", 3)
     messages = [r.getMessage() for r in caplog.records]
+    kind = EXECUTOR_ENVS[executor]["MODELOPS_EXECUTOR_TYPE"]
     for result in results:
-        line = f"Child process PID {result.provenance.pid} running task {result.task_id}"
+        line = f"Child process PID {result.provenance.pid} running task {result.task_id} (Executor: {kind})"
         assert line in messages
     started = [m for m in messages if m.startswith("Cold runner started: PID ")]
     if executor in COLD_EXECUTORS:
-        assert {f"Cold runner started: PID {r.provenance.pid}" for r in results} <= set(started)
+        assert sorted(started) == sorted(f"Cold runner started: PID {r.provenance.pid}" for r in results)
     else:
         assert not started
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from modelops.services.dask_simulation import task_error_result
-from modelops.services.json_lines import json_line
+from modelops.results.json_lines import json_line
 from modelops.services.results_file import ResultsFile
 from modelops.tasks import Task, TaskResult
 
@@ -119,7 +119,7 @@ def test_the_client_writer_does_not_depend_on_executor_code():
     import subprocess
     import sys
 
-    code = ("import sys, modelops.services.results_file, modelops.services.json_lines; "
+    code = ("import sys, modelops.services.results_file, modelops.results.json_lines; "
             "print(sorted(m for m in sys.modules if m.startswith('modelops.executors.invoke')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -4,7 +4,7 @@ For short tasks the path around the executor (submission, validation, results fi
 sets the pace, so this times whole studies, not single executor calls. Per executor it starts one
 real local cluster (the executor comes from the workers' environment, as in a pod) and, in the same
 rounds on that cluster, runs the study's tasks (a) as plain `client.map` of the bundle's entrypoint
-and (b) through `mops run`'s own code path (`run_study_on`, results file included). Ratios are taken
+and (b) through `mops run`'s own code path (`StudyRun`, results file included). Ratios are taken
 within a round, so load drifting on the machine hits both alike; the medians over rounds are kept.
 
 It also reports client CPU per task, client and scheduler peak RSS (VmHWM, reset before each run
@@ -98,11 +98,11 @@ def run_plain(client, study: Study, bundle_dir: str, entrypoint: str) -> int:
 
 
 def run_mops(client, study: Study, output: Path, count_attempts: bool = True) -> int:
-    from modelops.cli.run import run_study_on
+    from modelops.services.study_run import StudyRun
 
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-        summary, _ = run_study_on(client, study, str(output), resume=False, max_in_flight=None, progress=True,
-                                  count_attempts=count_attempts)
+        summary = StudyRun(client, study, output=str(output), progress=True, count_attempts=count_attempts,
+                           say=lambda text: None, warn=lambda text: None).run().summary
     if summary.failed:
         raise RuntimeError(f"{summary.failed} task(s) of the throughput study failed: {summary.failures[:3]}")
     with output.open("rb") as fh:

@@ -1,4 +1,4 @@
-"""`mops`: run studies, check a worker's environment, check a cluster, benchmark executors."""
+"""`mops`: run studies (here or submitted to a cluster), read their results, check workers and clusters, benchmark."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ def _register() -> None:
     from modelops.cli.config_cmd import config
     from modelops.cli.doctor import doctor
     from modelops.cli.drain_cmd import drain
+    from modelops.cli.jobs_cmd import jobs
+    from modelops.cli.results_cmd import results
     from modelops.cli.run import run
 
-    for command in (run, config, doctor, drain, bench, bundle):
+    for command in (run, jobs, results, config, doctor, drain, bench, bundle):
         cli.add_command(command)
 
 

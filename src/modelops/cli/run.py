@@ -1,23 +1,45 @@
-"""`mops run STUDY`: run a study on a cluster, or on a real local one with `--local`."""
+"""`mops run STUDY`: run a study on a cluster, or on a real local one with `--local`. The study loop
+itself is `modelops.services.study_run.StudyRun`; this module parses options and prints.
+
+Exit codes (the runner Jobs of `mops jobs` fail at once on 1 and 2, and retry a new pod otherwise):
+0 every task succeeded; 1 some task failed (or has no result), or the study was rejected (a bad study
+file, no worker for its requirement, no such bundle, a job name taken by another study): running it
+again would end the same way; 2 bad usage; 4 the scheduler, its workers or the results store could
+not be reached (a new runner may succeed); 5 an unexpected error (a traceback is printed; a new
+runner may succeed: never 1, which Python gives an uncaught exception); 143 stopped by SIGTERM."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import sys
 import tempfile
 import time
-from collections import Counter
+import uuid
 from pathlib import Path
 
 import click
 
-from modelops.bundles import BundleError
-from modelops.routing import NoWorkerForRequirement, Requirement
+from modelops.routing import Requirement
+from modelops.settings import ExecutorType
 from modelops.study import Study, StudyError
-from modelops.worker.config import ConfigError, ExecutorType, RuntimeConfig
+from modelops.worker.config import ConfigError, RuntimeConfig
 
 EXECUTORS = [e.value for e in ExecutorType]
 LOG_MARKERS = ("Executor:", "Bundle source:", "Cold start:", "Worker group:")
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 4
+EXIT_CRASHED = 5
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class StudyRejectedError(click.ClickException):
+    exit_code = EXIT_FAILED
+
+
+class UnreachableError(click.ClickException):
+    exit_code = EXIT_UNREACHABLE
 
 
 @click.command()
@@ -36,6 +58,16 @@ LOG_MARKERS = ("Executor:", "Bundle source:", "Cold start:", "Worker group:")
 @click.option("--output", type=click.Path(dir_okay=False), help="Write results as JSON lines here.")
 @click.option("--resume", is_flag=True, help="Keep the results already in --output (appending, never rewriting) and "
               "run the tasks that have no result or whose latest result failed with a retryable error.")
+@click.option("--store", "store_url", metavar="URL", help="Results store (file:///path or s3://bucket/prefix): every "
+              "result is written there as its batch arrives, under --job; tasks the job already has a result for "
+              "are kept, and tasks another job already computed are reused unless --recompute.")
+@click.option("--job", help="With --store: the job's name (lowercase letters, digits, '-'); running the same job again "
+              "resumes it [default: the study's name, a timestamp and a random suffix].")
+@click.option("--recompute", is_flag=True, help="With --store: run tasks even when another job already has a "
+              "successful result for the same inputs (the job's own results are kept either way).")
+@click.option("--store-wait", default=600.0, show_default=True, type=click.FloatRange(min=0),
+              help="With --store: seconds a write waits for a store that stops answering (retrying with backoff, "
+              "the results held in memory) before the run gives up; at the start, at most 30 s.")
 @click.option("--wait-workers", default=120.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds to wait for at least one worker before giving up.")
 @click.option("--group", "require_group", help="Run only on workers of this worker group (MODELOPS_WORKER_GROUP); "
@@ -43,8 +75,10 @@ LOG_MARKERS = ("Executor:", "Bundle source:", "Cold start:", "Worker group:")
 @click.option("--require-executor", type=click.Choice(EXECUTORS), help="Run only on workers running this executor; "
               "overrides the study's requires.executor.")
 @click.option("--max-in-flight", type=click.IntRange(1), help="Tasks submitted at once [default: max(200, 4 x cluster threads)].")
-def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume,
-        wait_workers, require_group, require_executor, max_in_flight):
+@click.option("--progress", type=click.Choice(["bar", "lines", "none"]), help="How progress is shown "
+              "[default: a bar on a terminal, else a line every 10 s].")
+def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume, store_url,
+        job, recompute, store_wait, wait_workers, require_group, require_executor, max_in_flight, progress):
     """Run a study and print a summary (tasks, failures, executor per worker, child PIDs)."""
     if bool(scheduler) == bool(local):
         raise click.UsageError("give exactly one of --scheduler ADDRESS or --local")
@@ -53,28 +87,92 @@ def run(study_path, scheduler, local, workers, threads, executor, cold_start, bu
                                "a running cluster's workers take their executor from their own environment")
     if resume and not output:
         raise click.UsageError("--resume needs --output")
+    if (job or recompute) and not store_url:
+        raise click.UsageError("--job and --recompute need --store")
+    if resume and store_url:
+        raise click.UsageError("--resume is for --output files; with --store a job always keeps its own results "
+                               "(run the same --job again to resume it)")
     try:
         study = Study.load(study_path)
     except StudyError as exc:
-        raise click.ClickException(str(exc)) from None
-    if require_group or require_executor:
-        overrides = {"group": require_group} if require_group else {}
-        if require_executor:
-            overrides["executor"] = require_executor
-        requires = Requirement.model_validate({**study.requires.model_dump(exclude_none=True), **overrides})
-        study = study.model_copy(update={"requires": requires})
+        raise StudyRejectedError(str(exc)) from None
+    study = with_requirement(study, require_group, require_executor)
+    store = open_store(store_url, store_wait) if store_url else None
+    if store is not None:
+        job = job or default_job_name(study.name)
+        _check_job_name(job)
 
+    signal.signal(signal.SIGTERM, _terminate)  # unwind: what has arrived is written before exiting
     cluster = None
     try:
         if local:
             cluster = _start_local(study_path, workers, threads, executor, cold_start, bundles_dir)
             scheduler = cluster.address
-        _run_study(study, scheduler, output, resume, max_in_flight, wait_workers)
+        _run_study(study, scheduler, output, resume, store, job, recompute, max_in_flight, wait_workers, progress)
         if cluster is not None:
             _print_worker_log_lines(cluster)
+    except Terminated:
+        click.echo("SIGTERM: stopped; the results that arrived are written (run the same job again to resume)",
+                   err=True)
+        sys.exit(EXIT_TERMINATED)
+    except (click.ClickException, click.exceptions.Exit, SystemExit, KeyboardInterrupt):
+        raise
+    except Exception:  # noqa: BLE001 - a lost connection, a bug: said in full, and retried by a runner's Job
+        import traceback
+
+        traceback.print_exc()
+        click.echo(f"mops run stopped by an unexpected error (exit {EXIT_CRASHED}); the results that arrived are "
+                   "written", err=True)
+        sys.exit(EXIT_CRASHED)
     finally:
         if cluster is not None:
             cluster.close()
+
+
+class Terminated(BaseException):
+    """SIGTERM (a runner pod being stopped): unwinds through the study's finally blocks."""
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
+def with_requirement(study: Study, group: str | None, executor: str | None) -> Study:
+    """The study with `--group` / `--require-executor` laid over its `requires`."""
+    if not (group or executor):
+        return study
+    overrides = {"group": group} if group else {}
+    if executor:
+        overrides["executor"] = executor
+    requires = Requirement.model_validate({**study.requires.model_dump(exclude_none=True), **overrides})
+    return study.model_copy(update={"requires": requires})
+
+
+def open_store(url: str, wait: float):
+    from modelops.results.blobs import Retry
+    from modelops.results.store import ResultsStore
+    from modelops.results.url import StoreUrlError
+
+    try:
+        return ResultsStore.open(url, Retry(deadline=wait))
+    except StoreUrlError as exc:
+        raise click.BadParameter(str(exc), param_hint="--store") from None
+
+
+def default_job_name(study_name: str) -> str:
+    """`<study>-<UTC time>-<random>`, as a DNS label (a job's name is also its Kubernetes Job's)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", study_name.lower()).strip("-")[:36].strip("-") or "study"
+    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:4]}"
+
+
+def _check_job_name(job: str) -> None:
+    from modelops.results.store import StoreError, check_job_name
+
+    try:
+        check_job_name(job)
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="--job") from None
 
 
 def _start_local(study_path, workers, threads, executor, cold_start, bundles_dir):
@@ -101,137 +199,71 @@ def _start_local(study_path, workers, threads, executor, cold_start, bundles_dir
     return cluster
 
 
-def _run_study(study: Study, scheduler: str, output, resume: bool, max_in_flight, wait_workers: float) -> None:
+def connect(scheduler: str, wait_workers: float):
+    """A Client of `scheduler` with at least one worker, and one line about differing versions (instead of
+    distributed's table)."""
     from distributed import Client
 
-    started = time.perf_counter()
+    from modelops.services.versions import quiet_version_table
+
     try:
-        client = Client(scheduler, timeout=60)
+        with quiet_version_table():
+            client = Client(scheduler, timeout=60)
     except OSError as exc:
-        raise click.ClickException(f"cannot reach scheduler {scheduler}: {exc}") from None
-    with client:
-        try:
-            client.wait_for_workers(1, timeout=wait_workers)
-        except TimeoutError:
-            raise click.ClickException(
-                f"no worker connected to {scheduler} within {wait_workers:g} s "
-                "(check the workers' logs: a worker with an invalid environment exits at start)"
-            ) from None
-        summary, runtimes = run_study_on(client, study, output, resume, max_in_flight)
-    wall = time.perf_counter() - started
-    _print_summary(summary, runtimes, wall)
-    study_tally = summary.study
-    if study_tally is not None:
-        click.echo(f"study, by the latest result line of each task in {output}: {study_tally.describe()}")
-    retryable = study_tally.retryable if study_tally is not None else summary.retryable
-    if retryable and output:
-        click.echo(f"{retryable} task(s) failed with a retryable error (their results are in {output}): "
-                   "run again with --resume to rerun them", err=True)
-    if summary.failed or (study_tally is not None and not study_tally.complete):
-        sys.exit(1)
+        raise UnreachableError(f"cannot reach scheduler {scheduler}: {exc}") from None
+    try:
+        client.wait_for_workers(1, timeout=wait_workers)
+    except TimeoutError:
+        client.close()
+        raise UnreachableError(
+            f"no worker connected to {scheduler} within {wait_workers:g} s "
+            "(check the workers' logs: a worker with an invalid environment exits at start)"
+        ) from None
+    return client
 
 
-def run_study_on(client, study: Study, output, resume: bool, max_in_flight, progress: bool = True,
-                 count_attempts: bool = True):
-    """The study on a connected client, as `mops run` does it (the throughput benchmark times this).
-
-    Memory stays bounded in the study's size: tasks are generated as they are submitted, results
-    go to the file in batches and into a running Summary, and no list of either is kept."""
+def _run_study(study: Study, scheduler: str, output, resume: bool, store, job, recompute: bool, max_in_flight,
+               wait_workers: float, progress: str | None) -> None:
+    from modelops.results.url import StoreError
     from modelops.services.dask_simulation import DaskSimulationService
-    from modelops.services.results_file import ResultsFile
+    from modelops.services.study_run import StudyRejected, StudyRun
 
-    service = DaskSimulationService(client)
-    runtimes = service.worker_runtime()
-    if mismatch := service.version_mismatch(runtimes):
-        click.echo(f"WARNING: {mismatch}", err=True)  # once, before the study
-    requirement = study.requires
-    if requirement:
+    started = time.perf_counter()
+    show = progress or ("bar" if sys.stderr.isatty() else "lines")
+    with connect(scheduler, wait_workers) as client:
+        if line := DaskSimulationService(client).version_mismatch():
+            click.echo(line, err=True)
+        study_run = StudyRun(client, study, output=output, resume=resume, store=store, job=job, recompute=recompute,
+                             max_in_flight=max_in_flight, progress={"bar": True, "lines": "lines"}.get(show, False),
+                             say=click.echo, warn=lambda text: click.echo(text, err=True))
         try:
-            service.check_requirement(requirement)
-        except NoWorkerForRequirement as exc:
-            raise click.ClickException(f"study {study.name!r}: {exc}") from None
-    try:
-        from modelops.services.bundle_pinning import pin_study
-
-        study = pin_study(study)  # an OCI tag becomes one digest for every task of the study
-        bundle = service.resolve_bundle(study.bundle, requirement)
-    except BundleError as exc:
-        raise click.ClickException(f"study {study.name!r}: {exc}") from None
-    digest, entrypoint = bundle["digest"], bundle["entrypoint"]
-    tasks = study.iter_tasks(digest, entrypoint)
-    n_tasks, skipped = study.task_count(), 0
-    results_file = ResultsFile(output) if output else None
-    plan = None
-    if results_file:
-        if resume:
-            # by each task's latest line: missing and retryably failed tasks run, the rest are kept
-            plan = results_file.plan_resume(t.task_id for t in study.iter_tasks(digest, entrypoint))
-            n_tasks, skipped = plan.to_run, plan.kept
-            tasks = (t for t in tasks if plan.runs(t.task_id))
-            click.echo(plan.describe(output))
-        results_file.open(truncate=not resume)
-    click.echo(f"Study {study.name!r}: {n_tasks} tasks on {len(runtimes)} worker(s), "
-               f"bundle {bundle['name']} {digest[:19]}" + (f", {skipped} already done" if skipped else ""))
-    summary = Summary()
-    try:
-        for completed in service.stream(tasks, max_in_flight=max_in_flight, progress=n_tasks if progress else False,
-                                        requirement=requirement, count_attempts=count_attempts):
-            if results_file:
-                results_file.add(completed.record)
-                if completed.batch_end:  # never hold a finished result while waiting for the next
-                    results_file.flush()
-            if plan is not None:
-                plan.record(completed.record)
-            summary.add(completed.result)
-    finally:
-        if results_file:
-            results_file.close()
-    runtimes = {**runtimes, **service.worker_runtime()}  # fallbacks happen during the study
-    if plan is not None:
-        summary.study = plan.tally()
-    return summary, runtimes
-
-
-class Summary:
-    """What `mops run` prints at the end, counted as results arrive (no list of results kept).
-
-    It counts this run's results (one per task: the stream runs a task id once). With --resume,
-    `study` counts the whole study by the latest result line of each task (kept lines and this run's)."""
-
-    def __init__(self, results=()):
-        self.total = self.succeeded = self.retryable = 0
-        self.study = None  # a results_file.StudyTally, set by run_study_on when it resumes
-        self.by_executor: Counter = Counter()
-        self.by_start: Counter = Counter()
-        self.pairs: set[tuple[str, int]] = set()  # (worker, PID): PIDs are per PID namespace (pod)
-        self.failures: list[str] = []
-        for result in results:
-            self.add(result)
-
-    @property
-    def failed(self) -> int:
-        return self.total - self.succeeded
-
-    def add(self, r) -> None:
-        self.total += 1
-        self.succeeded += r.ok
-        p = r.provenance
-        self.by_executor[p.executor] += 1
-        if p.cold_start:
-            self.by_start[p.cold_start] += 1
-        if p.pid:
-            self.pairs.add((sys.intern(p.worker), p.pid))
-        if not r.ok:
-            self.retryable += bool(r.error and r.error.retryable)
-            self.failures.append(f"FAILED {r.task_id} params={r.params} seed={r.seed}: "
-                                 f"{r.error.kind}: {r.error.type}: {r.error.message}")
+            outcome = study_run.run()
+        except StudyRejected as exc:
+            raise StudyRejectedError(str(exc)) from None
+        except StoreError as exc:
+            raise UnreachableError(str(exc)) from None
+    wall = time.perf_counter() - started
+    summary = outcome.summary
+    _print_summary(summary, outcome.runtimes, wall)
+    where = f"in {output}" if output and store is None else f"of job {job}" if store is not None else ""
+    if summary.study is not None:
+        click.echo(f"study, by the latest result of each task {where}: {summary.study.describe()}")
+    retryable = summary.study.retryable if summary.study is not None else summary.retryable
+    if retryable and (output or store is not None):
+        again = f"run the same --job {job} again" if store is not None else "run again with --resume"
+        click.echo(f"{retryable} task(s) failed with a retryable error: {again} to rerun them", err=True)
+    if not outcome.complete:
+        sys.exit(EXIT_FAILED)
 
 
 def _print_summary(summary, runtimes: dict, wall: float) -> None:
+    from modelops.results.summary import Summary
+
     if not isinstance(summary, Summary):
         summary = Summary(summary)
     click.echo("")
-    click.echo(f"tasks: {summary.total}  succeeded: {summary.succeeded}  failed: {summary.failed}  "
+    reused = f" (reused: {summary.reused})" if summary.reused else ""
+    click.echo(f"tasks: {summary.total}  succeeded: {summary.succeeded}{reused}  failed: {summary.failed}  "
                f"wall time: {wall:.2f} s")
     for address, info in sorted(runtimes.items()):
         executor = info.get("executor") or f"NONE ({info.get('error')})"
@@ -243,7 +275,9 @@ def _print_summary(summary, runtimes: dict, wall: float) -> None:
     click.echo(f"tasks per executor: {dict(summary.by_executor)}")
     if summary.by_start:
         click.echo(f"cold tasks per start method (as really started): {dict(summary.by_start)}")
-    click.echo(f"distinct child PIDs, counted as (worker, PID) pairs: {len(summary.pairs)} for {summary.total} tasks")
+    computed = summary.computed
+    click.echo(f"distinct child PIDs, counted as (worker, PID) pairs: {len(summary.pairs)} for {computed} tasks"
+               + (" run here" if summary.reused else ""))
     for line in summary.failures:
         click.echo(line, err=True)
 
@@ -254,7 +288,7 @@ def _print_worker_log_lines(cluster) -> None:
         lines = [ln for ln in text.splitlines() if any(m in ln for m in LOG_MARKERS)]
         pid_lines = [ln for ln in text.splitlines() if "Child process PID" in ln]
         # a client registering the plugin again repeats the setup lines: show each once
-        for message in dict.fromkeys(line.split(" - ")[-1] for line in lines):
+        for message in dict.fromkeys(line.split(" - ")[-1] for line in lines if "Child process PID" not in line):
             click.echo(f"  [{path.stem}] {message}")
         for line in pid_lines[:3]:
             click.echo(f"  [{path.stem}] {line.split(' - ')[-1]}")

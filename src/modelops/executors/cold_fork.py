@@ -340,7 +340,8 @@ class ColdForkExecutor(Executor):
             if spare is None:  # the zygote died while this task waited: use its replacement
                 continue
             pid = spare.pid
-            logger.info("Child process PID %d running task %s", pid, task.task_id)
+            logger.info("Cold runner started: PID %d", pid)
+            logger.info("Child process PID %d running task %s (Executor: cold)", pid, task.task_id)
             reply = self._dispatch(zygote, spare, message, deadline)
             if reply is not _NOT_STARTED:
                 return RunOutcome(reply, pid, started, time.perf_counter() - t0)

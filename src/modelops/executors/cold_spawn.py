@@ -45,7 +45,7 @@ class ColdSpawnExecutor(Executor):
             self._running.add(child)
         try:
             logger.info("Cold runner started: PID %d", child.pid)
-            logger.info("Child process PID %d running task %s", child.pid, task.task_id)
+            logger.info("Child process PID %d running task %s (Executor: cold)", child.pid, task.task_id)
             reply = child.run(job_message(task, bundle), deadline, self.task_timeout_s)
         finally:
             child.stop()

@@ -114,7 +114,7 @@ class WarmExecutor(Executor):
         if child is None:
             return RunOutcome(timed_out(self.task_timeout_s).reply(), 0, started, time.perf_counter() - t0)
         try:
-            logger.info("Child process PID %d running task %s", child.pid, task.task_id)
+            logger.info("Child process PID %d running task %s (Executor: isolated_warm)", child.pid, task.task_id)
             reply = child.run(job_message(task, bundle), deadline, self.task_timeout_s)
         finally:
             pool.release(child)

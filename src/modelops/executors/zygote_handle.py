@@ -155,7 +155,9 @@ class ZygoteHandle:
                     spare.close()
                 else:
                     self.idle_spares.append(spare)
-                    logger.info("Cold runner started: PID %d", spare.pid)
+                    # a spare waits for a task: "Cold runner started" is logged when it gets one, so those
+                    # lines count tasks (cold_fork.ColdForkExecutor.run)
+                    logger.debug("Cold fork spare ready: PID %d", spare.pid)
                     if self._asked:
                         fork_latency = time.monotonic() - self._asked.popleft()
             elif kind == "exit":

@@ -16,7 +16,6 @@ from typing import NamedTuple
 
 from distributed import Client, as_completed
 
-import modelops
 from modelops.executors.replies import Failure
 from modelops.routing import Requirement, check_requirement
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
@@ -33,23 +32,14 @@ class DaskSimulationService:
         self.client = client
         self._versions_checked = False
 
-    def version_mismatch(self, runtimes: dict[str, dict] | None = None) -> str | None:
-        """One message naming every modelops version the workers run that differs from this
-        client's, or None. Marks the check done, so `run()` does not report it again."""
+    def version_mismatch(self) -> str | None:
+        """One line naming what differs between this client's versions and the cluster's (scheduler and
+        workers) and whether it matters (services/versions.py); None when nothing differs. Marks the
+        check done, so `stream()` does not report it again."""
+        from modelops.services.versions import cluster_versions, describe
+
         self._versions_checked = True
-        runtimes = self.worker_runtime() if runtimes is None else runtimes
-        mine = modelops.__version__
-        theirs: dict[str, list[str]] = {}
-        for address, info in sorted(runtimes.items()):
-            version = info.get("modelops_version") or "unknown (older than 0.2)"
-            if version != mine:
-                theirs.setdefault(version, []).append(address)
-        if not theirs:
-            return None
-        listed = "; ".join(f"{v} on {len(a)} worker(s) ({', '.join(a[:3])}{', ...' if len(a) > 3 else ''})"
-                           for v, a in sorted(theirs.items()))
-        return (f"modelops version mismatch: this client has {mine}, the cluster runs {listed}. Tasks run "
-                f"the workers' code; install the workers' version here (or upgrade the image) to match.")
+        return describe(*cluster_versions(self.client))
 
     def worker_runtime(self) -> dict[str, dict]:
         """Each worker's effective executor and config, as read on the worker itself."""

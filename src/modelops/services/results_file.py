@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelops.services.json_lines import json_line, read_json_lines
+from modelops.results.json_lines import json_line, read_json_lines
 from modelops.tasks import TaskResult
 
 FLUSH_BYTES = 256 * 1024

@@ -1,0 +1,217 @@
+"""StudyRun: one run of a study on a connected Dask client, as `mops run` and the runner pods of
+`mops jobs` do it, without the CLI (it reports through callbacks and raises typed errors).
+
+    pin the bundle (an OCI tag -> one digest; a digest pinned at submit must be the workers')
+    -> plan: a results file's resume, and/or the job's own rows and reusable rows in a results store
+    -> copy reused results into the job -> stream the rest through DaskSimulationService
+    -> every result to the results file and/or the store as its batch arrives -> a Summary
+
+Memory stays bounded in the study's size: tasks are generated as they are submitted, results go to
+the file and the store in batches and into a running Summary; a store's plan keeps 16 bytes per task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from modelops.bundles import BundleError
+from modelops.routing import NoWorkerForRequirement
+from modelops.results.summary import Summary
+from modelops.study import Study
+from modelops.tasks import TaskResult
+
+PROGRESS_EVERY_S = 10.0
+# A results store that does not answer when a run starts fails it after this long (a runner pod then
+# exits 4 and the Job starts another); one that stops answering mid-study is waited for longer (the
+# store's own Retry), its results held in memory.
+START_WAIT_S = 30.0
+
+
+class StudyRejected(Exception):
+    """The study cannot run here as asked (no worker for its requirement, no such bundle, a job of that
+    name for another study): running it again would fail the same way."""
+
+
+@dataclass
+class StudyOutcome:
+    summary: Summary
+    runtimes: dict  # worker address -> describe_worker(), before and after the study
+    job: str | None = None
+    plan: object | None = None  # results.plan.PlanCounts, with a store
+    resume: object | None = None  # results_file.ResumePlan, with --resume
+    wall_s: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        tally = self.summary.study
+        return not self.summary.failed and (tally is None or tally.complete)
+
+
+@dataclass
+class StudyRun:
+    client: object
+    study: Study
+    output: str | None = None  # a JSON-lines results file
+    resume: bool = False  # keep what `output` holds and run only what is missing or failed retryably
+    store: object | None = None  # a results.store.ResultsStore
+    job: str | None = None  # the job's name in the store
+    recompute: bool = False  # run tasks the store already has results for (from other jobs)
+    max_in_flight: int | None = None
+    progress: bool | str = True  # True: a progress bar; "lines": a line every PROGRESS_EVERY_S; False: none
+    count_attempts: bool = True
+    say: Callable[[str], None] = print
+    warn: Callable[[str], None] = print
+    on_result: Callable[[TaskResult], None] | None = None
+    _writer: object | None = field(default=None, init=False)
+
+    def run(self) -> StudyOutcome:
+        from modelops.services.dask_simulation import DaskSimulationService
+
+        started = time.perf_counter()
+        service = DaskSimulationService(self.client)
+        runtimes = service.worker_runtime()
+        study, requirement = self.study, self.study.requires
+        if requirement:
+            try:
+                service.check_requirement(requirement)
+            except NoWorkerForRequirement as exc:
+                raise StudyRejected(f"study {study.name!r}: {exc}") from None
+        digest, entrypoint, study = self._pin(service, study)
+        outcome = StudyOutcome(Summary(), runtimes, job=self.job)
+
+        tasks = study.iter_tasks(digest, entrypoint)
+        n_tasks, kept = study.task_count(), 0
+        store_plan = results_file = resume_plan = None
+        if self.store is not None:
+            store_plan = self._plan_store(study, digest, entrypoint)
+            outcome.plan = store_plan.counts
+            n_tasks, kept = store_plan.counts.run, store_plan.counts.kept_ok + store_plan.counts.kept_failed
+            tasks = store_plan.runs(tasks)
+        if self.output:
+            from modelops.services.results_file import ResultsFile
+
+            results_file = ResultsFile(self.output)
+            if self.resume and store_plan is None:
+                # by each task's latest line: missing and retryably failed tasks run, the rest are kept
+                resume_plan = results_file.plan_resume(t.task_id for t in study.iter_tasks(digest, entrypoint))
+                n_tasks, kept = resume_plan.to_run, resume_plan.kept
+                tasks = (t for t in tasks if resume_plan.runs(t.task_id))
+                self.say(resume_plan.describe(self.output))
+                outcome.resume = resume_plan
+            results_file.open(truncate=not self.resume)
+        summary = outcome.summary
+        self.say(f"Study {study.name!r}: {n_tasks} tasks on {len(runtimes)} worker(s), bundle "
+                 f"{study.bundle} {digest[:19]}" + (f", {kept} already done" if kept else "")
+                 + (f", job {self.job} in results store {self.store.description}" if self.store else ""))
+        try:
+            if store_plan is not None and store_plan.counts.reuse:
+                for record in store_plan.copy_reused(self._writer):
+                    if results_file:
+                        results_file.add(record)
+                    self._count(summary, TaskResult.model_validate(record))
+                self._writer.flush()
+                if results_file:
+                    results_file.flush()
+                self.say(f"reused {summary.reused} result(s) from earlier jobs ({', '.join(store_plan.sources)}) "
+                         f"instead of running them again (--recompute runs them)")
+            bar = self.progress is True and n_tasks
+            progress = _ProgressLines(self.say, n_tasks) if self.progress == "lines" else None
+            for completed in service.stream(tasks, max_in_flight=self.max_in_flight, progress=bar,
+                                            requirement=requirement, count_attempts=self.count_attempts):
+                if self._writer is not None:
+                    self._writer.add(completed.record)
+                if results_file:
+                    results_file.add(completed.record)
+                if completed.batch_end:  # never hold a finished result while waiting for the next
+                    if self._writer is not None:
+                        self._writer.batch_end()
+                    if results_file:
+                        results_file.flush()
+                if resume_plan is not None:
+                    resume_plan.record(completed.record)
+                self._count(summary, completed.result)
+                if progress:
+                    progress.update(summary)
+        finally:
+            # on any exit (a SIGTERM's exception included) what has arrived is written
+            try:
+                if self._writer is not None:
+                    self._writer.close()
+            finally:
+                if results_file:
+                    results_file.close()
+        outcome.runtimes = {**runtimes, **service.worker_runtime()}  # fallbacks happen during the study
+        if store_plan is not None:
+            summary.study = _store_tally(store_plan.counts, summary, study.task_count())
+        elif resume_plan is not None:
+            summary.study = resume_plan.tally()
+        outcome.wall_s = time.perf_counter() - started
+        return outcome
+
+    def _count(self, summary: Summary, result: TaskResult) -> None:
+        summary.add(result)
+        if self.on_result:
+            self.on_result(result)
+
+    def _pin(self, service, study: Study) -> tuple[str, str, Study]:
+        """(bundle digest, entrypoint, the study with its bundle pinned) as the workers see the bundle."""
+        from modelops.services.bundle_pinning import pin_study
+
+        try:
+            study = pin_study(study)  # an OCI tag becomes one digest for every task of the study
+            bundle = service.resolve_bundle(study.bundle, study.requires)
+        except BundleError as exc:
+            if getattr(exc, "retryable", False):
+                raise
+            raise StudyRejected(f"study {study.name!r}: {exc}") from None
+        if study.bundle_digest and study.bundle_digest != bundle["digest"]:
+            raise StudyRejected(
+                f"study {study.name!r}: bundle {study.bundle!r} was pinned to {study.bundle_digest} when the study "
+                f"was submitted, but the workers' copy has digest {bundle['digest']}: the bundle changed since "
+                "(submit the study again to run the workers' copy)")
+        return bundle["digest"], study.entrypoint or bundle["entrypoint"], study
+
+    def _plan_store(self, study: Study, digest: str, entrypoint: str):
+        from modelops.results.plan import StorePlan
+        from modelops.results.store import JobMismatch, JobRecord
+
+        self.store.prepare(wait=min(self.store.blobs.retry.deadline, START_WAIT_S))
+        record = JobRecord(job=self.job, study=study.model_dump(mode="json", exclude_none=True),
+                           bundle_digest=digest, entrypoint=entrypoint, tasks=study.task_count(),
+                           created=time.time(), recompute=self.recompute)
+        try:
+            record = self.store.start_job(record)
+        except JobMismatch as exc:
+            raise StudyRejected(str(exc)) from None
+        executor = study.requires.executor.value if study.requires.executor else None
+        plan = StorePlan(self.store, record, executor=executor, recompute=self.recompute)
+        plan.classify(study.iter_tasks(digest, entrypoint))
+        self._writer = self.store.writer(self.job)
+        self.say(f"Results store {self.store.description}, job {self.job}: {plan.counts.describe()} "
+                 f"(looked up in {plan.counts.lookup_seconds:.2f} s)")
+        return plan
+
+
+def _store_tally(counts, summary: Summary, tasks: int):
+    """The study by the latest result of each task: the job's kept rows, reused and this run's results."""
+    from modelops.services.results_file import StudyTally
+
+    ok = counts.kept_ok + summary.succeeded
+    failed_now = summary.failed - summary.retryable
+    failed = counts.kept_failed + failed_now
+    return StudyTally(tasks=tasks, ok=ok, failed=failed, retryable=summary.retryable,
+                      missing=tasks - ok - failed - summary.retryable)
+
+
+class _ProgressLines:
+    """Progress as a line every PROGRESS_EVERY_S (logs of a pod, not a terminal)."""
+
+    def __init__(self, say: Callable[[str], None], total: int):
+        self.say, self.total, self.next = say, total, time.monotonic() + PROGRESS_EVERY_S
+
+    def update(self, summary: Summary) -> None:
+        if time.monotonic() >= self.next:
+            self.next = time.monotonic() + PROGRESS_EVERY_S
+            self.say(f"progress: {summary.computed}/{self.total} run, {summary.failed} failed")
