@@ -51,6 +51,7 @@ test-chart: tools
 ## The whole suite: unit, local Dask cluster, chart, container, then the real Kubernetes tier.
 test: venv tools
 	bash scripts/docker-engine.sh start && bash scripts/build-image-offline.sh
+	bash cluster/build.sh versitygw >/dev/null
 	$(PY) -m pytest tests --ignore=tests/cluster --ignore=tests/registry
 	$(MAKE) chart-lint
 	$(MAKE) test-cluster

@@ -7,6 +7,10 @@
 #   $CACHE/bin/coredns                   from cluster/tools/coredns/go.mod
 #   $CACHE/bin/registry                  CNCF distribution, from cluster/tools/registry/go.mod
 #   $CACHE/bin/pause                     cluster/pause (the pod sandbox's one process)
+#   $CACHE/bin/versitygw                 S3-compatible object store, from cluster/tools/versitygw/go.mod;
+#                                        needs no root and no cluster (the unit tier starts private ones)
+#   $CACHE/bin/local-path-provisioner    dynamic PersistentVolumes on the node, from
+#                                        cluster/tools/local-path-provisioner/go.mod
 #
 # A binary is rebuilt only when the go.mod/go.sum that pin it change (a stamp beside it records their
 # hash). go.mod/go.sum are never rewritten (-mod=readonly): they are the pins.
@@ -58,25 +62,37 @@ build_kubernetes() {
   say "kubernetes $v built in $(( $(date +%s) - t0 ))s"
 }
 
-build_one() {  # build_one NAME MODULE_DIR PKG   (go names the binary NAME after the package)
-  local name="$1" mod="$2" pkg="$3" s; s="$(stamp_of "$mod")"
+build_one() {  # build_one NAME MODULE_DIR PKG [LDFLAGS]   (go names the binary NAME after the package)
+  local name="$1" mod="$2" pkg="$3" ld="${4:-}" s; s="$(stamp_of "$mod")"
   if up_to_date "$s" "$name"; then say "$name: cached"; return; fi
   say "building $name ($pkg)"
   local t0; t0=$(date +%s)
-  go_build "$mod" "" "$pkg"
+  go_build "$mod" "$ld" "$pkg"
   [ -x "$CLUSTER_BIN/$name" ] || die "go build of $pkg gave no $name"
   echo "$s" >"$CLUSTER_BIN/.$name.stamp"
   say "$name built in $(( $(date +%s) - t0 ))s"
 }
 
-want="${*:-kubernetes coredns registry pause}"
+# pinned_version MODULE_DIR MODULE: the version of MODULE its go.mod requires (for -X version strings).
+pinned_version() {
+  awk -v m="$2" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$1/go.mod"
+}
+
+ALL="kubernetes coredns registry pause versitygw local-path-provisioner"
+want="${*:-$ALL}"
 for c in $want; do
   case "$c" in
     kubernetes) build_kubernetes ;;
     coredns) build_one coredns "$HERE/tools/coredns" github.com/coredns/coredns ;;
     registry) build_one registry "$HERE/tools/registry" github.com/distribution/distribution/v3/cmd/registry ;;
     pause) build_one pause "$HERE/pause" . ;;
-    *) die "unknown component '$c' (allowed: kubernetes coredns registry pause)" ;;
+    versitygw)
+      v="$(pinned_version "$HERE/tools/versitygw" github.com/versity/versitygw)"
+      [ -n "$v" ] || die "cluster/tools/versitygw/go.mod does not require github.com/versity/versitygw"
+      build_one versitygw "$HERE/tools/versitygw" github.com/versity/versitygw/cmd/versitygw "-X main.Version=$v" ;;
+    local-path-provisioner)
+      build_one local-path-provisioner "$HERE/tools/local-path-provisioner" github.com/rancher/local-path-provisioner ;;
+    *) die "unknown component '$c' (allowed: $ALL)" ;;
   esac
 done
 echo "$CLUSTER_BIN"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stops the local cluster that cluster/up.sh started, by the PIDs it recorded, and removes what it
 # made on the host: pod sandboxes and their mounts, the bridge, kube-proxy's iptables chains, the
-# sysctl it changed. Cluster data (etcd, registry, images) stays for the next `up` unless --reset.
+# guards of the bridge registry and the object store, the sysctl it changed. Cluster data (etcd,
+# registry, images, the object store's buckets, local-path volumes) stays for the next `up` unless --reset.
 #
 #   cluster/down.sh                  stop everything, keep data
 #   cluster/down.sh --reset          also delete all cluster state (etcd, registry, images, certs)
@@ -19,18 +20,7 @@ case "$MODE" in stop|--reset|--leftovers-only) ;; *) die "usage: $0 [--reset|--l
 kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" --request-timeout=10s "$@"; }
 ctr_k8s() { ctr --address "$CONTAINERD_SOCKET" --namespace k8s.io "$@"; }
 
-STOPPED=()  # name:pid of every process stopped here, checked by verify_clean
-stop_component() {  # TERM, then KILL after 10 s; only the recorded process
-  local name="$1" pid
-  if pid="$(pid_of "$name")"; then
-    STOPPED+=("$name:$pid")
-    kill -TERM "$pid" 2>/dev/null
-    local i; for ((i = 0; i < 40; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
-    if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null; say "killed $name (pid $pid) after 10 s"
-    else say "stopped $name (pid $pid)"; fi
-  fi
-  rm -f "$CLUSTER_RUN/$name.pid"
-}
+# stop_component NAME (cluster/lib.sh): TERM, then KILL after 10 s; only the recorded process.
 
 # Pods first, while the kubelet runs: it tears each down (CNI DEL frees the veth and the IP, volumes
 # are unmounted). Controllers stop first so that nothing recreates them; their objects stay in etcd.
@@ -85,15 +75,6 @@ remove_iptables() {
   done
 }
 
-# The chain guarding the bridge registry's port (up.sh guard_registry_bridge), with its jump.
-remove_registry_guard() {
-  local c="$REGISTRY_BRIDGE_CHAIN"
-  iptables -S "$c" >/dev/null 2>&1 || return 0
-  while iptables -D INPUT -d "$CLUSTER_NODE_IP/32" -p tcp --dport "$REGISTRY_PORT" -j "$c" 2>/dev/null; do :; done
-  iptables -F "$c" 2>/dev/null
-  iptables -X "$c" 2>/dev/null
-}
-
 remove_host_changes() {
   local m
   for m in $(findmnt -rn -o TARGET | grep -F "$CLUSTER_STATE/" | sort -r); do umount -l "$m" 2>/dev/null; done
@@ -119,19 +100,25 @@ verify_clean() {
   ip link show "$CLUSTER_BRIDGE" >/dev/null 2>&1 && left+=("bridge $CLUSTER_BRIDGE")
   findmnt -rn -o TARGET | grep -qF "$CLUSTER_STATE/" && left+=("mounts under $CLUSTER_STATE")
   iptables-save 2>/dev/null | grep -q '^:KUBE-' && left+=("iptables KUBE-* chains")
-  iptables -S "$REGISTRY_BRIDGE_CHAIN" >/dev/null 2>&1 && left+=("iptables chain $REGISTRY_BRIDGE_CHAIN")
+  local c; for c in "$REGISTRY_BRIDGE_CHAIN" "$S3_CHAIN"; do
+    iptables -S "$c" >/dev/null 2>&1 && left+=("iptables chain $c")
+  done
   if [ ${#left[@]} -gt 0 ]; then die "left behind: ${left[*]}"; fi
 }
 
 if [ "$MODE" != --leftovers-only ]; then
+  # Before the pods go: it would start helper pods for claims deleted meanwhile.
+  stop_component local-path-provisioner
   remove_pods
   for n in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_component "$n"; done
 fi
 remove_containers
 remove_iptables
+stop_component versitygw
 stop_component registry-bridge
 stop_component registry
-remove_registry_guard
+unguard_bridge_port "$S3_CHAIN" "$S3_PORT"
+unguard_bridge_port "$REGISTRY_BRIDGE_CHAIN" "$REGISTRY_PORT"
 remove_host_changes
 rm -f "$CLUSTER_RUN"/*.pid
 if [ "$MODE" = --reset ]; then

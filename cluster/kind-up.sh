@@ -49,5 +49,12 @@ kind get kubeconfig --name "$NAME" >"$ROOT/.cluster/kind-kubeconfig"
 # this (Linux) host reaches too: the tests push there and name bundles by it (REGISTRY_BRIDGE).
 POD_REGISTRY_IP="$(docker inspect -f '{{(index .NetworkSettings.Networks "kind").IPAddress}}' "$REGISTRY_CONTAINER")"
 [ -n "$POD_REGISTRY_IP" ] || die "the registry container $REGISTRY_CONTAINER has no address on kind's network"
+# Storage: kind ships rancher's local-path-provisioner with its default StorageClass "standard" (hostPath
+# volumes, world-writable directories), so STORAGE_CLASS names that one.
+# No object store here, so .cluster/env gets no S3_* and the tests that need one skip. What a kind run
+# would need (unverified: kind cannot pull its node image on this machine): versitygw in a container on
+# kind's network like the registry container (posix backend on a volume, root credentials through its
+# environment from a 0600 file), its address on that network as S3_ENDPOINT (this Linux host reaches it
+# too), the bucket made with cluster/s3-request.py, and publish.sh taught to write S3_* for it.
 PUBLISH_KUBECONFIG="$ROOT/.cluster/kind-kubeconfig" PUBLISH_KUBECTL="$(command -v kubectl)" \
-  PUBLISH_POD_REGISTRY="$POD_REGISTRY_IP:5000" bash "$HERE/publish.sh"
+  PUBLISH_POD_REGISTRY="$POD_REGISTRY_IP:5000" PUBLISH_STORAGE_CLASS=standard bash "$HERE/publish.sh"

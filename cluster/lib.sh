@@ -19,7 +19,7 @@ CLUSTER_KUBECONFIG="$CLUSTER_STATE/kubeconfig/admin.conf"
 CONTAINERD_SOCKET="$CLUSTER_RUN/containerd.sock"
 ETCD_PORT=12379   # +1 peer, +2 metrics; loopback only
 # What up.sh starts, in the order down.sh stops them.
-CLUSTER_COMPONENTS="kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd registry-bridge registry"
+CLUSTER_COMPONENTS="local-path-provisioner kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd versitygw registry-bridge registry"
 
 # Networking: everything stays on this machine. Pods live on a bridge this script creates; the node's
 # IP is the bridge's own address (the kubelet refuses loopback as a node IP). No masquerade, no route
@@ -42,7 +42,29 @@ REGISTRY="localhost:$REGISTRY_PORT"
 REGISTRY_BRIDGE="$CLUSTER_NODE_IP:$REGISTRY_PORT"
 REGISTRY_BRIDGE_CHAIN="MODELOPS-REGISTRY"
 
+# The S3-compatible object store (versitygw, posix backend; cluster/objectstore.sh) for in-cluster
+# studies and their results: on the bridge address, so pods and this machine reach it at one URL, with
+# an iptables chain like the bridge registry's (connections from lo and the pod bridge only).
+S3_PORT="${MODELOPS_S3_PORT:-7070}"
+S3_ADDR="$CLUSTER_NODE_IP:$S3_PORT"
+S3_ENDPOINT="http://$S3_ADDR"
+S3_REGION="us-east-1"
+S3_BUCKET="modelops-test"
+S3_CHAIN="MODELOPS-S3"
+S3_STATE="$CLUSTER_STATE/s3"          # 0700: data/ (the buckets) and credentials
+S3_DATA="$S3_STATE/data"
+# The root credentials, generated at the first start: two KEY=VALUE lines, AWS_ACCESS_KEY_ID=... and
+# AWS_SECRET_ACCESS_KEY=... (mode 0600). versitygw gets them through its environment, never its command line.
+S3_CREDENTIALS="$S3_STATE/credentials"
+
+# Dynamic PersistentVolumes: rancher's local-path-provisioner, as a process on this machine, with a
+# default StorageClass (cluster/manifests/local-path.yaml); volumes are directories under this one.
+LOCAL_PATH_DIR="$CLUSTER_STATE/local-path"
+STORAGE_CLASS="local-path"
+
 say() { printf 'cluster: %s\n' "$*" >&2; }
+T0="${T0:-$(date +%s)}"
+step() { say "[$(( $(date +%s) - T0 ))s] $*"; }
 
 # Close every descriptor this script inherited beyond stdin, stdout and stderr (and bash's own 255):
 # the daemons it starts outlive it and would hold them open, e.g. the lock of
@@ -76,4 +98,79 @@ pid_of() {
   local state; state="$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)"
   [ "$state" != Z ] || return 1
   echo "$pid"
+}
+
+# --- processes (up.sh, objectstore.sh, down.sh) -------------------------------------------------------
+# start NAME BINARY ARGS...: start a component detached (own session) unless the recorded one runs.
+# Variables the caller puts before `start` reach the daemon's environment (e.g. credentials).
+start() {
+  local name="$1" bin="$2"; shift 2
+  local exe; exe="$(readlink -f "$(command -v "$bin")")" || die "$bin not found"
+  if pid_of "$name" >/dev/null; then step "$name already running (pid $(pid_of "$name"))"; return; fi
+  mkdir -p "$CLUSTER_RUN" "$CLUSTER_LOGS"
+  # Not a process group leader here (no job control), so setsid execs in place: $! is the daemon.
+  setsid "$exe" "$@" >>"$CLUSTER_LOGS/$name.log" 2>&1 </dev/null &
+  echo "$! $exe" >"$CLUSTER_RUN/$name.pid"
+  step "started $name (pid $!, log $CLUSTER_LOGS/$name.log)"
+}
+
+# wait_for WHAT SECONDS COMPONENT CMD...: poll CMD; fail with the component's log if it dies or times out.
+wait_for() {
+  local what="$1" secs="$2" comp="$3"; shift 3
+  local i
+  for ((i = 0; i < secs * 2; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    # Alive by PID alone here: right after `start`, the process may not have exec'd its binary yet.
+    if [ -n "$comp" ] && ! kill -0 "$(cut -d' ' -f1 "$CLUSTER_RUN/$comp.pid")" 2>/dev/null; then
+      tail -n 25 "$CLUSTER_LOGS/$comp.log" >&2 || true
+      die "$comp exited while waiting for $what (log: $CLUSTER_LOGS/$comp.log)"
+    fi
+    sleep 0.5
+  done
+  [ -n "$comp" ] && tail -n 25 "$CLUSTER_LOGS/$comp.log" >&2
+  die "timed out after ${secs}s waiting for $what"
+}
+
+STOPPED=()  # name:pid of every process stopped by stop_component (down.sh checks they are gone)
+# stop_component NAME: TERM, then KILL after 10 s; only the recorded process. Removes the record.
+stop_component() {
+  local name="$1" pid
+  if pid="$(pid_of "$name")"; then
+    STOPPED+=("$name:$pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    local i; for ((i = 0; i < 40; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
+    if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; say "killed $name (pid $pid) after 10 s"
+    else say "stopped $name (pid $pid)"; fi
+  fi
+  rm -f "$CLUSTER_RUN/$name.pid"
+}
+
+# --- ports on the bridge address -----------------------------------------------------------------------
+# The bridge address is this host's own, so without a guard any host routing 10.88.0.0/16 here could
+# reach what listens on it. guard_bridge_port CHAIN PORT admits connections to $CLUSTER_NODE_IP:PORT from
+# the pod bridge and from this machine (lo) only (idempotent); unguard_bridge_port CHAIN PORT removes it.
+guard_bridge_port() {
+  local c="$1" port="$2"
+  local match=(-d "$CLUSTER_NODE_IP/32" -p tcp --dport "$port" -j "$c")
+  if iptables -C INPUT "${match[@]}" 2>/dev/null && iptables -C "$c" -j DROP 2>/dev/null; then return; fi
+  iptables -N "$c" 2>/dev/null || iptables -F "$c" || die "cannot make the iptables chain $c"
+  iptables -A "$c" -i lo -j RETURN && iptables -A "$c" -i "$CLUSTER_BRIDGE" -j RETURN && iptables -A "$c" -j DROP \
+    || die "cannot fill the iptables chain $c"
+  iptables -C INPUT "${match[@]}" 2>/dev/null || iptables -I INPUT 1 "${match[@]}" \
+    || die "cannot add the jump to $c to the INPUT chain"
+}
+
+unguard_bridge_port() {
+  local c="$1" port="$2"
+  iptables -S "$c" >/dev/null 2>&1 || return 0
+  while iptables -D INPUT -d "$CLUSTER_NODE_IP/32" -p tcp --dport "$port" -j "$c" 2>/dev/null; do :; done
+  iptables -F "$c" 2>/dev/null
+  iptables -X "$c" 2>/dev/null
+  return 0
+}
+
+# port_refuses ADDR PORT: true when nothing accepts a TCP connection there (within 2 s).
+port_refuses() {
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  ! timeout 2 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
 }

@@ -9,7 +9,10 @@
 # Needs the cluster's registry running (cluster/up.sh, or cluster/kind-up.sh) and the chart tools
 # (make tools). Environment: PUBLISH_KUBECONFIG and PUBLISH_KUBECTL for a cluster other than the local
 # one (kind-up.sh sets them), PUBLISH_POD_REGISTRY (the registry's address as pods reach it, written
-# as REGISTRY_BRIDGE; default: the local cluster's $REGISTRY_BRIDGE), MODELOPS_REGISTRY_PORT (cluster/lib.sh).
+# as REGISTRY_BRIDGE; default: the local cluster's $REGISTRY_BRIDGE), PUBLISH_STORAGE_CLASS (the other
+# cluster's default StorageClass, written as STORAGE_CLASS), MODELOPS_REGISTRY_PORT (cluster/lib.sh).
+# For the local cluster it also names its object store (S3_*) and StorageClass; for another cluster no
+# S3_* (none is set up there), and consumers must treat their absence as "no object store".
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -30,6 +33,21 @@ else
   POD_REGISTRY="${PUBLISH_POD_REGISTRY-$REGISTRY_BRIDGE}"
   [ -z "$POD_REGISTRY" ] || curl -sf -o /dev/null "http://$POD_REGISTRY/v2/" \
     || die "no OCI registry answers at http://$POD_REGISTRY/v2/, the registry for pods (make cluster-up starts it)"
+fi
+# The object store and the default StorageClass: the local cluster's (up.sh made them), or for another
+# cluster its StorageClass only.
+S3_LINES=""
+if [ -n "${PUBLISH_KUBECONFIG:-}" ]; then STORAGE_CLASS_FOR_ENV="${PUBLISH_STORAGE_CLASS:-}"
+else
+  STORAGE_CLASS_FOR_ENV="$STORAGE_CLASS"
+  curl -s -o /dev/null "$S3_ENDPOINT/" || die "no object store answers at $S3_ENDPOINT (cluster/objectstore.sh start)"
+  [ -s "$S3_CREDENTIALS" ] || die "the object store's credentials file $S3_CREDENTIALS is missing (cluster/objectstore.sh start makes it)"
+  S3_LINES="# The object store (versitygw): from this machine and from pods alike. S3_CREDENTIALS_FILE holds two
+# KEY=VALUE lines, AWS_ACCESS_KEY_ID=... and AWS_SECRET_ACCESS_KEY=... (root's, mode 0600); path-style URLs.
+export S3_ENDPOINT=$S3_ENDPOINT
+export S3_REGION=$S3_REGION
+export S3_BUCKET=$S3_BUCKET
+export S3_CREDENTIALS_FILE=$S3_CREDENTIALS"
 fi
 
 version="$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$ROOT/pyproject.toml")"
@@ -74,6 +92,10 @@ export IMAGE_DIGEST=$digest
 export CHART=oci://$REGISTRY/charts/modelops-dask
 export CHART_VERSION=$chart_version
 EOF
+{
+  [ -z "$STORAGE_CLASS_FOR_ENV" ] || echo "export STORAGE_CLASS=$STORAGE_CLASS_FOR_ENV"
+  [ -z "$S3_LINES" ] || echo "$S3_LINES"
+} >>"$ENV_FILE.tmp"
 mv -f "$ENV_FILE.tmp" "$ENV_FILE"
 grep '^export' "$ENV_FILE"
 cat <<EOF

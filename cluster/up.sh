@@ -5,10 +5,13 @@
 #   registry (CNCF distribution) on 127.0.0.1:$REGISTRY_PORT, storage under $CLUSTER_STATE/registry
 #   registry-bridge: the same binary and storage on $REGISTRY_BRIDGE, for pods (OCI bundles);
 #                    iptables admits only the bridge's and this machine's own connections to it
+#   versitygw: an S3-compatible object store on $S3_ENDPOINT (posix backend under $S3_STATE), guarded
+#              the same way; cluster/objectstore.sh (which starts it here too) stops and restarts it
 #   etcd (Debian) on 127.0.0.1  <- kube-apiserver on $CLUSTER_NODE_IP:6443 <- controller-manager,
-#                                  scheduler, kubelet, kube-proxy (iptables), CoreDNS (a Deployment)
+#                                  scheduler, kubelet, kube-proxy (iptables), CoreDNS (a Deployment),
+#                                  local-path-provisioner (PersistentVolumes; default StorageClass)
 #
-# Kubernetes' own components and CoreDNS are built from the Go module proxy by cluster/build.sh
+# Kubernetes' own components, CoreDNS, versitygw and local-path-provisioner are built from the Go module proxy by cluster/build.sh
 # (cached outside the clone). Every process started is recorded as "PID EXE" in
 # $CLUSTER_RUN/<name>.pid and stopped by cluster/down.sh through that record only.
 # Nothing routes off the machine: the bridge has no masquerade, pods get no default route and no
@@ -19,8 +22,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=cluster/lib.sh
 source "$HERE/lib.sh"
 
-T0=$(date +%s)
-step() { say "[$(( $(date +%s) - T0 ))s] $*"; }
+# shellcheck source=cluster/objectstore.sh
+source "$HERE/objectstore.sh"
 
 # --- prerequisites: fail early, naming what is missing -------------------------------------------
 check_machine() {
@@ -32,51 +35,27 @@ check_machine() {
     || die "the kernel has no overlay filesystem: containerd's overlayfs snapshotter needs it"
 }
 
-# Debian packages: containerd + runc, etcd, the CNI plugins, iptables and conntrack for kube-proxy.
+# Debian packages: containerd + runc, etcd, the CNI plugins, iptables and conntrack for kube-proxy,
+# busybox-static for the image of local-path-provisioner's helper pods.
+BUSYBOX=/bin/busybox
 ensure_packages() {
   local missing=() c
   for c in containerd runc etcd iptables conntrack openssl curl; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
   [ -x /usr/lib/cni/bridge ] || missing+=(cni-plugins)
+  [ -x "$BUSYBOX" ] || missing+=(busybox-static)
   [ ${#missing[@]} -eq 0 ] && return
   command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
   step "installing Debian packages for: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq || die "apt-get update failed"
   apt-get install -y -qq --no-install-recommends containerd runc etcd-server containernetworking-plugins \
-    iptables conntrack openssl curl >/dev/null \
-    || die "apt-get install of containerd runc etcd-server containernetworking-plugins iptables conntrack failed"
+    iptables conntrack openssl curl busybox-static >/dev/null \
+    || die "apt-get install of containerd runc etcd-server containernetworking-plugins iptables conntrack busybox-static failed"
   for c in containerd runc etcd iptables conntrack; do command -v "$c" >/dev/null 2>&1 || die "$c still missing after apt-get install"; done
+  [ -x "$BUSYBOX" ] || die "$BUSYBOX still missing after apt-get install busybox-static"
 }
 
-# --- processes ---------------------------------------------------------------------------------------
-# start NAME BINARY ARGS...: start a component detached (own session) unless the recorded one runs.
-start() {
-  local name="$1" bin="$2"; shift 2
-  local exe; exe="$(readlink -f "$(command -v "$bin")")" || die "$bin not found"
-  if pid_of "$name" >/dev/null; then step "$name already running (pid $(pid_of "$name"))"; return; fi
-  # Not a process group leader here (no job control), so setsid execs in place: $! is the daemon.
-  setsid "$exe" "$@" >>"$CLUSTER_LOGS/$name.log" 2>&1 </dev/null &
-  echo "$! $exe" >"$CLUSTER_RUN/$name.pid"
-  step "started $name (pid $!, log $CLUSTER_LOGS/$name.log)"
-}
-
-# wait_for WHAT SECONDS COMPONENT CMD...: poll CMD; fail with the component's log if it dies or times out.
-wait_for() {
-  local what="$1" secs="$2" comp="$3"; shift 3
-  local i
-  for ((i = 0; i < secs * 2; i++)); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    # Alive by PID alone here: right after `start`, the process may not have exec'd its binary yet.
-    if [ -n "$comp" ] && ! kill -0 "$(cut -d' ' -f1 "$CLUSTER_RUN/$comp.pid")" 2>/dev/null; then
-      tail -n 25 "$CLUSTER_LOGS/$comp.log" >&2 || true
-      die "$comp exited while waiting for $what (log: $CLUSTER_LOGS/$comp.log)"
-    fi
-    sleep 0.5
-  done
-  [ -n "$comp" ] && tail -n 25 "$CLUSTER_LOGS/$comp.log" >&2
-  die "timed out after ${secs}s waiting for $what"
-}
-
+# --- processes: start, wait_for (cluster/lib.sh) ----------------------------------------------------
 # A cluster whose processes all died (machine restarted, session ended) leaves mounts, a bridge and
 # stale records behind: clear them before starting afresh. Cluster data (etcd, images) is kept.
 clear_dead_cluster() {
@@ -147,8 +126,10 @@ make_pki() {
   issue_cert scheduler "/CN=system:kube-scheduler"
   issue_cert kubelet "/O=system:nodes/CN=system:node:$CLUSTER_NODE_NAME"
   issue_cert kube-proxy "/CN=system:kube-proxy"
+  # Its own identity, bound by cluster/manifests/local-path.yaml to what it needs (not system:masters).
+  issue_cert local-path-provisioner "/CN=modelops:local-path-provisioner"
   local c
-  for c in admin controller-manager scheduler kubelet kube-proxy; do
+  for c in admin controller-manager scheduler kubelet kube-proxy local-path-provisioner; do
     write_kubeconfig "$CLUSTER_STATE/kubeconfig/$c.conf" "$c"
   done
 }
@@ -266,22 +247,10 @@ start_registry() {
   wait_for "the registry on $REGISTRY" 30 registry curl -sf "http://$REGISTRY/v2/"
 }
 
-# Connections to the bridge registry's port: from the pod bridge or this machine (lo) only. The
-# bridge address is this host's own, so without this any host routing 10.88.0.0/16 here could reach
-# it. down.sh removes the chain and its jump.
-guard_registry_bridge() {
-  local c="$REGISTRY_BRIDGE_CHAIN"
-  local match=(-d "$CLUSTER_NODE_IP/32" -p tcp --dport "$REGISTRY_PORT" -j "$c")
-  if iptables -C INPUT "${match[@]}" 2>/dev/null && iptables -C "$c" -j DROP 2>/dev/null; then return; fi
-  iptables -N "$c" 2>/dev/null || iptables -F "$c" || die "cannot make the iptables chain $c"
-  iptables -A "$c" -i lo -j RETURN && iptables -A "$c" -i "$CLUSTER_BRIDGE" -j RETURN && iptables -A "$c" -j DROP     || die "cannot fill the iptables chain $c"
-  iptables -C INPUT "${match[@]}" 2>/dev/null || iptables -I INPUT 1 "${match[@]}"     || die "cannot add the jump to $c to the INPUT chain"
-}
-
 # The registry for pods: same binary, same storage, on the bridge address (make_bridge made it).
 # Containerd keeps pulling from $REGISTRY; workers pull OCI bundles from $REGISTRY_BRIDGE.
 start_registry_bridge() {
-  guard_registry_bridge
+  guard_bridge_port "$REGISTRY_BRIDGE_CHAIN" "$REGISTRY_PORT"
   registry_config "$CLUSTER_STATE/registry/config-bridge.yml" "$REGISTRY_BRIDGE"
   start registry-bridge "$CLUSTER_BIN/registry" serve "$CLUSTER_STATE/registry/config-bridge.yml"
   wait_for "the registry for pods on $REGISTRY_BRIDGE" 30 registry-bridge curl -sf "http://$REGISTRY_BRIDGE/v2/"
@@ -303,6 +272,24 @@ push_system_images() {
     docker push -q "$ref" >/dev/null || die "docker push $ref failed"
     step "pushed $ref"
   done
+}
+
+# The image of local-path-provisioner's helper pods (they make and remove the volume directories):
+# Debian's static busybox and the few commands its scripts run, built with no network like the above.
+push_helper_image() {
+  local tag; tag="$(sha256sum "$BUSYBOX" | cut -c1-16)"
+  HELPER_IMAGE="$REGISTRY/modelops-cluster/local-path-helper:$tag"
+  if curl -sf -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+      "http://$REGISTRY/v2/modelops-cluster/local-path-helper/manifests/$tag"; then return; fi
+  local ctx c; ctx="$(mktemp -d)"
+  mkdir "$ctx/bin"; cp "$BUSYBOX" "$ctx/bin/busybox"
+  for c in sh mkdir rm rmdir chmod ls cat; do ln -s busybox "$ctx/bin/$c"; done
+  printf 'FROM scratch\nCOPY bin/ /bin/\nENTRYPOINT ["/bin/sh"]\n' >"$ctx/Dockerfile"
+  docker build -q --network none -t "$HELPER_IMAGE" "$ctx" >"$CLUSTER_LOGS/image-build.log" 2>&1 \
+    || { cat "$CLUSTER_LOGS/image-build.log" >&2; die "docker build of $HELPER_IMAGE failed"; }
+  rm -rf "$ctx"
+  docker push -q "$HELPER_IMAGE" >/dev/null || die "docker push $HELPER_IMAGE failed"
+  step "pushed $HELPER_IMAGE"
 }
 
 # --- the control plane ---------------------------------------------------------------------------------
@@ -393,6 +380,35 @@ start_dns() {
   die "CoreDNS did not become ready within 180 s"
 }
 
+# Dynamic PersistentVolumes: the provisioner runs here as a process (its own kubeconfig, bound by RBAC
+# to what it needs); its configuration (paths, setup/teardown scripts, helper pod) is the ConfigMap of
+# manifests/local-path.yaml, which also makes the StorageClass $STORAGE_CLASS the default.
+start_local_path_provisioner() {
+  mkdir -p "$LOCAL_PATH_DIR"; chmod 711 "$LOCAL_PATH_DIR"
+  local applied
+  applied="$(sed -e "s|@HELPER_IMAGE@|$HELPER_IMAGE|" -e "s|@LOCAL_PATH_DIR@|$LOCAL_PATH_DIR|" \
+      -e "s|@STORAGE_CLASS@|$STORAGE_CLASS|" "$HERE/manifests/local-path.yaml" | kubectl apply -f -)" \
+    || die "kubectl apply of cluster/manifests/local-path.yaml failed"
+  # It reads its ConfigMap once, at start: a changed one (another helper image, new scripts) needs a restart.
+  if pid_of local-path-provisioner >/dev/null; then
+    if grep -q '^configmap/local-path-config configured' <<<"$applied"; then
+      step "local-path-provisioner's configuration changed: restarting it"
+      stop_component local-path-provisioner
+    else
+      step "local-path-provisioner already running (pid $(pid_of local-path-provisioner))"; return
+    fi
+  fi
+  local log="$CLUSTER_LOGS/local-path-provisioner.log" from=1
+  [ -f "$log" ] && from=$(( $(stat -c %s "$log") + 1 ))   # this start's lines only: the log is appended to
+  start local-path-provisioner "$CLUSTER_BIN/local-path-provisioner" start \
+    --kubeconfig "$CLUSTER_STATE/kubeconfig/local-path-provisioner.conf" --namespace local-path-storage \
+    --configmap-name local-path-config --service-account-name local-path-helper --helper-image "$HELPER_IMAGE" \
+    --provisioner-name rancher.io/local-path
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  wait_for "local-path-provisioner's controller" 60 local-path-provisioner \
+    bash -c 'tail -c "+$1" "$2" | grep -q "Started provisioner controller"' _ "$from" "$log"
+}
+
 kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" "$@"; }
 
 main() {
@@ -410,13 +426,16 @@ main() {
   make_bridge
   start_registry
   start_registry_bridge
+  objectstore_start
   bash "$HERE/../scripts/docker-engine.sh" start
   push_system_images
+  push_helper_image
   start_containerd
   start_etcd
   start_control_plane
   start_node
   start_dns
+  start_local_path_provisioner
   step "cluster ready: export KUBECONFIG=$CLUSTER_KUBECONFIG"
 }
 
