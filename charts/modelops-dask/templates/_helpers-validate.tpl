@@ -13,6 +13,18 @@ modelops-dask.bytes, which parses a memory quantity, also fails on one it cannot
 {{- include "modelops-dask.validateGroup" (dict "root" $root "g" $g "reserved" $.reserved) -}}
 {{- end -}}
 {{- include "modelops-dask.validateDashboardRoutes" $root -}}
+{{- include "modelops-dask.validateAppLabel" (dict "labels" $root.Values.scheduler.podLabels "path" "scheduler.podLabels" "component" "scheduler") -}}
+{{- end -}}
+
+{{/*
+The chart sets the plain `app` label of the scheduler, worker and runner pods (operators select them
+with `kubectl -l app=dask-worker`); a podLabels entry for it would be a second `app` key.
+Args: dict "labels" "path" "component".
+*/}}
+{{- define "modelops-dask.validateAppLabel" -}}
+{{- if hasKey (default dict .labels) "app" -}}
+{{- fail (printf "%s.app: %q; the chart sets app=%s on these pods (operators select them with kubectl -l app=%s): drop it, or use another label key" .path (toString (get .labels "app")) (include "modelops-dask.appLabel" .component) (include "modelops-dask.appLabel" .component)) -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -64,6 +76,7 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- fail (printf "%s.extraVolumeMounts[%d].name: %q is a volume of the chart (%s); mount a volume of extraVolumes" $path $i $m.name (join ", " $chartVolumes)) -}}
 {{- end -}}
 {{- end -}}
+{{- include "modelops-dask.validateAppLabel" (dict "labels" $c.podLabels "path" (printf "%s.podLabels" $path) "component" "worker") -}}
 {{- range $i, $s := default list $c.extraContainers -}}
 {{- if eq $s.name "worker" -}}
 {{- fail (printf "%s.extraContainers[%d].name: \"worker\" is the chart's Dask worker container; name the sidecar otherwise" $path $i) -}}
