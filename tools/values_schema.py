@@ -294,6 +294,98 @@ def pod_wide_properties() -> dict:
     }
 
 
+DNS_NAME = {"type": "string", "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$", "maxLength": 253}
+QUANTITY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"}
+# A key of a Secret's data.
+SECRET_KEY = {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$", "maxLength": 253}
+
+
+def jobs_schema() -> dict:
+    """jobs.*: the runner Job template that `mops jobs submit` fills in, and who may submit."""
+    return obj(
+        {
+            "enabled": BOOL,
+            "runner": obj(
+                {
+                    "backoffLimit": dict(INT0, description="runner pods that may fail before the Job fails"),
+                    "activeDeadlineSeconds": dict(INT0, description="0 = no limit"),
+                    "ttlSecondsAfterFinished": {"type": ["integer", "null"], "minimum": 0,
+                                                "description": "null = finished Jobs are kept"},
+                    "terminationGracePeriodSeconds": INT0,
+                    "resources": K8S_OBJECT,
+                    "nodeSelector": STRING_MAP,
+                    "tolerations": K8S_LIST,
+                    "affinity": K8S_OBJECT,
+                    "podLabels": STRING_MAP,
+                    "podAnnotations": STRING_MAP,
+                }
+            ),
+            "submitters": obj(
+                {
+                    "subjects": {
+                        "type": "array",
+                        "description": "RBAC subjects bound to the submitter Role",
+                        "items": obj(
+                            {
+                                "kind": {"type": "string", "enum": ["User", "Group", "ServiceAccount"]},
+                                "name": {"type": "string", "minLength": 1},
+                                "namespace": DNS_NAME,
+                                "apiGroup": {"type": "string", "enum": ["", "rbac.authorization.k8s.io"]},
+                            },
+                            required=["kind", "name"],
+                        ),
+                    }
+                }
+            ),
+        }
+    )
+
+
+def results_schema() -> dict:
+    """results.*: the store runner pods write to and its read-only server. The URL has no pattern
+    here: the chart checks it at render, so that a URL holding credentials is refused without being
+    printed (a schema error repeats the value)."""
+    return obj(
+        {
+            "url": {"type": "string", "description": "'' = the release's claim, or s3://BUCKET[/PREFIX]"},
+            "persistence": obj(
+                {
+                    "size": QUANTITY,
+                    "storageClassName": {"type": ["string", "null"],
+                                         "description": "null = the default class, '' = no class"},
+                    "accessModes": {
+                        "type": "array",
+                        "minItems": 1,
+                        "uniqueItems": True,
+                        "description": "ReadWriteOnce and/or ReadWriteMany: runner pods write and the results "
+                                       "server reads at once (not ReadWriteOncePod, not ReadOnlyMany)",
+                        "items": {"type": "string", "enum": ["ReadWriteOnce", "ReadWriteMany"]},
+                    },
+                    "existingClaim": DNS_NAME,
+                    "keep": dict(BOOL, description="helm.sh/resource-policy: keep on the claim"),
+                }
+            ),
+            "s3": obj(
+                {
+                    "endpoint": {"type": "string", "pattern": "^$|^https?://[^\\s@/]+(/\\S*)?$",
+                                 "description": "http(s):// endpoint of an S3-compatible store; '' = AWS"},
+                    "region": {"type": "string", "pattern": "^[-a-z0-9]*$"},
+                    "existingSecret": DNS_NAME,
+                    "accessKeyIdKey": SECRET_KEY,
+                    "secretAccessKeyKey": SECRET_KEY,
+                }
+            ),
+            "server": obj(
+                {
+                    "port": PORT,
+                    "resources": K8S_OBJECT,
+                    "allowFrom": dict(K8S_LIST, description="NetworkPolicy peers allowed to the results server"),
+                }
+            ),
+        }
+    )
+
+
 def schema() -> dict:
     definitions = copy.deepcopy(DEFINITIONS)
     definitions["workerGroup"] = obj(copy.deepcopy(WORKER_SETTINGS))
@@ -323,6 +415,8 @@ def schema() -> dict:
             ),
             "serviceMonitor": obj(dict(MONITOR)),
             "podMonitor": obj(dict(MONITOR), description="PodMonitor for every worker pod's /metrics (all groups)"),
+            "jobs": jobs_schema(),
+            "results": results_schema(),
             "tests": obj(
                 {
                     "enabled": BOOL,

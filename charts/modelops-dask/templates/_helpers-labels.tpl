@@ -39,3 +39,12 @@ strategy is Recreate, which drops running studies), and bumping only the chart m
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/part-of: modelops-dask
 {{- end -}}
+
+{{/*
+The plain `app` label operators select pods by, e.g. `kubectl logs -l app=dask-worker`: dask-scheduler,
+dask-worker or modelops-runner. Pod template labels (and the runner Job's own labels) only, never a
+selector: selectors are frozen (see selectorLabels). Call with the component name.
+*/}}
+{{- define "modelops-dask.appLabel" -}}
+{{- get (dict "scheduler" "dask-scheduler" "worker" "dask-worker" "runner" "modelops-runner") . -}}
+{{- end -}}

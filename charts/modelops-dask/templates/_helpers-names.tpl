@@ -52,3 +52,26 @@ The scheduler's address as workers and clients in the release namespace use it.
 {{- define "modelops-dask.schedulerAddress" -}}
 {{- printf "tcp://%s:%s" (include "modelops-dask.schedulerName" .) (include "modelops-dask.num" .Values.scheduler.ports.comm) -}}
 {{- end -}}
+
+{{/*
+Studies in the cluster (jobs.enabled): the runner pods' ServiceAccount, the submitters' Role and
+RoleBinding, the ConfigMap `mops jobs submit` reads, and the results store's claim, server and Service.
+*/}}
+{{- define "modelops-dask.runnerName" -}}
+{{- printf "%s-runner" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.submitterName" -}}
+{{- printf "%s-submitter" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "modelops-dask.jobsConfigName" -}}
+{{- printf "%s-jobs" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The results PersistentVolumeClaim, Deployment and Service share this name.
+*/}}
+{{- define "modelops-dask.resultsName" -}}
+{{- printf "%s-results" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

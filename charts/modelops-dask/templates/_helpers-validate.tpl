@@ -13,6 +13,51 @@ modelops-dask.bytes, which parses a memory quantity, also fails on one it cannot
 {{- include "modelops-dask.validateGroup" (dict "root" $root "g" $g "reserved" $.reserved) -}}
 {{- end -}}
 {{- include "modelops-dask.validateDashboardRoutes" $root -}}
+{{- include "modelops-dask.validateAppLabel" (dict "labels" $root.Values.scheduler.podLabels "path" "scheduler.podLabels" "component" "scheduler") -}}
+{{- include "modelops-dask.validateJobs" $root -}}
+{{- end -}}
+
+{{/*
+The chart sets the plain `app` label of the scheduler, worker and runner pods (operators select them
+with `kubectl -l app=dask-worker`); a podLabels entry for it would be a second `app` key.
+Args: dict "labels" "path" "component".
+*/}}
+{{- define "modelops-dask.validateAppLabel" -}}
+{{- if hasKey (default dict .labels) "app" -}}
+{{- fail (printf "%s.app: %q; the chart sets app=%s on these pods (operators select them with kubectl -l app=%s): drop it, or use another label key" .path (toString (get .labels "app")) (include "modelops-dask.appLabel" .component) (include "modelops-dask.appLabel" .component)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The results store (checked only with jobs.enabled: with it off, results.* renders nothing). The URL
+is checked here rather than by a schema pattern so that a URL holding credentials is refused without
+being repeated in the message (a schema error prints the value).
+*/}}
+{{- define "modelops-dask.validateJobs" -}}
+{{- if .Values.jobs.enabled -}}
+{{- include "modelops-dask.validateAppLabel" (dict "labels" .Values.jobs.runner.podLabels "path" "jobs.runner.podLabels" "component" "runner") -}}
+{{- $r := .Values.results -}}
+{{- $url := toString $r.url -}}
+{{- $allowed := "\"\" (the release's PersistentVolumeClaim, results.persistence) or s3://BUCKET[/PREFIX] (an S3-compatible store, results.s3)" -}}
+{{- if $url -}}
+{{- if not (hasPrefix "s3://" $url) -}}
+{{- fail (printf "results.url: %q is not a results store this chart serves; allowed: %s" $url $allowed) -}}
+{{- end -}}
+{{- $bucket := regexFind "^[^/]*" (trimPrefix "s3://" $url) -}}
+{{- if or (contains "@" $bucket) (contains ":" $bucket) -}}
+{{- fail "results.url: refused, and not repeated here: the part before the bucket name holds '@' or ':' (user:secret@ credentials, or a host:port). Credentials in the URL would be written in clear to the jobs ConfigMap, every runner Job and the results Deployment: put them in a Secret named by results.s3.existingSecret; an endpoint goes in results.s3.endpoint; the URL is s3://BUCKET[/PREFIX]" -}}
+{{- end -}}
+{{- if not (regexMatch "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$" $bucket) -}}
+{{- fail (printf "results.url: %q: %q is not an S3 bucket name (3-63 characters: lowercase letters, digits, dots and hyphens, beginning and ending with a letter or digit); allowed: %s" $url $bucket $allowed) -}}
+{{- end -}}
+{{- if not (regexMatch "^s3://[^/]+(/[^\\s?#]*)?$" $url) -}}
+{{- fail (printf "results.url: %q: the prefix after the bucket may not hold spaces, '?' or '#'; allowed: %s" $url $allowed) -}}
+{{- end -}}
+{{- if not $r.s3.existingSecret -}}
+{{- fail (printf "results.s3.existingSecret: empty, but results.url is %q: an s3:// store needs the name of a Secret holding its credentials under the keys results.s3.accessKeyIdKey (%s) and results.s3.secretAccessKeyKey (%s), e.g. kubectl create secret generic results-s3 --from-literal=%s=... --from-literal=%s=..." $url $r.s3.accessKeyIdKey $r.s3.secretAccessKeyKey $r.s3.accessKeyIdKey $r.s3.secretAccessKeyKey) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -64,6 +109,7 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- fail (printf "%s.extraVolumeMounts[%d].name: %q is a volume of the chart (%s); mount a volume of extraVolumes" $path $i $m.name (join ", " $chartVolumes)) -}}
 {{- end -}}
 {{- end -}}
+{{- include "modelops-dask.validateAppLabel" (dict "labels" $c.podLabels "path" (printf "%s.podLabels" $path) "component" "worker") -}}
 {{- range $i, $s := default list $c.extraContainers -}}
 {{- if eq $s.name "worker" -}}
 {{- fail (printf "%s.extraContainers[%d].name: \"worker\" is the chart's Dask worker container; name the sidecar otherwise" $path $i) -}}
