@@ -132,13 +132,14 @@ spec:
   {{- end }}
   podFailurePolicy:
     rules:
-      # 1: the study finished with failed tasks, 2: bad usage, 3: the study was rejected (no such
-      # bundle or group): another pod would fail the same way, so the Job fails at once.
+      # `mops run` exit codes: 1 the study finished with failed tasks or was rejected (no such bundle
+      # or group), 2 bad usage: another pod would end the same way, so the Job fails at once. 4 (the
+      # scheduler or the store unreachable), 5 (an unexpected error), 143 (SIGTERM) start another pod.
       - action: FailJob
         onExitCodes:
           containerName: runner
           operator: In
-          values: [1, 2, 3]
+          values: [1, 2]
         {{- if not $jobApi129 }}
         onPodConditions: []  # declared required by the batch/v1 API of Kubernetes 1.27 and 1.28
         {{- end }}
