@@ -162,13 +162,68 @@ def test_a_lock_holds_pins_only(line, why):
     assert "line 2" in str(err.value) and why in str(err.value) and "name==version" in str(err.value)
 
 
+HEX = "0123456789abcdef" * 4  # 64 hex digits
+
+
 def test_a_lock_with_hashes_markers_and_continuations_parses():
     pins = parse_lock(
-        "# a comment\nsix==1.17.0 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
-        "Typing_Extensions==4.12.2 ; python_version >= '3.8'\n",
+        f"# a comment\nsix==1.17.0 \\\n    --hash=sha256:{HEX} \\\n    --hash=sha256:{HEX[::-1]}\n"
+        f"Typing_Extensions==4.12.2 ; python_version >= '3.8' --hash=sha256:{HEX}  # via x\n",
         "x",
     )
     assert [(p.name, p.version, p.line) for p in pins] == [("six", "1.17.0", 2), ("typing-extensions", "4.12.2", 5)]
+    assert pins[0].hashes == (HEX, HEX[::-1])
+    assert pins[1].marker == 'python_version >= "3.8"'
+
+
+@pytest.mark.parametrize("lock, why", [
+    # whatever follows a hash is more requirements to uv: a URL, an editable, an index
+    (f"six==1.16.0 --hash=sha256:{HEX} https://evil.example/x.whl", "'https://evil.example/x.whl'"),
+    (f"six==1.16.0 --hash=sha256:{HEX} -e ./evil", "'-e'"),
+    (f"six==1.16.0 --hash=sha256:{HEX} --index-url https://evil.example/simple", "'--index-url'"),
+    (f"six==1.16.0 --hash=sha256:{HEX} --extra-index-url=https://evil.example/simple", "--extra-index-url"),
+    (f"six==1.16.0 \\\n  --hash=sha256:{HEX} \\\n  https://evil.example/x.whl", "'https://evil.example/x.whl'"),
+    ("six==1.16.0 \\\n  https://evil.example/x.whl", "'https://evil.example/x.whl'"),
+    # hashes: sha256 only, 64 hex digits
+    (f"six==1.16.0 --hash=md5:{HEX[:32]}", "sha256"),
+    (f"six==1.16.0 --hash=sha512:{HEX}{HEX}", "sha256"),
+    ("six==1.16.0 --hash=sha256:abc", "64 hex"),
+    (f"six==1.16.0 --hash=sha256:{HEX[:-1]}g", "64 hex"),
+    (f"six==1.16.0 --hash sha256:{HEX}", "--hash=sha256:"),
+    # a direct reference, with or without a pin before it
+    ("six @ https://evil.example/six-1.16.0-py3-none-any.whl", "'six @ https://evil.example"),
+    ("six==1.16.0@https://evil.example/x.whl", "@https://evil.example"),
+    # markers: a real marker expression, nothing after it but hashes
+    ("six==1.16.0 ; python_version >= '3.8' https://evil.example/x.whl", "marker"),
+    ("six==1.16.0 ; https://evil.example/x.whl", "marker"),
+    ("six==1.16.0 ; python_version >= '3.8' ; https://evil.example/x.whl", "marker"),
+    # not a pin of one version
+    ("six==1.*", "'1.*'"),
+    ("six==1.16.0,<2", "',<2'"),
+    ("six==1.16.0\x0bhttps://evil.example/x.whl", "control character"),
+])
+def test_a_lock_line_that_names_anything_but_pins_is_refused_naming_the_line(lock, why):
+    """A lock line is tokenised whole: after `name==version` and an optional marker, only
+    `--hash=sha256:<64 hex>` options; anything else is refused naming the file, the line and the token."""
+    text = f"# header\ntyping-extensions==4.12.2\n{lock}\n"
+    with pytest.raises(BundleError) as err:
+        parse_lock(text, "bundle 'x' requirements.txt")
+    message = str(err.value)
+    assert "bundle 'x' requirements.txt line 3" in message and why in message, message
+    assert "--hash=sha256:<64 hex>" in message
+
+
+def test_a_lock_hashes_every_pin_or_none():
+    with pytest.raises(BundleError, match=r"line 2: .*no --hash.* hash every pin or none"):
+        parse_lock(f"six==1.16.0 --hash=sha256:{HEX}\ntqdm==4.66.0\n", "x")
+
+
+def test_uv_is_handed_the_pins_as_parsed_not_the_bundles_file():
+    """What uv installs is rebuilt from the parsed pins: even a line the parser misread could not add a URL."""
+    from modelops.bundles.environments import canonical_lock
+
+    pins = parse_lock(f"Six==1.16.0 ; python_version>='3' \\\n --hash=sha256:{HEX}  # c\n", "x")
+    assert canonical_lock(pins) == f'six==1.16.0 ; python_version >= "3" --hash=sha256:{HEX}\n'
 
 
 def test_least_recently_used_environments_past_the_bound_are_evicted_unless_in_use(env_root, tmp_path):
@@ -240,3 +295,25 @@ def test_a_bundle_without_wheels_installs_from_MODELOPS_PACKAGE_INDEX_URL(env_ro
     assert result.ok, result.error
     assert result.outputs["version"] == "5.0"
     assert result.provenance.environment["installed_from"] == "index"
+
+
+def test_a_url_after_a_hash_is_never_fetched(env_root, make_env_runtime, tmp_path):
+    """The attack itself: a pin whose hash is followed by a URL. The task fails naming the line, and the
+    attacker's server never sees a request for its wheel (uv read the URL as one more requirement)."""
+    import hashlib
+
+    from tests.helpers import LoopbackServer
+
+    probe = make_wheel(tmp_path / "index", "modelops-probe-pkg", "6.0", {"modelops_probe_pkg/__init__.py": "VERSION = '6.0'\n"})
+    evil = make_wheel(tmp_path / "evil", "evil", "1.0", {"evil.py": "PWNED = True\n"})
+    bundle = make_env_bundle(env_root, "url-after-hash", "modelops-probe-pkg", "6.0", wheels=False)
+    with LoopbackServer() as server:
+        index = server.serve_index([probe, evil])
+        sha = hashlib.sha256(probe.read_bytes()).hexdigest()
+        (bundle / "requirements.txt").write_text(
+            f"modelops-probe-pkg==6.0 --hash=sha256:{sha} {server.url}/files/{evil.name}\n")
+        result = run_task(make_env_runtime("cold-fork", MODELOPS_PACKAGE_INDEX_URL=index), "url-after-hash")
+        fetched = [path for _, path in server.requests]
+    assert f"/files/{evil.name}" not in fetched, fetched
+    assert not result.ok and "requirements.txt line 1" in result.error.message, result
+    assert not result.error.retryable

@@ -8,7 +8,9 @@ environment per distinct lock and interpreter (the key), with uv, under
     worker process (Dask thread, first task of a new lock)
       flock environments/locks/<key>.lock        one build per key across threads and pod processes
       uv venv --python <worker's interpreter>   same CPython, so the worker's compiled packages load
-      uv pip install -r requirements.txt       offline from the bundle's wheels/ when it has them
+      uv pip install -r modelops-lock.txt      the lock's pins as parsed (parse_lock: pins, markers,
+                                                sha256 hashes; nothing else), never the bundle's file;
+                                                offline from the bundle's wheels/ when it has them
                                                 (`mops bundle push --with-wheels`), else from
                                                 MODELOPS_PACKAGE_INDEX_URL or uv's own configuration
       site-packages/_modelops_worker.pth       the worker's site directories, *after* the bundle's:
@@ -60,12 +62,21 @@ WHEELS_DIR = "wheels"
 ENVIRONMENTS_DIR = "environments"
 MARKER = "environment.json"
 WORKER_PTH = "_modelops_worker.pth"
+INSTALLED_LOCK = "modelops-lock.txt"  # in the environment: what uv was asked to install
 INSTALL_TIMEOUT_S = 900.0
 MARK_INTERVAL_S = 60.0
 
-# name[extras]==version, then optional markers / --hash options (continuations joined first)
-_PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(\[[A-Za-z0-9._,\s-]*\])?\s*===?\s*(?P<version>[^\s;\\]+)")
-_ALLOWED_OPTIONS = ("--hash=", "--hash ")
+# A lock line, once its continuations are joined and its comment removed:
+#   name[extras]==version [; marker] [--hash=sha256:<64 hex> ...]
+_PIN = re.compile(r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:\[(?P<extras>[A-Za-z0-9._,\s-]*)\])?"
+                  r"\s*(?P<op>===?)\s*(?P<version>[A-Za-z0-9._+!*-]+)")
+_HASH = re.compile(r"--hash=sha256:(?P<hex>[0-9a-f]{64})")
+_COMMENT = re.compile(r"(^|\s)#.*$")  # pip's rule: `#` at the start or after white space
+# tabs are white space; \n, \r\n and \r end a line; any other control or line-breaking character is refused
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f\x85\u2028\u2029]")
+LOCK_FORM = ("a bundle's lock holds pinned requirements only: 'name==version', an optional '; marker', then "
+             "only '--hash=sha256:<64 hex>' options; indexes come from the worker (MODELOPS_PACKAGE_INDEX_URL) "
+             "or the bundle's wheels/")
 
 
 class BundleEnvironmentError(BundleError):
@@ -81,44 +92,117 @@ class Pin:
     name: str
     version: str
     line: int
+    extras: tuple[str, ...] = ()
+    marker: str | None = None  # normalised by packaging (what uv is handed)
+    hashes: tuple[str, ...] = ()  # sha256 hex digests
+
+    @property
+    def requirement(self) -> str:
+        """The line uv is handed for this pin (see canonical_lock)."""
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        marker = f" ; {self.marker}" if self.marker else ""
+        return f"{self.name}{extras}=={self.version}{marker}" + "".join(f" --hash=sha256:{h}" for h in self.hashes)
 
 
-def parse_lock(text: str, where: str) -> list[Pin]:
-    """The pins of a requirements.txt; anything but `name==version` (+ markers, --hash) is refused."""
-    pins: list[Pin] = []
+def _logical_lines(text: str, where: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each logical line: comments removed, `\\` continuations joined."""
     logical: list[tuple[int, str]] = []
-    pending, start = "", 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(re.split(r"\r\n|\n|\r", text), 1):
+        control = _CONTROL.search(raw)
+        if control:
+            raise BundleError(f"{where} line {number}: {raw!r} holds a control character "
+                              f"({control.group()!r}); {LOCK_FORM}")
+        line = _COMMENT.sub("", raw).rstrip()
         if not pending:
             start = number
         if line.endswith("\\"):
-            pending += line[:-1] + " "
+            pending.append(line[:-1])
             continue
-        pending += line
-        if pending.strip():
-            logical.append((start, pending.strip()))
-        pending = ""
-    if pending.strip():
-        logical.append((start, pending.strip()))
-    for number, line in logical:
-        match = _PIN.match(line)
-        rest = line[match.end():].strip() if match else ""
-        options = [part for part in re.split(r"\s+(?=--)", rest) if part and not part.startswith(";")]
-        if not match or any(not opt.startswith(_ALLOWED_OPTIONS) for opt in options):
-            raise BundleError(
-                f"{where} line {number}: {line!r} is not allowed: a bundle's lock holds pinned "
-                f"requirements only ('name==version', optional '; markers' and '--hash=sha256:...'); "
-                f"indexes come from the worker (MODELOPS_PACKAGE_INDEX_URL) or the bundle's wheels/"
-            )
-        pins.append(Pin(_normalise(match["name"]), match["version"], number))
+        pending.append(line)
+        joined = " ".join(part.strip() for part in pending).strip()
+        pending = []
+        if joined:
+            logical.append((start, joined))
+    joined = " ".join(part.strip() for part in pending).strip()
+    if joined:
+        logical.append((start, joined))
+    return logical
+
+
+def _parse_pin(number: int, line: str, where: str) -> Pin:
+    """One logical line as a Pin, or a BundleError naming the line and what in it is not allowed."""
+    from packaging.markers import InvalidMarker, Marker  # packaging: a dependency of dask
+    from packaging.version import InvalidVersion, Version
+
+    def refuse(why: str) -> BundleError:
+        return BundleError(f"{where} line {number}: {line!r} is not allowed: {why}; {LOCK_FORM}")
+
+    match = _PIN.match(line)
+    if not match:
+        raise refuse("it does not start with a pin 'name==version'")
+    version = match["version"]
+    if match["op"] == "==":
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise refuse(f"{version!r} is not one version") from None
+    rest = line[match.end():]
+    marker = None
+    tokens = rest.split()
+    if rest[:1] not in ("", " ", "\t", ";"):
+        raise refuse(f"{tokens[0]!r} follows the pin")
+    if tokens and tokens[0].startswith(";"):
+        marker_tokens = []
+        tokens[0] = tokens[0][1:]
+        while tokens and not tokens[0].startswith("-"):
+            marker_tokens.append(tokens.pop(0))
+        text = " ".join(t for t in marker_tokens if t)
+        try:
+            marker = str(Marker(text))
+        except InvalidMarker:
+            raise refuse(f"{text!r} is not an environment marker") from None
+    hashes = []
+    for token in tokens:
+        found = _HASH.fullmatch(token)
+        if found:
+            hashes.append(found["hex"])
+        elif token.startswith("--hash=") and not token.startswith("--hash=sha256:"):
+            raise refuse(f"{token!r}: hashes are sha256 only")
+        elif token.startswith("--hash=sha256:"):
+            raise refuse(f"{token!r}: a sha256 hash is 64 hex digits (lowercase)")
+        else:
+            raise refuse(f"{token!r} is neither a marker nor '--hash=sha256:<64 hex>'")
+    extras = tuple(sorted(_normalise(e) for e in (match["extras"] or "").replace(" ", "").split(",") if e))
+    return Pin(_normalise(match["name"]), version, number, extras, marker, tuple(hashes))
+
+
+def parse_lock(text: str, where: str) -> list[Pin]:
+    """The pins of a requirements.txt; anything but pins (markers and sha256 hashes allowed) is refused.
+
+    Each logical line is tokenised whole: a URL, an option or a second requirement anywhere on it,
+    even after a hash or a marker, is an error naming WHERE and the line. Every pin carries hashes, or
+    none does. uv is never handed the bundle's file, only these pins rebuilt (canonical_lock)."""
+    pins = [_parse_pin(number, line, where) for number, line in _logical_lines(text, where)]
     seen: dict[str, Pin] = {}
     for pin in pins:
         if pin.name in seen and seen[pin.name].version != pin.version:
             raise BundleError(f"{where} line {pin.line}: {pin.name} pinned twice "
                               f"({seen[pin.name].version} on line {seen[pin.name].line}, {pin.version})")
         seen[pin.name] = pin
+    hashed = [pin for pin in pins if pin.hashes]
+    if hashed:
+        for pin in pins:
+            if not pin.hashes:
+                raise BundleError(f"{where} line {pin.line}: {pin.name}=={pin.version} has no --hash, while "
+                                  f"line {hashed[0].line} has: hash every pin or none (--require-hashes)")
     return pins
+
+
+def canonical_lock(pins: list[Pin]) -> str:
+    """The requirements file uv installs: the parsed pins, one per line, nothing else."""
+    return "".join(pin.requirement + "\n" for pin in pins)
 
 
 def _normalise(name: str) -> str:
@@ -287,8 +371,10 @@ class BundleEnvironments:
         env = dict(os.environ, UV_NO_PROGRESS="1", UV_PYTHON_DOWNLOADS="never")
         _run([uv, "venv", "--quiet", "--python", self.base_python, str(env_dir)], env, where, False)
         python = env_dir / "bin" / "python"
+        lock = env_dir / INSTALLED_LOCK  # the parsed pins, never the bundle's own file
+        lock.write_text(canonical_lock(pins))
         install = [uv, "pip", "install", "--quiet", "--python", str(python), "--no-cache",
-                   "--link-mode", "copy", "-r", str(directory / LOCK_FILE)]
+                   "--link-mode", "copy", "-r", str(lock)]
         if offline:
             install += ["--offline", "--no-index", "--find-links", str(wheels)]
         elif self.index_url:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from modelops.bundles.bundle import BundleError
-from modelops.bundles.environments import LOCK_FILE, WHEELS_DIR, parse_lock
+from modelops.bundles.environments import LOCK_FILE, WHEELS_DIR, canonical_lock, parse_lock
 
 # The worker image's interpreter (images/worker/Dockerfile BASE_IMAGE) and glibc (bookworm: 2.36).
 IMAGE_PYTHON = "3.11"
@@ -35,15 +35,19 @@ def platform_tags(machine: str) -> list[str]:
 
 
 def download(lock: Path, dest: Path, python: str = IMAGE_PYTHON, machine: str = "x86_64") -> list[Path]:
-    """Download the binary wheels of `lock` (and of anything they need) into `dest`."""
-    parse_lock(lock.read_text(), f"{lock}")  # pins only: refuse before downloading anything
+    """Download the binary wheels of `lock` (and of anything they need) into `dest`. pip is handed the
+    parsed pins (canonical_lock), never the file itself: what the parser refuses never reaches pip."""
+    pins = parse_lock(lock.read_text(), f"{lock}")  # pins only: refuse before downloading anything
     if machine not in PLATFORMS:
         raise BundleError(f"--wheels-platform {machine!r} is not supported: allowed {', '.join(PLATFORMS)}")
     abi = "cp" + python.replace(".", "")
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
            "--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none",
-           *[arg for tag in platform_tags(machine) for arg in ("--platform", tag)], "-r", str(lock)]
-    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+           *[arg for tag in platform_tags(machine) for arg in ("--platform", tag)]]
+    with tempfile.TemporaryDirectory(prefix="modelops-lock-") as tmp:
+        parsed = Path(tmp) / LOCK_FILE
+        parsed.write_text(canonical_lock(pins))
+        done = subprocess.run([*cmd, "-r", str(parsed)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip()[-2000:]
         raise BundleError(f"--with-wheels: pip could not download the wheels of {lock} for CPython {python} "
