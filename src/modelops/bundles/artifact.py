@@ -10,6 +10,7 @@ entrypoint, environment) and the bundle's content digest, so a puller can verify
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import os
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelops.bundles.bundle import BundleError, read_manifest
-from modelops.bundles.digest import bundle_files, content_digest, sha256_digest
+from modelops.bundles.digest import CHUNK, bundle_files, content_digest, sha256_digest
 from modelops.bundles.environments import LOCK_FILE as ENVIRONMENT_LOCK
 from modelops.bundles.environments import WHEELS_DIR, parse_lock
 
@@ -97,27 +98,59 @@ def build(directory: Path) -> Artifact:
     return Artifact(config=config, config_bytes=canonical_json(config), layer_bytes=layer_tar(directory))
 
 
-def unpack(layer: bytes, target: Path) -> None:
-    """Extract a bundle layer into TARGET: regular files only, no path leaving TARGET, modes 0644/0755.
+# Bounds of one unpacked layer. Bytes: the caller's (the worker's cache bound); entries: a bundle is
+# a source tree plus wheels (one file each), and every entry is an inode on the pod's cache volume.
+MAX_ENTRIES = 10_000
+MAX_BYTES = 1024 * 1024 * 1024
+PLAIN_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 
-    Written out by hand rather than with `extractall(filter="data")`: the worker image's Python
-    (Debian's 3.11.2) predates tarfile's extraction filters (3.11.4)."""
+
+def unpack(layer: bytes | Path, target: Path, max_bytes: int = MAX_BYTES, max_entries: int = MAX_ENTRIES) -> None:
+    """Extract a bundle layer (its bytes, or the file holding them) into TARGET: plain files only, no
+    path leaving TARGET, modes 0644/0755, at most MAX_ENTRIES entries and MAX_BYTES bytes in all.
+
+    Every member is checked before anything is written: a sparse member (GNU 'S' type or PAX
+    GNU.sparse headers) passes isreg() but unpacks its holes as real zeros, so a few KiB of layer
+    could fill the cache volume; its declared size is what would be written, so the bound is on
+    declared sizes. Written out by hand rather than with `extractall(filter="data")`: the worker
+    image's Python (Debian's 3.11.2) predates tarfile's extraction filters (3.11.4)."""
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
-    with tarfile.open(fileobj=io.BytesIO(layer), mode="r:") as tar:
-        members = tar.getmembers()
-        names = [os.path.normpath(m.name) for m in members]
-        if len(set(names)) != len(names):
-            raise BundleError(f"bundle layer has duplicate entries: {sorted({n for n in names if names.count(n) > 1})}")
+    source = {"name": str(layer)} if isinstance(layer, Path) else {"fileobj": io.BytesIO(layer)}
+    with tarfile.open(mode="r:", **source) as tar:
+        members = []
+        total = 0
+        for member in tar:  # headers only; stop as soon as a bound is passed
+            members.append(member)
+            if len(members) > max_entries:
+                raise BundleError(f"bundle layer has more than {max_entries} entries: allowed at most "
+                                  f"{max_entries}")
+            _check_member(member)
+            total += member.size
+        if total > max_bytes:
+            raise BundleError(f"bundle layer unpacks to {total} bytes: allowed at most {max_bytes} "
+                              f"(the worker's bundle cache bound, MODELOPS_BUNDLE_CACHE_MAX_MB)")
+        counts = collections.Counter(os.path.normpath(m.name) for m in members)
+        duplicates = sorted(name for name, count in counts.items() if count > 1)
+        if duplicates:
+            raise BundleError(f"bundle layer has duplicate entries: {duplicates[:20]}")
         for member in members:
-            if not member.isreg():
-                raise BundleError(f"bundle layer entry {member.name!r} is not a regular file")
-            if (root / member.name).resolve() == root or root not in (root / member.name).resolve().parents:
-                raise BundleError(f"bundle layer entry {member.name!r} leaves the bundle directory")
-        for member in members:
-            dest = (root / member.name).resolve()
+            dest = root / os.path.normpath(member.name)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            with open(dest, "xb") as out:
-                shutil.copyfileobj(source, out)
+            with tar.extractfile(member) as data, open(dest, "xb") as out:
+                shutil.copyfileobj(data, out, CHUNK)
             dest.chmod(0o755 if member.mode & 0o100 else 0o644)
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    if member.type not in PLAIN_FILE_TYPES or member.sparse is not None \
+            or any(key.startswith("GNU.sparse") for key in member.pax_headers):
+        kind = "a sparse file" if member.issparse() or member.sparse is not None or member.type in PLAIN_FILE_TYPES \
+            else "not a regular file"
+        raise BundleError(f"bundle layer entry {member.name!r} is {kind} (tar type {member.type!r}): allowed "
+                          f"plain files only")
+    # lexical, no filesystem calls: TARGET is a fresh directory that only ever gets plain files and
+    # directories (no links), and each file is created with O_EXCL, which never follows a link
+    name = os.path.normpath(member.name)
+    if name.startswith("/") or name in (".", "..") or name.startswith("../"):
+        raise BundleError(f"bundle layer entry {member.name!r} leaves the bundle directory")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 IGNORED_DIRS = {"__pycache__", ".git", ".pytest_cache"}
 IGNORED_SUFFIXES = {".pyc", ".pyo"}
+CHUNK = 1024 * 1024  # files are hashed and copied this many bytes at a time, never read whole
 
 
 def bundle_files(root: Path) -> list[Path]:
@@ -37,7 +39,13 @@ def content_digest(root: Path) -> str:
     base = root if root.is_dir() else root.parent
     for path in bundle_files(root):
         h.update(path.relative_to(base).as_posix().encode() + b"\0")
-        data = path.read_bytes()
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            h.update(size.to_bytes(8, "big"))
+            read = 0
+            while chunk := handle.read(CHUNK):
+                read += len(chunk)
+                h.update(chunk)
+        if read != size:  # changed while hashed: the digest would not describe any one state of it
+            raise OSError(f"{path} changed size while it was hashed ({size} bytes, then {read})")
     return "sha256:" + h.hexdigest()
