@@ -226,6 +226,7 @@ class LoopbackServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            timeout = 5  # an idle kept-alive connection ends, so the server can close
 
             def log_message(self, *args) -> None:  # quiet
                 pass
@@ -235,6 +236,7 @@ class LoopbackServer:
                 owner.requests.append((self.command, path))
                 route = owner.routes.get(path)
                 if callable(route):
+                    self.close_connection = True  # it answered as it liked: never read another request
                     route(self)
                     return
                 body = route if isinstance(route, bytes) else b"not found"

@@ -105,6 +105,12 @@ MAX_BYTES = 1024 * 1024 * 1024
 PLAIN_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 
 
+def layer_bound(max_bytes: int, max_entries: int = MAX_ENTRIES) -> int:
+    """The largest layer that can unpack within the bounds: the files' bytes, a header and padding
+    (1 KiB) per entry, and the end-of-archive blocks."""
+    return max_bytes + 1024 * max_entries + 10 * 1024
+
+
 def unpack(layer: bytes | Path, target: Path, max_bytes: int = MAX_BYTES, max_entries: int = MAX_ENTRIES) -> None:
     """Extract a bundle layer (its bytes, or the file holding them) into TARGET: plain files only, no
     path leaving TARGET, modes 0644/0755, at most MAX_ENTRIES entries and MAX_BYTES bytes in all.

@@ -9,8 +9,11 @@ at submit time, `RegistryClient.resolve`), so every task of a study runs the sam
 - verification: the registry client checks the manifest and blobs against their digests, and the
   unpacked files must hash to the config's content digest. On every `get` the cached files are hashed
   again, so a tampered or half-deleted entry is refused, removed and pulled again;
-- a size bound: after a pull, the least recently used other entries are evicted until the cache
-  holds at most `max_bytes` (an entry larger than the bound on its own is kept while it is used);
+- a size bound: a bundle whose layer is declared larger than `max_bytes` is refused before it is
+  downloaded (and its unpacked bytes are bounded the same way); after a pull, the least recently used
+  other entries are evicted until the cache holds at most `max_bytes`;
+- downloads stream to disk, stop at the size the manifest declares and have an overall deadline
+  (bundles/oci.py);
 - failures are `OciBundleError` naming the reference, `retryable` when the registry was unreachable
   or the artifact missing; entries already cached keep being served.
 """
@@ -41,6 +44,7 @@ log = logging.getLogger("modelops.bundles.oci")
 SOURCE = "oci"
 ENTRY_FILE = "entry.json"
 FILES_DIR = "files"
+LAYER_FILE = "layer.tar"  # in the staging directory, removed once unpacked
 
 
 class OciBundleError(RetryableError, BundleError):
@@ -127,14 +131,19 @@ class OciBundleCache:
         return self._cached(reference, key, entry, pulled=False, seconds=0.0)
 
     def _pull(self, reference: Reference, key: str) -> Path:
-        try:
-            config, layer, manifest_digest = self.client.fetch(reference)
-        except RegistryError as exc:
-            raise OciBundleError(f"bundle {reference}: {exc}", retryable=exc.retryable) from None
-        self.pulls += 1
         staging = Path(tempfile.mkdtemp(prefix=f".pull-{key[:12]}-", dir=self.root / "bundles"))
         try:
-            artifact.unpack(layer, staging / FILES_DIR)
+            layer = staging / LAYER_FILE  # streamed to disk, never held in memory
+            try:
+                bound = (f"the worker's bundle cache bound (MODELOPS_BUNDLE_CACHE_MAX_MB: {self.max_bytes} bytes "
+                         f"of files, plus tar headers)")
+                config, manifest_digest = self.client.fetch(reference, layer, artifact.layer_bound(self.max_bytes),
+                                                            bound)
+            except RegistryError as exc:
+                raise OciBundleError(f"bundle {reference}: {exc}", retryable=exc.retryable) from None
+            self.pulls += 1
+            artifact.unpack(layer, staging / FILES_DIR, max_bytes=self.max_bytes)
+            layer.unlink()
             actual = content_digest(staging / FILES_DIR)
             if actual != config.get("content_digest"):
                 raise OciBundleError(f"bundle {reference}: unpacked files hash to {actual}, the artifact's "
