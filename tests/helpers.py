@@ -241,6 +241,7 @@ class LoopbackServer:
                     return
                 body = route if isinstance(route, bytes) else b"not found"
                 self.send_response(200 if isinstance(route, bytes) else 404)
+                self.send_header("Content-Type", "text/html" if path.endswith("/") else "application/octet-stream")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if self.command != "HEAD":

@@ -317,3 +317,31 @@ def test_a_url_after_a_hash_is_never_fetched(env_root, make_env_runtime, tmp_pat
     assert f"/files/{evil.name}" not in fetched, fetched
     assert not result.ok and "requirements.txt line 1" in result.error.message, result
     assert not result.error.retryable
+
+
+def test_the_environment_key_changes_with_a_wheels_bytes(make_env_runtime, env_root):
+    """Two bundles with the same unhashed lock and different wheels: the second must not run in the
+    first one's environment (it would import the other bundle's package, reported as its own lock)."""
+    bundle = make_env_bundle(env_root, "other-wheel", "modelops-probe-pkg", "1.0", wheels=False)
+    make_wheel(bundle / "wheels", "modelops-probe-pkg", "1.0", {"modelops_probe_pkg/__init__.py": "VERSION = 'other'\n"})
+    assert (bundle / "requirements.txt").read_bytes() == (env_root / "probe-one" / "requirements.txt").read_bytes()
+    runtime = make_env_runtime("cold-fork")
+    first, second = run_task(runtime, "probe-one"), run_task(runtime, "other-wheel")
+    assert first.ok and second.ok, (first.error, second.error)
+    assert (first.outputs["version"], second.outputs["version"]) == ("1.0", "other")
+    assert first.provenance.environment["key"] != second.provenance.environment["key"]
+    assert second.provenance.environment["built"]
+
+
+def test_the_environment_key_changes_with_the_install_mode(make_env_runtime, env_root, tmp_path):
+    """The same lock from the bundle's wheels and from a package index are two environments."""
+    from tests.helpers import LoopbackServer
+
+    make_env_bundle(env_root, "same-lock-index", "modelops-probe-pkg", "1.0", wheels=False)
+    wheel = make_wheel(tmp_path / "index", "modelops-probe-pkg", "1.0", {"modelops_probe_pkg/__init__.py": "VERSION = 'index'\n"})
+    with LoopbackServer() as server:
+        runtime = make_env_runtime("cold-fork", MODELOPS_PACKAGE_INDEX_URL=server.serve_index([wheel]))
+        offline, online = run_task(runtime, "probe-one"), run_task(runtime, "same-lock-index")
+    assert offline.ok and online.ok, (offline.error, online.error)
+    assert online.provenance.environment["installed_from"] == "index" and online.outputs["version"] == "index"
+    assert offline.provenance.environment["key"] != online.provenance.environment["key"]

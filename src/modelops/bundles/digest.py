@@ -29,6 +29,15 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def stat_signature(root: Path) -> tuple:
     """Cheap change detector deciding when the digest must be recomputed."""
     return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in bundle_files(root))

@@ -32,6 +32,7 @@ kept while it is the one just built.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -53,7 +54,7 @@ from modelops.bundles.bundle import BundleError
 from modelops.bundles.cache_entries import last_used as _last_used
 from modelops.bundles.cache_entries import mark_used as _mark_used
 from modelops.bundles.cache_entries import complete_entries
-from modelops.bundles.digest import sha256_digest
+from modelops.bundles.digest import sha256_digest, sha256_file
 
 log = logging.getLogger("modelops.bundles.environments")
 
@@ -65,6 +66,7 @@ WORKER_PTH = "_modelops_worker.pth"
 INSTALLED_LOCK = "modelops-lock.txt"  # in the environment: what uv was asked to install
 INSTALL_TIMEOUT_S = 900.0
 MARK_INTERVAL_S = 60.0
+KEY_VERSION = "2"  # what an environment's key covers changed: lock, install source, wheels' bytes
 
 # A lock line, once its continuations are joined and its comment removed:
 #   name[extras]==version [; marker] [--hash=sha256:<64 hex> ...]
@@ -217,10 +219,12 @@ class PreparedEnvironment:
     built: bool  # True: this call built it (the task paid for it)
     build_seconds: float  # what the build took, whoever paid it
     installed_from: str  # "wheels" (offline, from the bundle) or "index"
+    wheels_digest: str | None = None  # sha256 over the bundle's wheels/ (names and bytes); None: from an index
 
     def provenance(self) -> dict:
-        return {"lock_digest": self.lock_digest, "key": self.key, "built": self.built,
-                "build_seconds": round(self.build_seconds, 3), "installed_from": self.installed_from}
+        return {"lock_digest": self.lock_digest, "wheels_digest": self.wheels_digest, "key": self.key,
+                "built": self.built, "build_seconds": round(self.build_seconds, 3),
+                "installed_from": self.installed_from}
 
 
 class BundleEnvironments:
@@ -239,7 +243,9 @@ class BundleEnvironments:
         self._lock = threading.Lock()
         self._closed = False
         self._marked: dict[str, float] = {}  # key -> when this process last recorded a use (monotonic)
-        self._keys: dict[bytes, str] = {}  # lock bytes -> key (the interpreter part never changes)
+        # (lock bytes, install source, stat signature of wheels/) -> (key, wheels digest): wheels are
+        # hashed again only when a file in wheels/ changed
+        self._keys: dict[tuple, tuple[str, str | None]] = {}
         self.evictions = 0
         self.build_seconds: list[float] = []  # what each build of this instance took (bench, tests)
 
@@ -249,7 +255,7 @@ class BundleEnvironments:
             lock_bytes = (Path(directory) / LOCK_FILE).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-        key = self._key(lock_bytes)
+        key, wheels_digest = self._key(lock_bytes, Path(directory))
         with self._lock:
             ready = self._ready.get(key)
         if ready is not None and os.path.exists(ready.python):
@@ -263,7 +269,7 @@ class BundleEnvironments:
             env_dir = self.root / key
             prepared = self._existing(env_dir, key)
             if prepared is None:
-                prepared = self._build(bundle_name, Path(directory), env_dir, key, lock_sha, pins)
+                prepared = self._build(bundle_name, Path(directory), env_dir, key, lock_sha, wheels_digest, pins)
                 self.build_seconds.append(prepared.build_seconds)
         with self._lock:
             self._ready[key] = prepared
@@ -337,16 +343,26 @@ class BundleEnvironments:
                 log.info("Evicted bundle environment %s (%d bytes; environments now %d of %d bytes)",
                          key, sizes[key], total, self.max_bytes)
 
-    def _key(self, lock_bytes: bytes) -> str:
-        """The environment's name: the lock and everything about the interpreter it is built for."""
-        key = self._keys.get(lock_bytes)
-        if key is None:
-            interpreter = f"{platform.python_implementation()}-{sys.version}-{platform.machine()}-" \
-                          f"{os.path.realpath(self.base_python)}-{'|'.join(worker_site_dirs())}"
-            key = hashlib.sha256(lock_bytes + b"\0" + interpreter.encode()).hexdigest()[:32]
-            with self._lock:
-                self._keys[lock_bytes] = key
-        return key
+    def _key(self, lock_bytes: bytes, directory: Path) -> tuple[str, str | None]:
+        """The environment's name, and the digest of the bundle's wheels. The name covers everything
+        that decides what gets installed: the lock, the install source (the bundle's wheels and their
+        bytes, or the package index), and the interpreter. With the lock alone, two bundles with the
+        same unhashed lock and different wheels shared one environment."""
+        wheels = directory / WHEELS_DIR
+        source = "wheels" if wheels.is_dir() else f"index {self.index_url}"
+        signature = (lock_bytes, source, _stat_signature(wheels) if wheels.is_dir() else ())
+        with self._lock:
+            known = self._keys.get(signature)
+        if known is not None:
+            return known
+        wheels_digest = _wheels_digest(wheels) if wheels.is_dir() else None
+        interpreter = f"{platform.python_implementation()}-{sys.version}-{platform.machine()}-" \
+                      f"{os.path.realpath(self.base_python)}-{'|'.join(worker_site_dirs())}"
+        parts = [KEY_VERSION, lock_bytes.hex(), source, wheels_digest or "", interpreter]
+        key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+        with self._lock:
+            self._keys[signature] = (key, wheels_digest)
+        return key, wheels_digest
 
     def _existing(self, env_dir: Path, key: str) -> PreparedEnvironment | None:
         marker = env_dir / MARKER
@@ -356,12 +372,13 @@ class BundleEnvironments:
         try:
             info = json.loads(marker.read_text())
             return PreparedEnvironment(key, str(python), info["lock_digest"], False,
-                                       float(info["build_seconds"]), info["installed_from"])
+                                       float(info["build_seconds"]), info["installed_from"],
+                                       info.get("wheels_digest"))
         except (ValueError, KeyError, TypeError):
             return None  # a damaged marker: rebuilt
 
     def _build(self, bundle_name: str, directory: Path, env_dir: Path, key: str, lock_sha: str,
-               pins: list[Pin]) -> PreparedEnvironment:
+               wheels_digest: str | None, pins: list[Pin]) -> PreparedEnvironment:
         started = time.monotonic()
         shutil.rmtree(env_dir, ignore_errors=True)  # a half-built entry from a crash
         wheels = directory / WHEELS_DIR
@@ -391,14 +408,34 @@ class BundleEnvironments:
             raise
         seconds = time.monotonic() - started
         source = "wheels" if offline else "index"
-        info = {"lock_digest": lock_sha, "build_seconds": seconds, "installed_from": source,
+        info = {"lock_digest": lock_sha, "wheels_digest": wheels_digest, "build_seconds": seconds,
+                "installed_from": source,
                 "packages": [f"{p.name}=={p.version}" for p in pins], "base_python": self.base_python}
         tmp = env_dir / f".{MARKER}.tmp"
         tmp.write_text(json.dumps(info, sort_keys=True))
         os.replace(tmp, env_dir / MARKER)
         log.info("Bundle environment built for %s: %s (%d packages from %s) in %.2f s",
                  bundle_name, key, len(pins), source, seconds)
-        return PreparedEnvironment(key, str(python), lock_sha, True, seconds, source)
+        return PreparedEnvironment(key, str(python), lock_sha, True, seconds, source, wheels_digest)
+
+
+def _stat_signature(directory: Path) -> tuple:
+    """What changes when any file in DIRECTORY is replaced or rewritten (ctime: even with its mtime reset)."""
+    entries = []
+    for path in sorted(directory.iterdir()):
+        st = path.stat()
+        entries.append((path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return tuple(entries)
+
+
+def _wheels_digest(directory: Path) -> str:
+    """sha256 over the names and bytes of the files in DIRECTORY (read in chunks)."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        digest.update(path.name.encode() + b"\0")
+        if path.is_file():
+            digest.update(sha256_file(path).encode() + b"\0")
+    return "sha256:" + digest.hexdigest()
 
 
 def worker_site_dirs() -> list[str]:
@@ -412,8 +449,7 @@ def worker_site_dirs() -> list[str]:
 def _reused(prepared: PreparedEnvironment) -> PreparedEnvironment:
     if not prepared.built:
         return prepared
-    return PreparedEnvironment(prepared.key, prepared.python, prepared.lock_digest, False,
-                               prepared.build_seconds, prepared.installed_from)
+    return dataclasses.replace(prepared, built=False)
 
 
 def _uv_binary(bundle_name: str) -> str:
