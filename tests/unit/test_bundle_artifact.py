@@ -315,3 +315,12 @@ def test_the_content_digest_hashes_in_chunks(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 8 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("name", ["__pycache__/m.cpython-311.pyc", "pkg/m.pyc", ".git/config"])
+def test_a_layer_carrying_what_the_digest_does_not_cover_is_refused(tmp_path, name):
+    """Bytecode in a layer would pass the content-digest check (which skips it) and then be imported."""
+    layer = _plain_layer({"bundle.json": 10, name: 10})
+    with pytest.raises(BundleError, match="not covered by the bundle's content digest") as err:
+        artifact.unpack(layer, tmp_path / "target")
+    assert repr(name) in str(err.value)

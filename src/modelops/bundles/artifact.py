@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelops.bundles.bundle import BundleError, read_manifest
-from modelops.bundles.digest import CHUNK, bundle_files, content_digest, sha256_digest
+from modelops.bundles.digest import CHUNK, IGNORED_DIRS, bundle_files, content_digest, covered, sha256_digest
 from modelops.bundles.environments import LOCK_FILE as ENVIRONMENT_LOCK
 from modelops.bundles.environments import WHEELS_DIR, parse_lock
 
@@ -160,3 +160,6 @@ def _check_member(member: tarfile.TarInfo) -> None:
     name = os.path.normpath(member.name)
     if name.startswith("/") or name in (".", "..") or name.startswith("../"):
         raise BundleError(f"bundle layer entry {member.name!r} leaves the bundle directory")
+    if not covered(name):
+        raise BundleError(f"bundle layer entry {member.name!r} is not covered by the bundle's content digest "
+                          f"(bytecode, {', '.join(sorted(IGNORED_DIRS))}): `mops bundle push` never adds one")

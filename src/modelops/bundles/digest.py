@@ -11,13 +11,18 @@ IGNORED_SUFFIXES = {".pyc", ".pyo"}
 CHUNK = 1024 * 1024  # files are hashed and copied this many bytes at a time, never read whole
 
 
+def covered(relative: str) -> bool:
+    """Whether the digest covers the file at RELATIVE (a bundle-relative path): not bytecode, not VCS."""
+    parts = relative.replace(os.sep, "/").split("/")
+    return not any(part in IGNORED_DIRS for part in parts) and os.path.splitext(parts[-1])[1] not in IGNORED_SUFFIXES
+
+
 def bundle_files(root: Path) -> list[Path]:
     if root.is_file():
         return [root]
     files = []
     for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part in IGNORED_DIRS for part in rel.parts) or path.suffix in IGNORED_SUFFIXES:
+        if not covered(path.relative_to(root).as_posix()):
             continue
         if path.is_file():
             files.append(path)

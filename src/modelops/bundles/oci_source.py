@@ -36,7 +36,7 @@ from modelops.bundles.cache_entries import last_used as _last_used
 from modelops.bundles.cache_entries import mark_used as _mark_used
 from modelops.bundles.cache_entries import complete_entries
 from modelops.bundles.bundle import Bundle, BundleError, read_manifest
-from modelops.bundles.digest import content_digest
+from modelops.bundles.digest import content_digest, covered
 from modelops.bundles.oci import Reference, RegistryClient, RegistryError, RetryableError, parse_reference
 
 log = logging.getLogger("modelops.bundles.oci")
@@ -120,6 +120,7 @@ class OciBundleCache:
             return None
         try:
             recorded = json.loads((entry / ENTRY_FILE).read_text())["content_digest"]
+            _remove_uncovered(entry / FILES_DIR, reference)
             actual = content_digest(entry / FILES_DIR)
         except (OSError, ValueError, KeyError) as exc:
             actual, recorded = f"unreadable ({exc})", "?"
@@ -190,3 +191,23 @@ class OciBundleCache:
                     total -= sizes[key]
                     log.info("Evicted bundle %s from the cache (%d bytes; cache now %d of %d bytes)",
                              key, sizes[key], total, self.max_bytes)
+
+
+def _remove_uncovered(files: Path, reference: Reference) -> None:
+    """Remove what the content digest does not cover (bytecode, VCS directories) from a cache entry.
+    Nothing here writes any (bundle processes write no bytecode, layers carrying any are refused), so
+    what is found was planted, and Python would import a planted unchecked-hash .pyc instead of the
+    verified source."""
+    for directory, dirs, names in os.walk(files):
+        relative = os.path.relpath(directory, files)
+        for name in [*dirs, *names]:
+            path = os.path.join(directory, name)
+            if covered(os.path.normpath(os.path.join(relative, name))):
+                continue
+            log.warning("Bundle cache entry for %s holds %s, which its content digest does not cover: removing it",
+                        reference, path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+                dirs.remove(name)
+            else:
+                os.unlink(path)

@@ -76,8 +76,11 @@ THREAD_VARS = (
 
 
 def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of every child process (warm, cold spawn, cold-fork zygote)."""
+    """The environment of every child process (warm, cold spawn, cold-fork zygote). Children write no
+    bytecode: a bundle's files are verified against its content digest, which bytecode is not part of,
+    so bytecode in a bundle's directory is never trusted (the OCI cache removes any it finds)."""
     env = dict(os.environ if environ is None else environ)
     for var in THREAD_VARS:
         env.setdefault(var, "1")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env

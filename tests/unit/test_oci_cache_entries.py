@@ -1,0 +1,82 @@
+"""What the worker's OCI bundle cache (bundles/oci_source.py) keeps on disk, and who may change it: bytecode,
+bundles in use by other worker processes, killed pulls, and what a cache hit verifies. The registry is a
+real HTTP server on loopback serving artifacts built by bundles/artifact.py (tests/helpers.py); the same
+cache against the CNCF registry is in tests/registry/test_oci_bundle_cache.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import py_compile
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import LoopbackServer, make_task, serve_bundle
+
+from modelops.bundles.oci_source import OciBundleCache
+
+pytest.importorskip("oras", reason="OCI bundles need the oras package (pip install modelops-dask[oci])")
+
+MODEL = "def simulate(params, seed):\n    return {'value': 1}\n"
+
+
+def small_bundle(root: Path, name: str, marker: str = "") -> Path:
+    bundle = root / name
+    bundle.mkdir(parents=True)
+    (bundle / "bundle.json").write_text(json.dumps({"name": name, "version": "1", "entrypoint": "m:simulate"}))
+    (bundle / "m.py").write_text(MODEL)
+    (bundle / "marker.txt").write_text(marker or name)
+    return bundle
+
+
+@pytest.fixture
+def registry():
+    with LoopbackServer() as server:
+        yield server
+
+
+def run_in_process(cache_dir: Path, ref: str) -> dict:
+    """Another worker process: get REF from the cache and call its entrypoint."""
+    script = ("import json, sys; from modelops.bundles.oci_source import OciBundleCache as C;"
+              "b = C(sys.argv[1], 10**7).get(sys.argv[2]).bundle;"
+              "print(json.dumps(b.load_entrypoint()({}, 0)))")
+    done = subprocess.run([sys.executable, "-c", script, str(cache_dir), ref], capture_output=True, text=True,
+                          timeout=120, env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_planted_bytecode_in_the_cache_does_not_change_what_runs(registry, tmp_path):
+    """Bytecode is outside the content digest: an unchecked-hash .pyc planted beside a verified module
+    is what Python would import. The cache holds no bytecode: a get removes any it finds."""
+    ref = serve_bundle(registry, "team/planted", small_bundle(tmp_path, "planted"))
+    cache = OciBundleCache(tmp_path / "cache", max_bytes=10**7)
+    files = cache.get(ref).path
+    fake = tmp_path / "fake.py"
+    fake.write_text("def simulate(params, seed):\n    return {'value': 666}\n")
+    planted = files / "__pycache__" / f"m.{sys.implementation.cache_tag}.pyc"
+    planted.parent.mkdir()
+    py_compile.compile(str(fake), cfile=str(planted), doraise=True,
+                       invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    assert run_in_process(tmp_path / "cache", ref) == {"value": 1}
+    assert not planted.exists()
+
+
+def test_bundle_children_write_no_bytecode_into_the_cache(registry, tmp_path, make_runtime, monkeypatch):
+    """Whatever the worker's own environment says (here: bytecode allowed), no process running a
+    bundle (children of every executor, and the worker itself under `direct`) writes any."""
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    ref = serve_bundle(registry, "team/nobytecode", small_bundle(tmp_path, "nobytecode"))
+    for executor, extra in (("cold", {"MODELOPS_COLD_START": "fork"}), ("cold", {"MODELOPS_COLD_START": "spawn"}),
+                            ("isolated_warm", {}), ("direct", {})):
+        cache_dir = tmp_path / f"cache-{executor}-{extra.get('MODELOPS_COLD_START', '')}"
+        runtime = make_runtime(MODELOPS_BUNDLE_SOURCE="oci", MODELOPS_BUNDLE_CACHE_DIR=str(cache_dir),
+                               MODELOPS_EXECUTOR_TYPE=executor, **extra)
+        result = runtime.execute(make_task(runtime, ref))
+        assert result.ok and result.outputs == {"value": 1}, result.error
+        written = [str(p) for p in cache_dir.rglob("*") if p.suffix == ".pyc" or p.name == "__pycache__"]
+        assert not written, (executor, extra, written)
