@@ -63,6 +63,7 @@ def test_planted_bytecode_in_the_cache_does_not_change_what_runs(registry, tmp_p
                        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
     assert run_in_process(tmp_path / "cache", ref) == {"value": 1}
     assert not planted.exists()
+    cache.release()
 
 
 def test_bundle_children_write_no_bytecode_into_the_cache(registry, tmp_path, make_runtime, monkeypatch):
@@ -80,3 +81,45 @@ def test_bundle_children_write_no_bytecode_into_the_cache(registry, tmp_path, ma
         assert result.ok and result.outputs == {"value": 1}, result.error
         written = [str(p) for p in cache_dir.rglob("*") if p.suffix == ".pyc" or p.name == "__pycache__"]
         assert not written, (executor, extra, written)
+
+
+HOLDER = """
+import json, sys
+from modelops.bundles.oci_source import OciBundleCache
+bundle = OciBundleCache(sys.argv[1], int(sys.argv[3])).get(sys.argv[2]).bundle
+print("ready", flush=True)
+sys.stdin.readline()  # meanwhile another worker process pulls other bundles
+try:
+    print(json.dumps(bundle.load_entrypoint()({}, 0)), flush=True)
+except Exception as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+"""
+
+
+def test_a_bundle_in_use_by_another_worker_process_is_not_evicted(registry, tmp_path):
+    """Worker process A got a bundle and has not imported it yet (a zygote starting, a warm child to
+    come); process B pulls another bundle past the bound. B must not remove A's bundle while A lives;
+    once A is gone, it may."""
+    padding = "x" * 10_000
+    refs = [serve_bundle(registry, f"team/held-{i}", small_bundle(tmp_path, f"held-{i}", padding + str(i)))
+            for i in range(3)]
+    bound = 15_000  # room for one bundle
+    cache_dir = tmp_path / "cache"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(cache_dir), refs[0], str(bound)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        other = OciBundleCache(cache_dir, bound)
+        other.get(refs[1])  # over the bound: the least recently used entry, refs[0], would go
+        held = refs[0].split("@sha256:")[1]
+        assert held in other.entries()
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert json.loads(holder.stdout.readline()) == {"value": 1}
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        holder.stdout.close()
+    other.get(refs[2])  # A has exited: its bundle is no longer held
+    assert held not in other.entries()
+    other.release()

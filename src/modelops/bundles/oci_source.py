@@ -11,7 +11,10 @@ at submit time, `RegistryClient.resolve`), so every task of a study runs the sam
   again, so a tampered or half-deleted entry is refused, removed and pulled again;
 - a size bound: a bundle whose layer is declared larger than `max_bytes` is refused before it is
   downloaded (and its unpacked bytes are bounded the same way); after a pull, the least recently used
-  other entries are evicted until the cache holds at most `max_bytes`;
+  other entries are evicted until the cache holds at most `max_bytes`, except those in use: a process
+  holds a shared flock on `locks/<key>.use` of every bundle it got, for its lifetime (its zygotes and
+  warm children import from the entry long after `get`), and eviction takes that lock exclusively
+  without waiting, so it removes only bundles no live worker process uses;
 - downloads stream to disk, stop at the size the manifest declares and have an overall deadline
   (bundles/oci.py);
 - failures are `OciBundleError` naming the reference, `retryable` when the registry was unreachable
@@ -26,6 +29,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,6 +75,8 @@ class OciBundleCache:
         (self.root / "bundles").mkdir(parents=True, exist_ok=True)
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
         self.pulls = 0  # pulls done by this instance (tests and provenance)
+        self._in_use: dict[str, int] = {}  # key -> fd holding LOCK_SH on locks/<key>.use
+        self._in_use_lock = threading.Lock()
 
     # -- public --------------------------------------------------------------------------------------
     def get(self, ref: str | Reference) -> CachedBundle:
@@ -80,11 +86,17 @@ class OciBundleCache:
                                  f"(HOST/REPO@sha256:DIGEST); the client resolves tags when it submits")
         key = reference.digest.split(":", 1)[1]
         started = time.monotonic()
-        with self._locked(f"{key}.lock"):
-            cached = self._verified_entry(reference, key)
-            if cached is None:
-                entry = self._pull(reference, key)
-                cached = self._cached(reference, key, entry, pulled=True, seconds=time.monotonic() - started)
+        held_before = self._hold(key)  # from here on no other process evicts it
+        try:
+            with self._locked(f"{key}.lock"):
+                cached = self._verified_entry(reference, key)
+                if cached is None:
+                    entry = self._pull(reference, key)
+                    cached = self._cached(reference, key, entry, pulled=True, seconds=time.monotonic() - started)
+        except BaseException:
+            if not held_before:
+                self._release(key)
+            raise
         if cached.pulled:
             self._evict(keep=key)
         return cached
@@ -93,6 +105,16 @@ class OciBundleCache:
         """Cached digests (hex) and their sizes in bytes."""
         return complete_entries(self.root / "bundles", ENTRY_FILE)
 
+    def release(self) -> None:
+        """Release the bundles this process got: other processes may evict them from now on, and a later
+        `get` holds its bundle anew. The worker's cache is shared by every runtime of its process
+        (resolver.shared_oci_cache), so a worker holds them until it exits."""
+        with self._in_use_lock:
+            fds = list(self._in_use.values())
+            self._in_use.clear()
+        for fd in fds:
+            os.close(fd)
+
     # -- internals -----------------------------------------------------------------------------------
     @staticmethod
     def _parse(text: str) -> Reference:
@@ -100,6 +122,27 @@ class OciBundleCache:
             return parse_reference(text)
         except RegistryError as exc:
             raise OciBundleError(str(exc)) from None
+
+    def _hold(self, key: str) -> bool:
+        """A shared lock on locks/<key>.use for as long as this process may import the bundle (its
+        zygotes and warm children import from the entry long after `get`); True when already held."""
+        with self._in_use_lock:
+            if key in self._in_use:
+                return True
+            fd = os.open(self.root / "locks" / f"{key}.use", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # waits while an evictor removes it: then it is pulled again
+            except BaseException:
+                os.close(fd)
+                raise
+            self._in_use[key] = fd
+            return False
+
+    def _release(self, key: str) -> None:
+        with self._in_use_lock:
+            fd = self._in_use.pop(key, None)
+        if fd is not None:
+            os.close(fd)
 
     @contextmanager
     def _locked(self, name: str, blocking: bool = True):
@@ -184,8 +227,9 @@ class OciBundleCache:
             for key in by_age:
                 if total <= self.max_bytes:
                     break
-                with self._locked(f"{key}.lock", blocking=False) as free:
-                    if not free:  # being pulled or verified right now
+                with self._locked(f"{key}.lock", blocking=False) as free, \
+                        self._locked(f"{key}.use", blocking=False) as unused:
+                    if not free or not unused:  # being pulled or verified, or held by a live worker process
                         continue
                     shutil.rmtree(self.root / "bundles" / key, ignore_errors=True)
                     total -= sizes[key]
