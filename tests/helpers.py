@@ -214,6 +214,7 @@ class LoopbackServer:
 
         self.routes: dict[str, object] = {}
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str] = []  # the Authorization headers received
         self.stopping = threading.Event()
         self._server = None
         self._thread = None
@@ -234,6 +235,8 @@ class LoopbackServer:
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 owner.requests.append((self.command, path))
+                if self.headers.get("Authorization"):
+                    owner.authorizations.append(self.headers["Authorization"])
                 route = owner.routes.get(path)
                 if callable(route):
                     self.close_connection = True  # it answered as it liked: never read another request

@@ -67,11 +67,29 @@ class LogLevel(str, Enum):
     ERROR = "ERROR"
 
 
+# scheme://userinfo@ : the userinfo runs to the last @ before the host (an unescaped @ in a password too)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
+
+
+def mask_credentials(text: str) -> str:
+    """TEXT with the credentials of every URL in it masked: https://user:secret@host/... becomes
+    https://user:***@host/..., and https://token@host/... becomes https://***@host/.... The one masking
+    function: whatever may show a package index URL (logs, describe_worker, `mops config check`, errors)
+    passes it through here."""
+
+    def mask(match: re.Match) -> str:
+        user, colon, _ = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
+
+    return _URL_CREDENTIALS.sub(mask, text)
+
+
 class ConfigError(ValueError):
-    """An invalid environment. The message names variable, value and allowed values."""
+    """An invalid environment. The message names variable, value (credentials masked) and allowed values."""
 
     def __init__(self, variable: str, value: str, allowed: str, detail: str = ""):
         self.variable = variable
+        value = mask_credentials(value)
         self.value = value
         self.allowed = allowed
         msg = f"{variable}={value!r} is invalid: allowed {allowed}"

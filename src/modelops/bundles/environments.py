@@ -55,6 +55,7 @@ from modelops.bundles.cache_entries import last_used as _last_used
 from modelops.bundles.cache_entries import mark_used as _mark_used
 from modelops.bundles.cache_entries import complete_entries
 from modelops.bundles.digest import sha256_digest, sha256_file
+from modelops.settings import mask_credentials
 
 log = logging.getLogger("modelops.bundles.environments")
 
@@ -364,6 +365,11 @@ class BundleEnvironments:
             self._keys[signature] = (key, wheels_digest)
         return key, wheels_digest
 
+    def _source_shown(self, offline: bool) -> str:
+        if offline:
+            return "the bundle's wheels"
+        return f"index {mask_credentials(self.index_url)}" if self.index_url else "uv's configured index"
+
     def _existing(self, env_dir: Path, key: str) -> PreparedEnvironment | None:
         marker = env_dir / MARKER
         python = env_dir / "bin" / "python"
@@ -395,7 +401,8 @@ class BundleEnvironments:
         if offline:
             install += ["--offline", "--no-index", "--find-links", str(wheels)]
         elif self.index_url:
-            install += ["--index-url", self.index_url]
+            # in uv's environment, not its command line, which every process of the pod can read
+            env = _with_index(env, self.index_url)
         try:
             _run(install, env, where, retryable=not offline)
             site_packages = _site_packages(python, env, where)
@@ -415,7 +422,7 @@ class BundleEnvironments:
         tmp.write_text(json.dumps(info, sort_keys=True))
         os.replace(tmp, env_dir / MARKER)
         log.info("Bundle environment built for %s: %s (%d packages from %s) in %.2f s",
-                 bundle_name, key, len(pins), source, seconds)
+                 bundle_name, key, len(pins), self._source_shown(offline), seconds)
         return PreparedEnvironment(key, str(python), lock_sha, True, seconds, source, wheels_digest)
 
 
@@ -471,10 +478,17 @@ def _run(cmd: list[str], env: dict, where: str, retryable: bool) -> str:
         raise BundleEnvironmentError(f"{where}: {cmd[1]} {cmd[2]} took over {INSTALL_TIMEOUT_S:.0f} s",
                                 retryable) from None
     if done.returncode != 0:
-        output = (done.stderr or done.stdout).strip()[-2000:]
+        output = mask_credentials((done.stderr or done.stdout).strip()[-2000:])
         raise BundleEnvironmentError(f"{where}: `uv {' '.join(cmd[1:3])}` failed (exit {done.returncode}): {output}",
                                 retryable)
     return done.stdout
+
+
+def _with_index(env: dict, index_url: str) -> dict:
+    """ENV with INDEX_URL as uv's index (MODELOPS_PACKAGE_INDEX_URL wins over uv's own variables)."""
+    env = {k: v for k, v in env.items() if k not in ("UV_DEFAULT_INDEX", "UV_INDEX")}
+    env["UV_INDEX_URL"] = index_url
+    return env
 
 
 def _site_packages(python: Path, env: dict, where: str) -> str:
