@@ -100,9 +100,10 @@ def skip_or_fail(reason: str, required_by: str) -> None:
     pytest.skip(reason)
 
 
-def make_wheel(dest: Path, name: str, version: str, files: dict[str, str]) -> Path:
+def make_wheel(dest: Path, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = ()) -> Path:
     """A pure-Python wheel (py3-none-any) of `files` (path in the wheel -> text), built by hand: tests of
-    bundle environments need two versions of one package without reaching a package index."""
+    bundle environments need two versions of one package without reaching a package index. `requires`:
+    its Requires-Dist lines."""
     import base64
     import hashlib
     import zipfile
@@ -110,7 +111,8 @@ def make_wheel(dest: Path, name: str, version: str, files: dict[str, str]) -> Pa
     dist = name.replace("-", "_")
     info = f"{dist}-{version}.dist-info"
     members = dict(files)
-    members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires)
     members[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: modelops-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = []
     for path, text in members.items():

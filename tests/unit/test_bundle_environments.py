@@ -345,3 +345,66 @@ def test_the_environment_key_changes_with_the_install_mode(make_env_runtime, env
     assert offline.ok and online.ok, (offline.error, online.error)
     assert online.provenance.environment["installed_from"] == "index" and online.outputs["version"] == "index"
     assert offline.provenance.environment["key"] != online.provenance.environment["key"]
+
+
+def make_sdist(dest: Path, name: str, version: str, marker: Path) -> Path:
+    """An sdist whose in-tree build backend (no build requirements: it builds offline) writes MARKER when
+    imported: what a build backend run by the installer would do with the worker's rights."""
+    import io
+    import tarfile
+
+    root = f"{name}-{version}"
+    files = {
+        f"{root}/PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{root}/pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n',
+        f"{root}/backend.py": f"open({str(marker)!r}, 'w').write('the build backend ran')\n",
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    sdist = dest / f"{root}.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for path, text in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return sdist
+
+
+def test_an_sdist_in_wheels_never_runs_its_build_backend(make_env_runtime, env_root, tmp_path):
+    marker = tmp_path / "pwned"
+    bundle = env_root / "with-sdist"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text(json.dumps({"name": "with-sdist", "version": "1", "entrypoint": "m:simulate"}))
+    (bundle / "m.py").write_text("def simulate(params, seed):\n    return {}\n")
+    (bundle / "requirements.txt").write_text("evil==1.0\n")
+    make_sdist(bundle / "wheels", "evil", "1.0", marker)
+    result = run_task(make_env_runtime("cold-fork"), "with-sdist")
+    assert not marker.exists(), marker.read_text()
+    assert not result.ok and "wheels/evil-1.0.tar.gz" in result.error.message, result.error
+    assert not result.error.retryable
+
+
+def test_only_the_locks_pins_are_installed_and_a_missing_dependency_is_named(make_env_runtime, env_root):
+    """A pinned wheel that requires a package the lock does not pin: uv must not resolve it (it would
+    install whatever version it finds, unhashed); the lock is incomplete, and the error says what is missing."""
+    bundle = make_env_bundle(env_root, "incomplete", "modelops-probe-pkg", "1.0", wheels=False)
+    make_wheel(bundle / "wheels", "modelops-probe-pkg", "1.0", {"modelops_probe_pkg/__init__.py": "VERSION = '1.0'\n"},
+               requires=("sneaky>=1",))
+    make_wheel(bundle / "wheels", "sneaky", "1.0", {"sneaky.py": "X = 1\n"})
+    result = run_task(make_env_runtime("cold-fork"), "incomplete")
+    assert not result.ok, result.outputs
+    message = result.error.message
+    assert "modelops-probe-pkg" in message and "sneaky>=1" in message and "not in the lock" in message, message
+
+
+def test_push_refuses_files_in_wheels_that_are_not_wheels(tmp_path):
+    from click.testing import CliRunner
+
+    from modelops.cli.bundle_cmd import bundle as bundle_cli
+
+    bundle = make_env_bundle(tmp_path, "sdist-push", "modelops-probe-pkg", "1.0")
+    make_sdist(bundle / "wheels", "evil", "1.0", tmp_path / "never")
+    (bundle / "wheels" / "notes.txt").write_text("x")
+    result = CliRunner().invoke(bundle_cli, ["push", str(bundle), "127.0.0.1:9/never/contacted:1"])
+    assert result.exit_code == 2
+    assert "wheels/evil-1.0.tar.gz" in result.output and "wheels/notes.txt" in result.output, result.output
+    assert ".whl" in result.output and "unreachable" not in result.output

@@ -22,7 +22,7 @@ from pathlib import Path
 from modelops.bundles.bundle import BundleError, read_manifest
 from modelops.bundles.digest import CHUNK, IGNORED_DIRS, bundle_files, content_digest, covered, sha256_digest
 from modelops.bundles.environments import LOCK_FILE as ENVIRONMENT_LOCK
-from modelops.bundles.environments import WHEELS_DIR, parse_lock
+from modelops.bundles.environments import WHEELS_DIR, check_wheels_dir, parse_lock
 
 ARTIFACT_TYPE = "application/vnd.modelops.bundle.v1"
 CONFIG_MEDIA_TYPE = "application/vnd.modelops.bundle.config.v1+json"
@@ -59,7 +59,8 @@ def environment(directory: Path) -> dict:
     data = lock.read_bytes()
     pins = parse_lock(data.decode(errors="replace"), f"bundle {directory} {ENVIRONMENT_LOCK}")
     packages = sorted(f"{p.name}=={p.version}" for p in pins)
-    wheels = sorted(p.name for p in (directory / WHEELS_DIR).glob("*.whl"))
+    wheels_dir = directory / WHEELS_DIR
+    wheels = [p.name for p in check_wheels_dir(wheels_dir, f"bundle {directory}")] if wheels_dir.is_dir() else []
     return {"kind": "lock", "lock": ENVIRONMENT_LOCK, "lock_digest": sha256_digest(data), "packages": packages,
             "wheels": wheels}
 

@@ -10,6 +10,9 @@ environment per distinct lock and interpreter (the key), with uv, under
       uv venv --python <worker's interpreter>   same CPython, so the worker's compiled packages load
       uv pip install -r modelops-lock.txt      the lock's pins as parsed (parse_lock: pins, markers,
                                                 sha256 hashes; nothing else), never the bundle's file;
+                                                --no-build (wheels only: no build backend runs),
+                                                --no-deps (the lock must be complete: checked after),
+                                                --require-hashes when the lock carries hashes;
                                                 offline from the bundle's wheels/ when it has them
                                                 (`mops bundle push --with-wheels`), else from
                                                 MODELOPS_PACKAGE_INDEX_URL or uv's own configuration
@@ -391,13 +394,23 @@ class BundleEnvironments:
         offline = wheels.is_dir()
         uv = _uv_binary(bundle_name)
         where = f"bundle {bundle_name!r}: building its Python environment ({LOCK_FILE} {lock_sha[:19]})"
+        if offline:
+            try:
+                check_wheels_dir(wheels, f"bundle {bundle_name!r}")
+            except BundleError as exc:
+                raise BundleEnvironmentError(str(exc)) from None
         env = dict(os.environ, UV_NO_PROGRESS="1", UV_PYTHON_DOWNLOADS="never")
         _run([uv, "venv", "--quiet", "--python", self.base_python, str(env_dir)], env, where, False)
         python = env_dir / "bin" / "python"
         lock = env_dir / INSTALLED_LOCK  # the parsed pins, never the bundle's own file
         lock.write_text(canonical_lock(pins))
+        # binary only (an sdist's build backend would run arbitrary code in the worker), the lock's pins
+        # and nothing else (no resolution of dependencies: the lock must be complete, checked below),
+        # every hash checked when the lock carries them
         install = [uv, "pip", "install", "--quiet", "--python", str(python), "--no-cache",
-                   "--link-mode", "copy", "-r", str(lock)]
+                   "--link-mode", "copy", "--no-build", "--no-deps", "-r", str(lock)]
+        if pins and all(pin.hashes for pin in pins):
+            install.append("--require-hashes")
         if offline:
             install += ["--offline", "--no-index", "--find-links", str(wheels)]
         elif self.index_url:
@@ -498,28 +511,64 @@ def _site_packages(python: Path, env: dict, where: str) -> str:
 
 _CHECK = """
 import json, sys
-from importlib.metadata import version, PackageNotFoundError
+from importlib.metadata import version, requires, PackageNotFoundError
+from packaging.requirements import Requirement
 import modelops.executors.child.runner
-wrong = {}
-for name, pinned in json.loads(sys.argv[1]).items():
+wrong, missing = {}, []
+pins = json.loads(sys.argv[1])
+for name, pinned in pins.items():
     try:
         found = version(name)
     except PackageNotFoundError:
         found = None
     if found != pinned:
         wrong[name] = found
-print(json.dumps(wrong))
+        continue
+    for text in requires(name) or []:
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        try:
+            have = version(req.name)
+        except PackageNotFoundError:
+            have = None
+        if have is None or not req.specifier.contains(have, prereleases=True):
+            missing.append([name, text, have])
+print(json.dumps({"wrong": wrong, "missing": missing}))
 """
 
 
 def _check(python: Path, pins: list[Pin], env: dict, where: str) -> None:
-    """The environment imports the child runtime, and every pinned version is the one it sees."""
+    """The environment imports the child runtime, every pinned version is the one it sees, and every
+    dependency of a pinned package is satisfied by the lock or the worker's image (uv installs with
+    --no-deps: a dependency the lock forgot is an error, never a silent unpinned install)."""
     out = _run([str(python), "-c", _CHECK, json.dumps({p.name: p.version for p in pins})], env, where, False)
-    wrong = json.loads(out.strip().splitlines()[-1])
-    if wrong:
+    report = json.loads(out.strip().splitlines()[-1])
+    if report["wrong"]:
         detail = ", ".join(f"{name}: pinned {dict((p.name, p.version) for p in pins)[name]}, found {found}"
-                           for name, found in sorted(wrong.items()))
+                           for name, found in sorted(report["wrong"].items()))
         raise BundleEnvironmentError(f"{where}: the built environment does not hold the lock's versions ({detail})")
+    if report["missing"]:
+        detail = "; ".join(f"{name} requires {req}, found {have or 'nothing'}" for name, req, have in report["missing"])
+        raise BundleEnvironmentError(f"{where}: the lock is incomplete: {detail}, which is not in the lock nor in "
+                                     f"the worker's image; pin every dependency (e.g. `uv pip compile "
+                                     f"--generate-hashes`)")
+
+
+def check_wheels_dir(wheels: Path, where: str) -> list[Path]:
+    """The wheels in a bundle's wheels/; anything else there (an sdist, whose build backend an installer
+    would run, a directory, a link) is an error naming each file. Used by push and by workers."""
+    found, refused = [], []
+    for path in sorted(wheels.iterdir()):
+        if path.name.endswith(".whl") and path.is_file() and not path.is_symlink():
+            found.append(path)
+        else:
+            refused.append(f"{WHEELS_DIR}/{path.name}")
+    if refused:
+        raise BundleError(f"{where}: {', '.join(refused)} in {WHEELS_DIR}/ {'is' if len(refused) == 1 else 'are'} "
+                          f"not allowed: {WHEELS_DIR}/ holds built wheels (*.whl) only, installed without building "
+                          f"anything")
+    return found
 
 
 @contextmanager

@@ -35,13 +35,15 @@ def platform_tags(machine: str) -> list[str]:
 
 
 def download(lock: Path, dest: Path, python: str = IMAGE_PYTHON, machine: str = "x86_64") -> list[Path]:
-    """Download the binary wheels of `lock` (and of anything they need) into `dest`. pip is handed the
-    parsed pins (canonical_lock), never the file itself: what the parser refuses never reaches pip."""
+    """Download the binary wheels of the pins of `lock` into `dest`: exactly those, as workers install
+    exactly the lock (--no-deps: a complete lock pins every dependency the worker image lacks). pip is
+    handed the parsed pins (canonical_lock), never the file itself: what the parser refuses never
+    reaches pip."""
     pins = parse_lock(lock.read_text(), f"{lock}")  # pins only: refuse before downloading anything
     if machine not in PLATFORMS:
         raise BundleError(f"--wheels-platform {machine!r} is not supported: allowed {', '.join(PLATFORMS)}")
     abi = "cp" + python.replace(".", "")
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps", "--dest", str(dest),
            "--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none",
            *[arg for tag in platform_tags(machine) for arg in ("--platform", tag)]]
     with tempfile.TemporaryDirectory(prefix="modelops-lock-") as tmp:
