@@ -408,3 +408,18 @@ def test_push_refuses_files_in_wheels_that_are_not_wheels(tmp_path):
     assert result.exit_code == 2
     assert "wheels/evil-1.0.tar.gz" in result.output and "wheels/notes.txt" in result.output, result.output
     assert ".whl" in result.output and "unreachable" not in result.output
+
+
+def test_a_hashed_lock_installs_only_wheels_with_those_hashes(make_env_runtime, env_root):
+    import hashlib
+
+    good = make_env_bundle(env_root, "hashed", "modelops-probe-pkg", "1.0")
+    wheel = next((good / "wheels").glob("*.whl"))
+    (good / "requirements.txt").write_text(
+        f"modelops-probe-pkg==1.0 --hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}\n")
+    bad = make_env_bundle(env_root, "hashed-other", "modelops-probe-pkg", "1.0")
+    (bad / "requirements.txt").write_text(f"modelops-probe-pkg==1.0 --hash=sha256:{'0' * 64}\n")
+    runtime = make_env_runtime("cold-fork")
+    ok, refused = run_task(runtime, "hashed"), run_task(runtime, "hashed-other")
+    assert ok.ok and ok.outputs["version"] == "1.0", ok.error
+    assert not refused.ok and "hash" in refused.error.message.lower(), refused.error
