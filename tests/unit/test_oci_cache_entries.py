@@ -123,3 +123,27 @@ def test_a_bundle_in_use_by_another_worker_process_is_not_evicted(registry, tmp_
     other.get(refs[2])  # A has exited: its bundle is no longer held
     assert held not in other.entries()
     other.release()
+
+
+def test_a_cache_hit_does_not_hash_the_bundle_again_unless_a_file_changed(registry, tmp_path, monkeypatch):
+    """Hashing is counted by wrapping the real content_digest. The first get of a process hashes (here: the
+    pull); later gets compare stat signatures, and hash again only when a file changed, even a change that
+    keeps the file's size and mtime (its ctime moves)."""
+    from modelops.bundles import oci_source
+
+    hashed = []
+    real = oci_source.content_digest
+    monkeypatch.setattr(oci_source, "content_digest", lambda root: hashed.append(root) or real(root))
+    ref = serve_bundle(registry, "team/hits", small_bundle(tmp_path, "hits"))
+    cache = OciBundleCache(tmp_path / "cache", max_bytes=10**7)
+    model = cache.get(ref).path / "m.py"
+    for _ in range(5):
+        assert not cache.get(ref).pulled
+    assert len(hashed) == 1, hashed
+    before = model.stat()
+    model.write_text(MODEL.replace("1", "2"))  # same size
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime
+    again = cache.get(ref)
+    assert again.pulled and model.read_text() == MODEL  # hashed, refused, pulled again
+    assert len(hashed) == 3  # the check that failed, and the new pull
+    cache.release()

@@ -7,8 +7,14 @@ at submit time, `RegistryClient.resolve`), so every task of a study runs the sam
 - one pull per digest: an flock per digest serialises pullers across threads and processes; the
   ones that waited find the entry complete;
 - verification: the registry client checks the manifest and blobs against their digests, and the
-  unpacked files must hash to the config's content digest. On every `get` the cached files are hashed
-  again, so a tampered or half-deleted entry is refused, removed and pulled again;
+  unpacked files must hash to the config's content digest. What every `get` verifies: the entry holds
+  nothing the digest does not cover (bytecode found there is removed), and its files have the stat
+  signature (path, size, mtime, ctime, inode of every file, and of entry.json) they had when this
+  process last hashed them. The first `get` of a bundle in a process, and any `get` that finds the
+  signature changed (a file written, added, removed or replaced, even with its size and mtime kept:
+  the ctime moves), hashes the files again against the content digest; a tampered or half-deleted
+  entry is then refused, removed and pulled again. Hashing a large bundle on every task would cost
+  more than the task;
 - a size bound: a bundle whose layer is declared larger than `max_bytes` is refused before it is
   downloaded (and its unpacked bytes are bounded the same way); after a pull, the least recently used
   other entries are evicted until the cache holds at most `max_bytes`, except those in use: a process
@@ -77,6 +83,7 @@ class OciBundleCache:
         self.pulls = 0  # pulls done by this instance (tests and provenance)
         self._in_use: dict[str, int] = {}  # key -> fd holding LOCK_SH on locks/<key>.use
         self._in_use_lock = threading.Lock()
+        self._signatures: dict[str, tuple] = {}  # key -> stat signature of the entry when last hashed here
 
     # -- public --------------------------------------------------------------------------------------
     def get(self, ref: str | Reference) -> CachedBundle:
@@ -162,9 +169,16 @@ class OciBundleCache:
         if not entry.exists():
             return None
         try:
-            recorded = json.loads((entry / ENTRY_FILE).read_text())["content_digest"]
+            signature = _signature(entry)
+            if signature is not None and signature == self._signatures.get(key):
+                return self._cached(reference, key, entry, pulled=False, seconds=0.0)
+            self._signatures.pop(key, None)
             _remove_uncovered(entry / FILES_DIR, reference)
+            before = _signature(entry)
+            recorded = json.loads((entry / ENTRY_FILE).read_text())["content_digest"]
             actual = content_digest(entry / FILES_DIR)
+            if actual == recorded and before is not None and _signature(entry) == before:
+                self._signatures[key] = before  # unchanged while hashed: what the digest describes
         except (OSError, ValueError, KeyError) as exc:
             actual, recorded = f"unreadable ({exc})", "?"
         if actual != recorded:
@@ -202,7 +216,10 @@ class OciBundleCache:
                  "content_digest": actual, "config": config}, sort_keys=True))
             _mark_used(staging)  # so that no other process evicts it as never used
             entry = self.root / "bundles" / key
+            signature = _signature(staging)  # relative paths and file stats: the same once renamed
             os.rename(staging, entry)
+            if signature is not None:
+                self._signatures[key] = signature
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -255,3 +272,23 @@ def _remove_uncovered(files: Path, reference: Reference) -> None:
                 dirs.remove(name)
             else:
                 os.unlink(path)
+
+
+def _signature(entry: Path) -> tuple | None:
+    """The stat signature of ENTRY's files and entry.json (relative path, size, mtime, ctime, inode), or
+    None when the files hold something the content digest does not cover (then they must be cleaned
+    and hashed). ctime cannot be set back by a process: a rewrite with the old size and mtime shows."""
+    files = entry / FILES_DIR
+    stats = []
+    for directory, dirs, names in os.walk(files):
+        relative = os.path.relpath(directory, files)
+        for name in [*dirs, *names]:
+            if not covered(os.path.normpath(os.path.join(relative, name))):
+                return None
+        for name in names:
+            st = os.lstat(os.path.join(directory, name))
+            stats.append((os.path.normpath(os.path.join(relative, name)), st.st_mode, st.st_size, st.st_mtime_ns,
+                          st.st_ctime_ns, st.st_ino))
+    st = os.lstat(entry / ENTRY_FILE)
+    stats.append((ENTRY_FILE, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    return tuple(sorted(stats))
