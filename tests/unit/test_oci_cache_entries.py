@@ -147,3 +147,55 @@ def test_a_cache_hit_does_not_hash_the_bundle_again_unless_a_file_changed(regist
     assert again.pulled and model.read_text() == MODEL  # hashed, refused, pulled again
     assert len(hashed) == 3  # the check that failed, and the new pull
     cache.release()
+
+
+def test_a_killed_pulls_staging_directory_is_reclaimed_but_never_a_live_one(registry, tmp_path):
+    """Process A pulls a bundle whose layer trickles in; its staging directory (the partial layer) is left
+    behind when A is killed. Another process's pull removes it once it is old and its lock is free, and
+    leaves it alone while A is alive, however old it looks."""
+    import signal
+    import time
+
+    from tests.helpers import wait_until
+
+    slow = serve_bundle(registry, "team/slow", small_bundle(tmp_path, "slow"))
+    manifest = json.loads(registry.routes[f"/v2/team/slow/manifests/{slow.split('@')[1]}"])
+    route = f"/v2/team/slow/blobs/{manifest['layers'][0]['digest']}"
+    layer = registry.routes[route]
+
+    def trickle(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(layer)))
+        handler.end_headers()
+        try:
+            handler.wfile.write(layer[:4096])
+            handler.wfile.flush()
+            registry.stopping.wait(60)
+        except OSError:
+            pass
+
+    registry.routes[route] = trickle
+    others = [serve_bundle(registry, f"team/other-{i}", small_bundle(tmp_path, f"other-{i}")) for i in range(2)]
+    cache_dir = tmp_path / "cache"
+    script = "import sys; from modelops.bundles.oci_source import OciBundleCache as C; C(sys.argv[1], 10**7).get(sys.argv[2])"
+    puller = subprocess.Popen([sys.executable, "-c", script, str(cache_dir), slow])
+    bundles = cache_dir / "bundles"
+
+    def staging() -> list[Path]:
+        return [p for p in bundles.glob(".pull-*") if (p / "layer.tar").is_file()]
+
+    try:
+        wait_until(lambda: staging(), timeout=60, what="the slow pull's staging directory")
+        (left,) = staging()
+        an_hour_ago = time.time() - 3600
+        os.utime(left, (an_hour_ago, an_hour_ago))
+        cache = OciBundleCache(cache_dir, 10**7)
+        cache.get(others[0])
+        assert left.is_dir()  # A is alive and holds its pull's lock: its staging directory stays
+    finally:
+        puller.send_signal(signal.SIGKILL)
+        puller.wait(timeout=30)
+    assert left.is_dir()  # killed mid-download: left behind
+    cache.get(others[1])
+    assert not left.exists()
+    cache.release()

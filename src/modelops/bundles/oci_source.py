@@ -22,7 +22,8 @@ at submit time, `RegistryClient.resolve`), so every task of a study runs the sam
   warm children import from the entry long after `get`), and eviction takes that lock exclusively
   without waiting, so it removes only bundles no live worker process uses;
 - downloads stream to disk, stop at the size the manifest declares and have an overall deadline
-  (bundles/oci.py);
+  (bundles/oci.py); a pull stages in `bundles/.pull-<key>-*/`, and one killed mid-way leaves it
+  behind: the next pull removes those whose lock is free and that are older than STAGING_GRACE_S;
 - failures are `OciBundleError` naming the reference, `retryable` when the registry was unreachable
   or the artifact missing; entries already cached keep being served.
 """
@@ -55,6 +56,8 @@ SOURCE = "oci"
 ENTRY_FILE = "entry.json"
 FILES_DIR = "files"
 LAYER_FILE = "layer.tar"  # in the staging directory, removed once unpacked
+STAGING_PREFIX = ".pull-"  # .pull-<key>-<random>: a pull in progress (or one that died)
+STAGING_GRACE_S = 600.0  # a dead pull's staging directory is removed once this old (and its lock is free)
 
 
 class OciBundleError(RetryableError, BundleError):
@@ -84,6 +87,7 @@ class OciBundleCache:
         self._in_use: dict[str, int] = {}  # key -> fd holding LOCK_SH on locks/<key>.use
         self._in_use_lock = threading.Lock()
         self._signatures: dict[str, tuple] = {}  # key -> stat signature of the entry when last hashed here
+        self.staging_grace_s = STAGING_GRACE_S
 
     # -- public --------------------------------------------------------------------------------------
     def get(self, ref: str | Reference) -> CachedBundle:
@@ -188,8 +192,32 @@ class OciBundleCache:
             return None
         return self._cached(reference, key, entry, pulled=False, seconds=0.0)
 
+    def _reclaim_staging(self, key: str) -> None:
+        """Remove the staging directories of pulls that died (killed mid-download, the pod evicted...).
+        A pull holds locks/<key>.lock for as long as its staging directory exists, so one whose lock is
+        free belongs to no live pull; it must also be older than STAGING_GRACE_S. The caller holds KEY's
+        lock: that key's staging directories are all dead."""
+        for staging in (self.root / "bundles").glob(f"{STAGING_PREFIX}*"):
+            owner = staging.name[len(STAGING_PREFIX):].split("-", 1)[0]
+            if len(owner) != 64:
+                continue  # not one of ours
+            try:
+                age = time.time() - staging.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if owner == key:
+                shutil.rmtree(staging, ignore_errors=True)
+                continue
+            if age < self.staging_grace_s:
+                continue
+            with self._locked(f"{owner}.lock", blocking=False) as free:
+                if free:
+                    log.warning("Removing %s, left by a pull that did not finish", staging)
+                    shutil.rmtree(staging, ignore_errors=True)
+
     def _pull(self, reference: Reference, key: str) -> Path:
-        staging = Path(tempfile.mkdtemp(prefix=f".pull-{key[:12]}-", dir=self.root / "bundles"))
+        self._reclaim_staging(key)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{key}-", dir=self.root / "bundles"))
         try:
             layer = staging / LAYER_FILE  # streamed to disk, never held in memory
             try:
