@@ -290,10 +290,16 @@ def serve_bundle(server: LoopbackServer, repo: str, directory: Path, tag: str = 
     """Serve the artifact of the bundle in DIRECTORY from SERVER as an OCI registry would (GET only);
     the digest-pinned reference. The routes can then be changed to misbehave."""
     from modelops.bundles import artifact
+
+    return serve_artifact(server, repo, artifact.build(directory), tag)
+
+
+def serve_artifact(server: LoopbackServer, repo: str, built, tag: str = "1") -> str:
+    """Serve an Artifact (bundles/artifact.py; possibly made by hand, with any layer bytes) from SERVER;
+    the digest-pinned reference."""
     from modelops.bundles.digest import sha256_digest
     from modelops.bundles.oci import manifest_for
 
-    built = artifact.build(directory)
     manifest = manifest_for(built)
     digest = sha256_digest(manifest)
     server.routes["/v2/"] = b"{}"

@@ -423,3 +423,13 @@ def test_a_hashed_lock_installs_only_wheels_with_those_hashes(make_env_runtime, 
     ok, refused = run_task(runtime, "hashed"), run_task(runtime, "hashed-other")
     assert ok.ok and ok.outputs["version"] == "1.0", ok.error
     assert not refused.ok and "hash" in refused.error.message.lower(), refused.error
+
+
+def test_a_disk_error_building_an_environment_fails_the_task_and_is_not_retried(make_env_runtime, tmp_path):
+    """The environments directory cannot be made (a file is in its way): a bundle error, not retryable,
+    instead of an exception escaping the task (which comes back retryable, so `--resume` reruns it forever)."""
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "environments").write_text("in the way")
+    result = run_task(make_env_runtime("cold-fork"), "probe-one")
+    assert not result.ok and result.error.type == "BundleEnvironmentError", result.error
+    assert not result.error.retryable and "environments" in result.error.message, result.error.message

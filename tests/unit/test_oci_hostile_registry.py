@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, LoopbackServer, serve_bundle
+from tests.helpers import REPO, LoopbackServer, serve_artifact, serve_bundle
 
 from modelops.bundles.oci import RegistryClient
 from modelops.bundles.oci_source import OciBundleCache, OciBundleError
@@ -131,3 +131,67 @@ def test_a_trickling_blob_stops_at_the_overall_deadline(tmp_path):
     assert not still_running, "the download was still running after 15 s"
     assert outcome["seconds"] < 10 and "error" in outcome, outcome
     assert "deadline" in str(outcome["error"]) and outcome["error"].retryable, outcome
+
+
+def hand_made(layer: bytes) -> object:
+    """An artifact whose layer is LAYER, verbatim (its digest and size in the manifest are right)."""
+    from modelops.bundles.artifact import Artifact, canonical_json
+
+    config = {"name": "x", "version": "1", "entrypoint": "m:simulate", "environment": {"kind": "image"},
+              "content_digest": "sha256:" + "0" * 64}
+    return Artifact(config=config, config_bytes=canonical_json(config), layer_bytes=layer)
+
+
+def run_oci_task(make_runtime, tmp_path, ref: str):
+    from modelops.tasks import Task
+
+    runtime = make_runtime(MODELOPS_BUNDLE_SOURCE="oci", MODELOPS_BUNDLE_CACHE_DIR=str(tmp_path / "cache"),
+                           MODELOPS_EXECUTOR_TYPE="direct")
+    return runtime.execute(Task(bundle=ref, bundle_digest="sha256:" + "0" * 64, entrypoint="m:simulate",
+                                params={}, seed=0))
+
+
+def conflicting_layer() -> bytes:
+    """A well-formed tar whose second entry cannot be written: its parent is the first, a file."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name in ("a", "a/b"):
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("layer, what", [
+    (b"\x00not a tar\x00" * 100, "garbage"),
+    (conflicting_layer(), "a file where a directory must go"),
+])
+def test_a_layer_that_cannot_be_unpacked_fails_the_task_and_is_not_retried(make_runtime, tmp_path, layer, what):
+    """Unpack and disk errors come back as bundle errors, not retryable: `--resume` would rerun them forever."""
+    with LoopbackServer() as server:
+        ref = serve_artifact(server, "team/broken", hand_made(layer))
+        result = run_oci_task(make_runtime, tmp_path, ref)
+    assert result.status == "failed", what
+    assert result.error.type == "OciBundleError" and not result.error.retryable, result.error
+    assert ref in result.error.message and "unpack" in result.error.message, result.error.message
+
+
+def test_a_registry_that_breaks_off_mid_blob_stays_retryable(make_runtime, tmp_path):
+    with LoopbackServer() as server:
+        ref = serve_bundle(server, "team/cut", sir_copy(tmp_path))
+        route, _ = layer_route(server, ref)
+        honest = server.routes[route]
+
+        def cut(handler) -> None:
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(honest)))
+            handler.end_headers()
+            handler.wfile.write(honest[: len(honest) // 2])  # then the connection closes
+
+        server.routes[route] = cut
+        result = run_oci_task(make_runtime, tmp_path, ref)
+    assert result.status == "failed" and result.error.type == "OciBundleError"
+    assert result.error.retryable, result.error

@@ -254,12 +254,21 @@ class BundleEnvironments:
         self.build_seconds: list[float] = []  # what each build of this instance took (bench, tests)
 
     def prepare(self, bundle_name: str, directory: Path) -> PreparedEnvironment | None:
-        """The environment of the bundle in DIRECTORY (built on first use); None when it has no lock."""
+        """The environment of the bundle in DIRECTORY (built on first use); None when it has no lock.
+        A disk error (reading the bundle, writing the environments) is a BundleEnvironmentError that is
+        not retryable: a rerun meets the same disk (uv's own failures say whether an index was involved)."""
         try:
-            lock_bytes = (Path(directory) / LOCK_FILE).read_bytes()
+            return self._prepare(bundle_name, Path(directory))
+        except OSError as exc:
+            raise BundleEnvironmentError(f"bundle {bundle_name!r}: cannot build its Python environment under "
+                                         f"{self.root}: {type(exc).__name__}: {exc}") from None
+
+    def _prepare(self, bundle_name: str, directory: Path) -> PreparedEnvironment | None:
+        try:
+            lock_bytes = (directory / LOCK_FILE).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-        key, wheels_digest = self._key(lock_bytes, Path(directory))
+        key, wheels_digest = self._key(lock_bytes, directory)
         with self._lock:
             ready = self._ready.get(key)
         if ready is not None and os.path.exists(ready.python):
@@ -273,7 +282,7 @@ class BundleEnvironments:
             env_dir = self.root / key
             prepared = self._existing(env_dir, key)
             if prepared is None:
-                prepared = self._build(bundle_name, Path(directory), env_dir, key, lock_sha, wheels_digest, pins)
+                prepared = self._build(bundle_name, directory, env_dir, key, lock_sha, wheels_digest, pins)
                 self.build_seconds.append(prepared.build_seconds)
         with self._lock:
             self._ready[key] = prepared

@@ -324,20 +324,21 @@ class RegistryClient:
         raw = response.raw
         try:
             while True:
-                chunk = raw.read1(CHUNK, decode_content=False)  # what has arrived, one read at a time
+                try:
+                    chunk = raw.read1(CHUNK, decode_content=False)  # what has arrived, one read at a time
+                except (requests.exceptions.RequestException, OSError, *_urllib3_errors()) as exc:
+                    raise RegistryError(f"{ref}: registry {ref.host} broke off {what} after {read} bytes: "
+                                        f"{type(exc).__name__}: {_short(exc)}", retryable=True) from None
                 if not chunk:
                     break
                 read += len(chunk)
                 if read > limit:
                     raise RegistryError(f"{ref}: {too_long}")
                 digest.update(chunk)
-                sink.write(chunk)
+                sink.write(chunk)  # a disk error here is the caller's (not the registry's, not retryable)
                 if time.monotonic() > deadline:
                     raise RegistryError(f"{ref}: downloading {what} from {ref.host} passed its deadline "
                                         f"({self.blob_deadline_s:g} s, {read} bytes read)", retryable=True)
-        except (requests.exceptions.RequestException, OSError, *_urllib3_errors()) as exc:
-            raise RegistryError(f"{ref}: registry {ref.host} broke off {what} after {read} bytes: "
-                                f"{type(exc).__name__}: {_short(exc)}", retryable=True) from None
         finally:
             response.close()  # a body left unread is dropped with its connection, never drained
         return "sha256:" + digest.hexdigest(), read

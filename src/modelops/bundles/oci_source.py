@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shutil
+import tarfile
 import tempfile
 import threading
 import time
@@ -216,6 +217,18 @@ class OciBundleCache:
                     shutil.rmtree(staging, ignore_errors=True)
 
     def _pull(self, reference: Reference, key: str) -> Path:
+        """Pull, verify and store REFERENCE. Registry trouble is retryable as the client says; a layer
+        that does not unpack, or a cache that cannot be written, is not: a rerun meets the same bytes
+        and the same disk (an exception escaping here would come back retryable, rerun forever)."""
+        try:
+            return self._pull_into_staging(reference, key)
+        except (OciBundleError, BundleError):
+            raise
+        except (tarfile.TarError, OSError, UnicodeError, EOFError) as exc:
+            raise OciBundleError(f"bundle {reference}: cannot unpack it into the cache {self.root}: "
+                                 f"{type(exc).__name__}: {exc}", retryable=False) from None
+
+    def _pull_into_staging(self, reference: Reference, key: str) -> Path:
         self._reclaim_staging(key)
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{key}-", dir=self.root / "bundles"))
         try:
