@@ -324,3 +324,39 @@ def test_a_layer_carrying_what_the_digest_does_not_cover_is_refused(tmp_path, na
     with pytest.raises(BundleError, match="not covered by the bundle's content digest") as err:
         artifact.unpack(layer, tmp_path / "target")
     assert repr(name) in str(err.value)
+
+
+def _bundle_with_links(tmp_path: Path) -> tuple[Path, Path]:
+    """A bundle holding a link to a file outside it (a fake ~/.docker/config.json) and a link to a directory."""
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    secret = home / ".docker" / "config.json"
+    secret.write_text('{"auths": {"ghcr.io": {"auth": "c2VjcmV0LXRva2Vu"}}}')
+    source = _bundle(tmp_path)
+    (source / "settings.json").symlink_to(secret)
+    (source / "docker").symlink_to(home / ".docker")
+    return source, secret
+
+
+def test_build_refuses_symlinks_naming_the_link_and_its_target(tmp_path):
+    source, secret = _bundle_with_links(tmp_path)
+    with pytest.raises(BundleError) as err:
+        built = artifact.build(source)
+        assert b"c2VjcmV0LXRva2Vu" not in built.layer_bytes  # what was uploaded before
+    message = str(err.value)
+    assert f"{source / 'settings.json'} -> {secret}" in message, message
+    assert f"{source / 'docker'} -> {secret.parent}" in message, message
+
+
+@pytest.mark.parametrize("extra", [[], ["--with-wheels"]])
+def test_push_refuses_symlinks_before_any_network(tmp_path, extra):
+    from click.testing import CliRunner
+
+    from modelops.cli.bundle_cmd import bundle as bundle_cli
+
+    source, secret = _bundle_with_links(tmp_path)
+    (source / "requirements.txt").write_text("six==1.17.0\n")
+    result = CliRunner().invoke(bundle_cli, ["push", str(source), "127.0.0.1:9/never/contacted:1", *extra])
+    assert result.exit_code == 2
+    assert f"{source / 'settings.json'} -> {secret}" in result.output, result.output
+    assert "symbolic link" in result.output and "unreachable" not in result.output

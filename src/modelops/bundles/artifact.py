@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,11 +84,33 @@ def layer_tar(directory: Path) -> bytes:
     return buffer.getvalue()
 
 
+def check_tree(directory: Path) -> None:
+    """Refuse a bundle directory holding anything but directories and regular files: a symbolic link
+    would be followed and its target uploaded (a link to ~/.docker/config.json was), and a FIFO or a
+    device would be read. Each is named with what it is (a link, with its target)."""
+    refused = []
+    for root, dirs, files in os.walk(directory):  # never follows links to directories
+        for name in sorted([*dirs, *files]):
+            path = Path(root) / name
+            if not covered(path.relative_to(directory).as_posix()):
+                continue  # never uploaded (bytecode, .git)
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                refused.append(f"{path} -> {os.path.realpath(path)} (a symbolic link)")
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                refused.append(f"{path} (not a regular file)")
+    if refused:
+        raise BundleError(f"bundle {directory} holds {len(refused)} entr{'y' if len(refused) == 1 else 'ies'} "
+                          f"that cannot be pushed: {'; '.join(refused)}; a bundle holds regular files and "
+                          f"directories only: copy a link's target into the bundle if it belongs there")
+
+
 def build(directory: Path) -> Artifact:
     """Build the artifact of the bundle in DIRECTORY (which must hold a valid bundle.json)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BundleError(f"bundle directory {directory} does not exist or is not a directory")
+    check_tree(directory)
     manifest = read_manifest(directory)
     config = {
         "name": manifest["name"],

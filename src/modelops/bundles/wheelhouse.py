@@ -67,6 +67,7 @@ def with_wheels(directory: Path, python: str = IMAGE_PYTHON, machine: str = "x86
                           f"beyond the worker image's); without one it runs on the image's packages")
     with tempfile.TemporaryDirectory(prefix="modelops-push-") as tmp:
         copy = Path(tmp) / directory.name
-        shutil.copytree(directory, copy, ignore=shutil.ignore_patterns(WHEELS_DIR, "__pycache__", "*.pyc"))
+        shutil.copytree(directory, copy, symlinks=True,  # links stay links: build refuses them
+                        ignore=shutil.ignore_patterns(WHEELS_DIR, "__pycache__", "*.pyc"))
         download(copy / LOCK_FILE, copy / WHEELS_DIR, python, machine)
         yield copy
