@@ -96,3 +96,39 @@ def test_installs_from_an_index_use_its_credentials_and_show_them_nowhere(make_r
     assert SECRET not in caplog.text
     assert not exposed, exposed  # never on a command line
     assert "modelops:***@127.0.0.1" in caplog.text  # the build's log line names the index, masked
+
+
+CREDENTIAL_ENV = {
+    "DOCKER_CONFIG": "/secret/docker",
+    "DOCKER_AUTH_CONFIG": '{"auths": {}}',
+    "REGISTRY_AUTH_FILE": "/secret/auth.json",
+    "UV_INDEX_URL": f"https://u:{SECRET}@idx.example/simple",
+    "UV_EXTRA_INDEX_URL": f"https://u:{SECRET}@idx.example/extra",
+    "UV_INDEX_PRIVATE_PASSWORD": SECRET,
+    "PIP_INDEX_URL": f"https://u:{SECRET}@idx.example/simple",
+}
+SPY = "import os; open({path!r}, 'a').write(' '.join(sorted(os.environ)) + '\\n' + repr(dict(os.environ)) + '\\n')\n"
+
+
+@pytest.mark.parametrize("executor, extra", [("isolated_warm", {}), ("cold", {"MODELOPS_COLD_START": "spawn"}),
+                                             ("cold", {"MODELOPS_COLD_START": "fork"})])
+def test_bundle_processes_never_see_registry_or_index_credentials(make_runtime, tmp_path, monkeypatch, executor, extra):
+    """A spy (.pth in the bundle's pinned wheel: it runs at every start of the environment's interpreter,
+    the build's own checks included) records the environment of every process that runs bundle code."""
+    for name, value in CREDENTIAL_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MODELOPS_PACKAGE_INDEX_URL", f"https://u:{SECRET}@idx.example/simple")  # as in a pod
+    seen = tmp_path / "seen.txt"
+    root = tmp_path / "bundles"
+    bundle = make_env_bundle(root, "spy", "modelops-probe-pkg", "1.0", wheels=False)
+    make_wheel(bundle / "wheels", "modelops-probe-pkg", "1.0", {"modelops_probe_pkg/__init__.py": "VERSION = '1.0'\n",
+                                                                 "zz_spy.pth": SPY.format(path=str(seen))})
+    runtime = make_runtime(MODELOPS_BUNDLES_DIR=str(root), MODELOPS_BUNDLE_CACHE_DIR=str(tmp_path / "cache"),
+                           MODELOPS_EXECUTOR_TYPE=executor, MODELOPS_PACKAGE_INDEX_URL=f"https://u:{SECRET}@idx.example/simple",
+                           **extra)
+    result = run_task(runtime, "spy")
+    assert result.ok, result.error
+    text = seen.read_text()
+    assert text.count("\n") >= 4  # the build's checks and the bundle's processes
+    leaked = sorted({name for name in (*CREDENTIAL_ENV, "MODELOPS_PACKAGE_INDEX_URL") if name in text.split()})
+    assert not leaked and SECRET not in text, leaked

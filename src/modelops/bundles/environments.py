@@ -58,7 +58,7 @@ from modelops.bundles.cache_entries import last_used as _last_used
 from modelops.bundles.cache_entries import mark_used as _mark_used
 from modelops.bundles.cache_entries import complete_entries
 from modelops.bundles.digest import sha256_digest, sha256_file
-from modelops.settings import mask_credentials
+from modelops.settings import mask_credentials, without_credentials
 
 log = logging.getLogger("modelops.bundles.environments")
 
@@ -427,11 +427,14 @@ class BundleEnvironments:
             env = _with_index(env, self.index_url)
         try:
             _run(install, env, where, retryable=not offline)
-            site_packages = _site_packages(python, env, where)
+            # the environment's interpreter runs the installed wheels' .pth files: bundle code, which
+            # gets no credentials (the children's rule, executors/base.py child_env)
+            bundle_env = without_credentials(env)
+            site_packages = _site_packages(python, bundle_env, where)
             (Path(site_packages) / WORKER_PTH).write_text(
                 "".join(f"import site; site.addsitedir({d!r})\n" for d in worker_site_dirs())
             )
-            _check(python, pins, env, where)
+            _check(python, pins, bundle_env, where)
         except BaseException:
             shutil.rmtree(env_dir, ignore_errors=True)
             raise
