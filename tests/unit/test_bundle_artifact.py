@@ -360,3 +360,16 @@ def test_push_refuses_symlinks_before_any_network(tmp_path, extra):
     assert result.exit_code == 2
     assert f"{source / 'settings.json'} -> {secret}" in result.output, result.output
     assert "symbolic link" in result.output and "unreachable" not in result.output
+
+
+def test_push_with_wheels_names_the_users_lock_not_a_temporary_copy(tmp_path):
+    from click.testing import CliRunner
+
+    from modelops.cli.bundle_cmd import bundle as bundle_cli
+
+    source = _bundle(tmp_path)
+    (source / "requirements.txt").write_text("six==1.17.0\nrequests>=2\n")
+    result = CliRunner().invoke(bundle_cli, ["push", str(source), "127.0.0.1:9/never/contacted:1", "--with-wheels"])
+    assert result.exit_code == 2
+    assert f"{source / 'requirements.txt'} line 2" in result.output, result.output
+    assert "modelops-push-" not in result.output
