@@ -324,6 +324,7 @@ def schema() -> dict:
                     "enabled": BOOL,
                     "restrictWorkerEgress": BOOL,
                     "extraWorkerEgress": K8S_LIST,
+                    "dnsTo": dict(K8S_LIST, description="NetworkPolicy peers of the cluster DNS (the workers' port 53 egress)"),
                     "clientPodLabels": STRING_MAP,
                     "clientNamespaceSelector": K8S_OBJECT,
                     "metricsFrom": K8S_LIST,
