@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from modelops.bundles.resolver import close_shared_oci_caches
 from modelops.local_cluster import LocalProcessCluster
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
@@ -42,6 +43,7 @@ def make_runtime(bundles_dir):
     yield make
     for runtime in runtimes:
         runtime.close()
+    close_shared_oci_caches()  # the process-wide OCI cache holds the bundles it served until the process exits
 
 
 # ---- resource-leak check (unit tier) ---------------------------------------------------------

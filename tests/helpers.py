@@ -100,9 +100,10 @@ def skip_or_fail(reason: str, required_by: str) -> None:
     pytest.skip(reason)
 
 
-def make_wheel(dest: Path, name: str, version: str, files: dict[str, str]) -> Path:
+def make_wheel(dest: Path, name: str, version: str, files: dict[str, str], requires: tuple[str, ...] = ()) -> Path:
     """A pure-Python wheel (py3-none-any) of `files` (path in the wheel -> text), built by hand: tests of
-    bundle environments need two versions of one package without reaching a package index."""
+    bundle environments need two versions of one package without reaching a package index. `requires`:
+    its Requires-Dist lines."""
     import base64
     import hashlib
     import zipfile
@@ -110,7 +111,8 @@ def make_wheel(dest: Path, name: str, version: str, files: dict[str, str]) -> Pa
     dist = name.replace("-", "_")
     info = f"{dist}-{version}.dist-info"
     members = dict(files)
-    members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    members[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires)
     members[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: modelops-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = []
     for path, text in members.items():
@@ -270,3 +272,108 @@ def versitygw_binary() -> Path:
         skip_or_fail(f"no S3 server: `cluster/build.sh versitygw` failed: {done.stderr.strip()[-500:]}",
                      required_by="MODELOPS_CLUSTER_REQUIRED")
     return binary
+
+class LoopbackServer:
+    """A real HTTP server on 127.0.0.1, in threads of the test process, whose answers the test writes:
+    a package index, or an OCI registry that behaves as an attacker's would (lies about sizes, sends
+    more than it said, trickles). `routes` maps a path to bytes, or to a function(handler) that answers
+    itself; every request is recorded in `requests` as (method, path). Used as a context manager: the
+    server and its request threads are gone when it exits (`stopping` tells slow answers to stop)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.routes: dict[str, object] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str] = []  # the Authorization headers received
+        self.stopping = threading.Event()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> LoopbackServer:
+        import http.server
+        import threading
+
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            timeout = 5  # an idle kept-alive connection ends, so the server can close
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                owner.requests.append((self.command, path))
+                if self.headers.get("Authorization"):
+                    owner.authorizations.append(self.headers["Authorization"])
+                route = owner.routes.get(path)
+                if callable(route):
+                    self.close_connection = True  # it answered as it liked: never read another request
+                    route(self)
+                    return
+                body = route if isinstance(route, bytes) else b"not found"
+                self.send_response(200 if isinstance(route, bytes) else 404)
+                self.send_header("Content-Type", "text/html" if path.endswith("/") else "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = False  # server_close() joins the request threads
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="loopback-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def serve_index(self, wheels: list[Path], prefix: str = "/simple") -> str:
+        """PEP 503 pages for WHEELS (one project each, named by the wheel's file name); the index URL."""
+        for wheel in wheels:
+            project = wheel.name.split("-")[0].replace("_", "-").lower()
+            self.routes[f"/files/{wheel.name}"] = wheel.read_bytes()
+            self.routes[f"{prefix}/{project}/"] = (
+                f'<html><body><a href="/files/{wheel.name}">{wheel.name}</a></body></html>\n'.encode())
+        return self.url + prefix
+
+
+def serve_bundle(server: LoopbackServer, repo: str, directory: Path, tag: str = "1") -> str:
+    """Serve the artifact of the bundle in DIRECTORY from SERVER as an OCI registry would (GET only);
+    the digest-pinned reference. The routes can then be changed to misbehave."""
+    from modelops.bundles import artifact
+
+    return serve_artifact(server, repo, artifact.build(directory), tag)
+
+
+def serve_artifact(server: LoopbackServer, repo: str, built, tag: str = "1") -> str:
+    """Serve an Artifact (bundles/artifact.py; possibly made by hand, with any layer bytes) from SERVER;
+    the digest-pinned reference."""
+    from modelops.bundles.digest import sha256_digest
+    from modelops.bundles.oci import manifest_for
+
+    manifest = manifest_for(built)
+    digest = sha256_digest(manifest)
+    server.routes["/v2/"] = b"{}"
+    for target in (tag, digest):
+        server.routes[f"/v2/{repo}/manifests/{target}"] = manifest
+    server.routes[f"/v2/{repo}/blobs/{built.config_digest}"] = built.config_bytes
+    server.routes[f"/v2/{repo}/blobs/{built.layer_digest}"] = built.layer_bytes
+    return f"{server.host}/{repo}@{digest}"

@@ -98,6 +98,14 @@ DEFINITIONS = {
                     "packageIndexUrl": {"type": "string", "pattern": "^$|^(https?|file)://\\S+$",
                                         "description": "MODELOPS_PACKAGE_INDEX_URL: http(s):// or file:// URL, "
                                                        "'' = the bundle's own wheels only"},
+                    "packageIndexUrlSecret": obj(
+                        {
+                            "name": {"type": "string", "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+                                     "description": "an existing Secret holding MODELOPS_PACKAGE_INDEX_URL; '' = none"},
+                            "key": {"type": "string", "pattern": "^[-._a-zA-Z0-9]+$",
+                                    "description": "the Secret's key holding the URL"},
+                        }
+                    ),
                     "maxMb": dict(INT1, description="MODELOPS_BUNDLE_ENV_MAX_MB (> 0)"),
                 }
             ),
@@ -408,6 +416,7 @@ def schema() -> dict:
                     "enabled": BOOL,
                     "restrictWorkerEgress": BOOL,
                     "extraWorkerEgress": K8S_LIST,
+                    "dnsTo": dict(K8S_LIST, description="NetworkPolicy peers of the cluster DNS (the workers' port 53 egress)"),
                     "clientPodLabels": STRING_MAP,
                     "clientNamespaceSelector": K8S_OBJECT,
                     "metricsFrom": K8S_LIST,

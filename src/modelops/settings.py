@@ -67,11 +67,47 @@ class LogLevel(str, Enum):
     ERROR = "ERROR"
 
 
+# scheme://userinfo@ : the userinfo runs to the last @ before the host (an unescaped @ in a password too)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
+
+
+def mask_credentials(text: str) -> str:
+    """TEXT with the credentials of every URL in it masked: https://user:secret@host/... becomes
+    https://user:***@host/..., and https://token@host/... becomes https://***@host/.... The one masking
+    function: whatever may show a package index URL (logs, describe_worker, `mops config check`, errors)
+    passes it through here."""
+
+    def mask(match: re.Match) -> str:
+        user, colon, _ = match["userinfo"].partition(":")
+        return f"{match['scheme']}{user}:***@" if colon else f"{match['scheme']}***@"
+
+    return _URL_CREDENTIALS.sub(mask, text)
+
+
+# Variables that carry registry or package-index credentials, or say where they are: the worker needs
+# them (pulls, uv), no process running a bundle's code does (executors/base.py child_env).
+CREDENTIAL_VARIABLES = frozenset({
+    "DOCKER_CONFIG", "DOCKER_AUTH_CONFIG", "REGISTRY_AUTH_FILE",  # docker, oras, podman/skopeo
+    "MODELOPS_PACKAGE_INDEX_URL",
+    "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_FIND_LINKS",
+    "UV_PUBLISH_USERNAME", "UV_PUBLISH_PASSWORD", "UV_PUBLISH_TOKEN", "UV_KEYRING_PROVIDER",
+    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CERT", "PIP_CLIENT_CERT",
+})
+_CREDENTIAL_PATTERN = re.compile(r"UV_INDEX_[A-Za-z0-9_]+_(USERNAME|PASSWORD)")
+
+
+def without_credentials(env: Mapping[str, str]) -> dict[str, str]:
+    """ENV without the variables that carry registry or package-index credentials."""
+    return {name: value for name, value in env.items()
+            if name not in CREDENTIAL_VARIABLES and not _CREDENTIAL_PATTERN.fullmatch(name)}
+
+
 class ConfigError(ValueError):
-    """An invalid environment. The message names variable, value and allowed values."""
+    """An invalid environment. The message names variable, value (credentials masked) and allowed values."""
 
     def __init__(self, variable: str, value: str, allowed: str, detail: str = ""):
         self.variable = variable
+        value = mask_credentials(value)
         self.value = value
         self.allowed = allowed
         msg = f"{variable}={value!r} is invalid: allowed {allowed}"

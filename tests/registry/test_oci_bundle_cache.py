@@ -112,6 +112,7 @@ def test_the_cache_stays_within_its_bound_evicting_the_least_recently_used(regis
     cache.get(a)
     cache.get(b)
     cache.get(a)  # a is now more recently used than b
+    cache.release()  # as if this worker process had exited: its bundles are no longer in use
     cache.get(c)  # over the bound: b goes
     kept = set(cache.entries())
     hexes = [r.split("@sha256:")[1] for r in refs]

@@ -203,3 +203,173 @@ def test_loopback_hosts_and_docker_config(monkeypatch, tmp_path):
     assert docker_config_path() == tmp_path / "config.json"
     monkeypatch.delenv("DOCKER_CONFIG")
     assert docker_config_path() == Path.home() / ".docker" / "config.json"
+
+
+# ---- hostile layers: bounded unpacking ---------------------------------------------------------
+MANIFEST = b'{"name": "x", "version": "1", "entrypoint": "m:f"}'
+
+
+def _disk_usage(path: Path) -> int:
+    """Bytes really allocated under PATH (holes and unwritten files count nothing)."""
+    return sum(p.lstat().st_blocks * 512 for p in path.rglob("*")) if path.exists() else 0
+
+
+def _pax_sparse_layer(real_size: int) -> bytes:
+    """A PAX layer (GNU sparse 0.1 headers, written by hand) whose one data byte stands for REAL_SIZE bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_info("bundle.json", MANIFEST), io.BytesIO(MANIFEST))
+        info = _info("big.bin", b"x")
+        info.pax_headers = {"GNU.sparse.map": "0,1", "GNU.sparse.size": str(real_size)}
+        tar.addfile(info, io.BytesIO(b"x"))
+    return buffer.getvalue()
+
+
+def _gnu_tar_sparse_layer(tmp_path: Path, fmt: str, real_size: int) -> bytes:
+    """The same made by GNU tar --sparse from a file with a hole (`gnu`: type 'S' members; `pax`: 1.0 maps)."""
+    import subprocess
+
+    if not shutil.which("tar") or "GNU tar" not in subprocess.run(["tar", "--version"], capture_output=True,
+                                                                   text=True).stdout:
+        pytest.skip("GNU tar is not installed")
+    source = tmp_path / f"src-{fmt}"
+    source.mkdir()
+    (source / "bundle.json").write_bytes(MANIFEST)
+    with open(source / "big.bin", "wb") as handle:
+        handle.write(b"x")
+        handle.truncate(real_size)  # a hole of real_size - 1 bytes
+    layer = tmp_path / f"layer-{fmt}.tar"
+    subprocess.run(["tar", "--sparse", f"--format={fmt}", "-cf", str(layer), "-C", str(source),
+                    "bundle.json", "big.bin"], check=True)
+    return layer.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["pax-0.1-by-hand", "gnu-tar-gnu", "gnu-tar-pax"])
+def test_a_sparse_member_is_refused_and_nothing_large_is_written(tmp_path, kind):
+    """A sparse member passes isreg(), and its holes would be written as real zeros: a 10 KiB layer
+    unpacked to 64 MiB (and to whatever its header says). Only plain file members are accepted."""
+    real_size = 64 * 1024 * 1024
+    if kind == "pax-0.1-by-hand":
+        layer = _pax_sparse_layer(real_size)
+    else:
+        layer = _gnu_tar_sparse_layer(tmp_path, kind.rsplit("-", 1)[1], real_size)
+    assert len(layer) < 64 * 1024
+    target = tmp_path / "target"
+    with pytest.raises(BundleError) as err:
+        artifact.unpack(layer, target)
+    assert "'big.bin'" in str(err.value) and "sparse" in str(err.value), str(err.value)
+    assert _disk_usage(target) < 1024 * 1024
+
+
+def _plain_layer(files: dict[str, int]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, size in files.items():
+            tar.addfile(_info(name, b"\0" * size), io.BytesIO(b"\0" * size))
+    return buffer.getvalue()
+
+
+def test_unpacked_bytes_and_entries_are_bounded_before_anything_is_written(tmp_path):
+    mib = 1024 * 1024
+    layer = _plain_layer({"bundle.json": 10, "a.bin": mib, "b.bin": mib, "c.bin": mib})
+    target = tmp_path / "bytes"
+    with pytest.raises(BundleError) as err:
+        artifact.unpack(layer, target, max_bytes=2 * mib)
+    assert "3145738 bytes" in str(err.value) and "2097152" in str(err.value), str(err.value)
+    assert not target.exists() or not any(target.iterdir())
+    many = _plain_layer({"bundle.json": 10, **{f"f{i}.py": 0 for i in range(50)}})
+    target = tmp_path / "entries"
+    with pytest.raises(BundleError) as err:
+        artifact.unpack(many, target, max_entries=10)
+    assert "more than 10 entries" in str(err.value) and "at most 10" in str(err.value), str(err.value)
+    assert not target.exists() or not any(target.iterdir())
+    artifact.unpack(layer, tmp_path / "fits", max_bytes=4 * mib, max_entries=4)  # within both: unpacked
+    assert (tmp_path / "fits" / "c.bin").stat().st_size == mib
+
+
+def test_the_duplicate_entry_check_is_linear(tmp_path):
+    """10,000 entries (the default bound) naming 100 paths: refused at once, not after 10^8 comparisons."""
+    import time
+
+    layer = _plain_layer({"bundle.json": 10})
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for i in range(10_000):
+            tar.addfile(_info(f"f{i % 100}.py", b""), io.BytesIO(b""))
+    started = time.monotonic()
+    with pytest.raises(BundleError, match=r"duplicate entries: \['f0.py', 'f1.py', 'f10.py'"):
+        artifact.unpack(buffer.getvalue(), tmp_path / "target")
+    assert time.monotonic() - started < 1.5
+    assert layer
+
+
+def test_the_content_digest_hashes_in_chunks(tmp_path):
+    """A 64 MiB file is hashed without holding it in memory."""
+    import tracemalloc
+
+    (tmp_path / "big.bin").write_bytes(b"\1" * (64 * 1024 * 1024))
+    tracemalloc.start()
+    try:
+        content_digest(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("name", ["__pycache__/m.cpython-311.pyc", "pkg/m.pyc", ".git/config"])
+def test_a_layer_carrying_what_the_digest_does_not_cover_is_refused(tmp_path, name):
+    """Bytecode in a layer would pass the content-digest check (which skips it) and then be imported."""
+    layer = _plain_layer({"bundle.json": 10, name: 10})
+    with pytest.raises(BundleError, match="not covered by the bundle's content digest") as err:
+        artifact.unpack(layer, tmp_path / "target")
+    assert repr(name) in str(err.value)
+
+
+def _bundle_with_links(tmp_path: Path) -> tuple[Path, Path]:
+    """A bundle holding a link to a file outside it (a fake ~/.docker/config.json) and a link to a directory."""
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    secret = home / ".docker" / "config.json"
+    secret.write_text('{"auths": {"ghcr.io": {"auth": "c2VjcmV0LXRva2Vu"}}}')
+    source = _bundle(tmp_path)
+    (source / "settings.json").symlink_to(secret)
+    (source / "docker").symlink_to(home / ".docker")
+    return source, secret
+
+
+def test_build_refuses_symlinks_naming_the_link_and_its_target(tmp_path):
+    source, secret = _bundle_with_links(tmp_path)
+    with pytest.raises(BundleError) as err:
+        built = artifact.build(source)
+        assert b"c2VjcmV0LXRva2Vu" not in built.layer_bytes  # what was uploaded before
+    message = str(err.value)
+    assert f"{source / 'settings.json'} -> {secret}" in message, message
+    assert f"{source / 'docker'} -> {secret.parent}" in message, message
+
+
+@pytest.mark.parametrize("extra", [[], ["--with-wheels"]])
+def test_push_refuses_symlinks_before_any_network(tmp_path, extra):
+    from click.testing import CliRunner
+
+    from modelops.cli.bundle_cmd import bundle as bundle_cli
+
+    source, secret = _bundle_with_links(tmp_path)
+    (source / "requirements.txt").write_text("six==1.17.0\n")
+    result = CliRunner().invoke(bundle_cli, ["push", str(source), "127.0.0.1:9/never/contacted:1", *extra])
+    assert result.exit_code == 2
+    assert f"{source / 'settings.json'} -> {secret}" in result.output, result.output
+    assert "symbolic link" in result.output and "unreachable" not in result.output
+
+
+def test_push_with_wheels_names_the_users_lock_not_a_temporary_copy(tmp_path):
+    from click.testing import CliRunner
+
+    from modelops.cli.bundle_cmd import bundle as bundle_cli
+
+    source = _bundle(tmp_path)
+    (source / "requirements.txt").write_text("six==1.17.0\nrequests>=2\n")
+    result = CliRunner().invoke(bundle_cli, ["push", str(source), "127.0.0.1:9/never/contacted:1", "--with-wheels"])
+    assert result.exit_code == 2
+    assert f"{source / 'requirements.txt'} line 2" in result.output, result.output
+    assert "modelops-push-" not in result.output

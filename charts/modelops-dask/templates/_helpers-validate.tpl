@@ -98,6 +98,15 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- if and (eq $c.bundles.source "oci") $c.bundles.oci.pullSecret (has "DOCKER_CONFIG" (include "modelops-dask.envNames" $c.env | fromJsonArray)) -}}
 {{- fail (printf "%s.env: DOCKER_CONFIG is set by the chart from %s.bundles.oci.pullSecret (%s); drop one of them" $path $path $c.bundles.oci.pullSecret) -}}
 {{- end -}}
+{{- $envs := $c.bundles.environments -}}
+{{- if and $envs.packageIndexUrl $envs.packageIndexUrlSecret.name -}}
+{{- fail (printf "%s.bundles.environments: packageIndexUrl and packageIndexUrlSecret.name (%s) are both set; set one: the URL, or the Secret that holds it" $path $envs.packageIndexUrlSecret.name) -}}
+{{- end -}}
+{{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@" (toString $envs.packageIndexUrl) -}}
+{{- $masked := regexReplaceAll "^([A-Za-z][A-Za-z0-9+.-]*://)[^:/?#]*@" (toString $envs.packageIndexUrl) "${1}***@" -}}
+{{- $masked = regexReplaceAll "^([A-Za-z][A-Za-z0-9+.-]*://)([^:/?#@]*):[^/?#]*@" $masked "${1}${2}:***@" -}}
+{{- fail (printf "%s.bundles.environments.packageIndexUrl: %s holds credentials, which would be in the Deployment in clear text; put the URL in a Secret and set packageIndexUrlSecret: {name: <secret>, key: <key>}" $path $masked) -}}
+{{- end -}}
 {{- $chartVolumes := list "tmp" "dask-config" "bundles" "bundle-cache" "docker-config" -}}
 {{- range $i, $v := default list $c.extraVolumes -}}
 {{- if has $v.name $chartVolumes -}}

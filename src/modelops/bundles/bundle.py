@@ -42,8 +42,11 @@ class Bundle:
         """Import `module:function` (adding the bundle's directory to sys.path first)."""
         spec = entrypoint or self.entrypoint
         module_name, function_name = split_entrypoint(spec, where=f"bundle {self.name!r}")
-        if self.import_path and self.import_path not in sys.path:
-            sys.path.insert(0, self.import_path)
+        if self.import_path:
+            # no bytecode next to a bundle's files: the digest does not cover it (see child_env)
+            sys.dont_write_bytecode = True
+            if self.import_path not in sys.path:
+                sys.path.insert(0, self.import_path)
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 IGNORED_DIRS = {"__pycache__", ".git", ".pytest_cache"}
 IGNORED_SUFFIXES = {".pyc", ".pyo"}
+CHUNK = 1024 * 1024  # files are hashed and copied this many bytes at a time, never read whole
+
+
+def covered(relative: str) -> bool:
+    """Whether the digest covers the file at RELATIVE (a bundle-relative path): not bytecode, not VCS."""
+    parts = relative.replace(os.sep, "/").split("/")
+    return not any(part in IGNORED_DIRS for part in parts) and os.path.splitext(parts[-1])[1] not in IGNORED_SUFFIXES
 
 
 def bundle_files(root: Path) -> list[Path]:
@@ -14,8 +22,7 @@ def bundle_files(root: Path) -> list[Path]:
         return [root]
     files = []
     for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part in IGNORED_DIRS for part in rel.parts) or path.suffix in IGNORED_SUFFIXES:
+        if not covered(path.relative_to(root).as_posix()):
             continue
         if path.is_file():
             files.append(path)
@@ -25,6 +32,15 @@ def bundle_files(root: Path) -> list[Path]:
 def sha256_digest(data: bytes) -> str:
     """The OCI form of a blob's digest: `sha256:<hex>`."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def stat_signature(root: Path) -> tuple:
@@ -37,7 +53,13 @@ def content_digest(root: Path) -> str:
     base = root if root.is_dir() else root.parent
     for path in bundle_files(root):
         h.update(path.relative_to(base).as_posix().encode() + b"\0")
-        data = path.read_bytes()
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            h.update(size.to_bytes(8, "big"))
+            read = 0
+            while chunk := handle.read(CHUNK):
+                read += len(chunk)
+                h.update(chunk)
+        if read != size:  # changed while hashed: the digest would not describe any one state of it
+            raise OSError(f"{path} changed size while it was hashed ({size} bytes, then {read})")
     return "sha256:" + h.hexdigest()

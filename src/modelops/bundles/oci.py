@@ -10,13 +10,18 @@ byte fetched against its digest, and errors that name the reference.
 from __future__ import annotations
 
 import functools
+import hashlib
+import io
 import ipaddress
 import json
 import os
 import re
 import tempfile
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from modelops.bundles.artifact import (
     ARTIFACT_TYPE,
@@ -32,6 +37,12 @@ LAYER_TITLE = "bundle.tar"
 REFERENCE_FORM = "HOST[:PORT]/REPO[:TAG|@sha256:DIGEST]"
 # (connect, read) seconds for each registry request
 TIMEOUT = (10, 120)
+# A blob's whole download, however the registry paces it (checked after each read, so it ends at most
+# one read timeout late): a registry trickling bytes never trips the read timeout on its own.
+BLOB_DEADLINE_S = 600.0
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
+CHUNK = 1024 * 1024
 
 _HOST = r"(?:localhost|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+|\[[0-9A-Fa-f:]+\]|[A-Za-z0-9-]+(?=:))(?::[0-9]{1,5})?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -124,9 +135,10 @@ class RegistryClient:
     def __init__(self, plain_http: bool | None = None, docker_config: Path | None = None):
         self.plain_http = plain_http
         self.docker_config = docker_config or docker_config_path()
+        self.blob_deadline_s = BLOB_DEADLINE_S
 
     # -- transport ---------------------------------------------------------------------------------
-    def _session(self, ref: Reference):
+    def _open_session(self, ref: Reference):
         """An oras Registry for ref's host, with the auth backend its challenge asks for (docker
         does the same: `Basic` for htpasswd registries, bearer tokens for GHCR, Harbor, ...)."""
         _, requests = _oras()
@@ -155,6 +167,15 @@ class RegistryClient:
                                 f"run `docker login {ref.host}`")
         return registry, container
 
+    @contextmanager
+    def _session(self, ref: Reference):
+        """_open_session's registry and container, its connections closed when done (none kept alive)."""
+        registry, container = self._open_session(ref)
+        try:
+            yield registry, container
+        finally:
+            registry.session.close()
+
     def _request(self, registry, ref: Reference, method: str, url: str, what: str, **kw):
         _, requests = _oras()
         try:
@@ -178,49 +199,49 @@ class RegistryClient:
             raise RegistryError(f"bundle reference {str(ref)!r}: push needs a tag and no digest "
                                 f"(HOST[:PORT]/REPO:TAG); the digest is what push prints")
         _, requests = _oras()
-        registry, container = self._session(ref)
-        manifest_bytes = manifest_for(artifact)
-        with tempfile.TemporaryDirectory(prefix="mops-bundle-") as tmp:
-            for name, data, media_type in (("config.json", artifact.config_bytes, CONFIG_MEDIA_TYPE),
-                                           (LAYER_TITLE, artifact.layer_bytes, LAYER_MEDIA_TYPE)):
-                path = Path(tmp) / name
-                path.write_bytes(data)
-                descriptor = {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}
-                try:
-                    response = registry.upload_blob(str(path), container, descriptor)
-                except requests.exceptions.RequestException as exc:
-                    raise RegistryError(f"{ref}: registry {ref.host} is unreachable (uploading {name}): "
-                                        f"{type(exc).__name__}: {_short(exc)}", retryable=True) from None
-                except Exception as exc:  # oras raises ValueError when the upload session fails
-                    if any(code in str(exc) for code in ("UNAUTHORIZED", "DENIED")):
-                        raise RegistryError(f"{ref}: registry {ref.host} denied uploading {name} "
-                                            f"({_short(exc)}); credentials are read from "
-                                            f"{self.docker_config}") from None
-                    raise RegistryError(f"{ref}: uploading {name} to {ref.host} failed: "
-                                        f"{type(exc).__name__}: {_short(exc)}", retryable=True) from None
-                if response.status_code not in (200, 201, 202):
-                    raise RegistryError(f"{ref}: registry {ref.host} refused {name}: "
-                                        f"HTTP {response.status_code} {_errors(response)}",
-                                        retryable=response.status_code >= 500)
-        url = f"{registry.prefix}://{container.manifest_url(ref.tag)}"
-        response = self._request(registry, ref, "PUT", url, "the manifest upload", data=manifest_bytes,
-                                 headers={"Content-Type": MANIFEST_MEDIA_TYPE})
-        if response.status_code not in (200, 201):
-            raise RegistryError(f"{ref}: registry {ref.host} refused the manifest: "
-                                f"HTTP {response.status_code} {_errors(response)}",
-                                retryable=response.status_code >= 500)
-        digest = sha256_digest(manifest_bytes)
-        stored = response.headers.get("Docker-Content-Digest")
-        if stored and stored != digest:
-            raise RegistryError(f"{ref}: registry {ref.host} stored the manifest as {stored}, "
-                                f"but its bytes hash to {digest}")
-        return digest
+        with self._session(ref) as (registry, container):
+            manifest_bytes = manifest_for(artifact)
+            with tempfile.TemporaryDirectory(prefix="mops-bundle-") as tmp:
+                for name, data, media_type in (("config.json", artifact.config_bytes, CONFIG_MEDIA_TYPE),
+                                               (LAYER_TITLE, artifact.layer_bytes, LAYER_MEDIA_TYPE)):
+                    path = Path(tmp) / name
+                    path.write_bytes(data)
+                    descriptor = {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data)}
+                    try:
+                        response = registry.upload_blob(str(path), container, descriptor)
+                    except requests.exceptions.RequestException as exc:
+                        raise RegistryError(f"{ref}: registry {ref.host} is unreachable (uploading {name}): "
+                                            f"{type(exc).__name__}: {_short(exc)}", retryable=True) from None
+                    except Exception as exc:  # oras raises ValueError when the upload session fails
+                        if any(code in str(exc) for code in ("UNAUTHORIZED", "DENIED")):
+                            raise RegistryError(f"{ref}: registry {ref.host} denied uploading {name} "
+                                                f"({_short(exc)}); credentials are read from "
+                                                f"{self.docker_config}") from None
+                        raise RegistryError(f"{ref}: uploading {name} to {ref.host} failed: "
+                                            f"{type(exc).__name__}: {_short(exc)}", retryable=True) from None
+                    if response.status_code not in (200, 201, 202):
+                        raise RegistryError(f"{ref}: registry {ref.host} refused {name}: "
+                                            f"HTTP {response.status_code} {_errors(response)}",
+                                            retryable=response.status_code >= 500)
+            url = f"{registry.prefix}://{container.manifest_url(ref.tag)}"
+            response = self._request(registry, ref, "PUT", url, "the manifest upload", data=manifest_bytes,
+                                     headers={"Content-Type": MANIFEST_MEDIA_TYPE})
+            if response.status_code not in (200, 201):
+                raise RegistryError(f"{ref}: registry {ref.host} refused the manifest: "
+                                    f"HTTP {response.status_code} {_errors(response)}",
+                                    retryable=response.status_code >= 500)
+            digest = sha256_digest(manifest_bytes)
+            stored = response.headers.get("Docker-Content-Digest")
+            if stored and stored != digest:
+                raise RegistryError(f"{ref}: registry {ref.host} stored the manifest as {stored}, "
+                                    f"but its bytes hash to {digest}")
+            return digest
 
     # -- read --------------------------------------------------------------------------------------
     def manifest(self, ref: Reference) -> tuple[dict, str]:
         """The bundle manifest for ref and its digest, verified against ref's digest when pinned."""
-        registry, container = self._session(ref)
-        return self._manifest(registry, container, ref)
+        with self._session(ref) as (registry, container):
+            return self._manifest(registry, container, ref)
 
     def resolve(self, ref: Reference) -> Reference:
         """The digest-pinned form of ref: a tag is resolved once (at submit time), so every task of a
@@ -230,15 +251,19 @@ class RegistryClient:
 
     def _manifest(self, registry, container, ref: Reference) -> tuple[dict, str]:
         url = f"{registry.prefix}://{container.manifest_url(ref.target)}"
-        response = self._request(registry, ref, "GET", url, "the manifest",
-                                 headers={"Accept": MANIFEST_MEDIA_TYPE})
-        if response.status_code == 404:
-            raise RegistryError(f"{ref}: not found in registry {ref.host} "
-                                f"(no manifest {ref.target!r} in repository {ref.repository!r})", retryable=True)
-        if response.status_code != 200:
-            raise RegistryError(f"{ref}: registry {ref.host} answered HTTP {response.status_code} for the "
-                                f"manifest {_errors(response)}", retryable=response.status_code >= 500)
-        body = response.content
+        response = self._request(registry, ref, "GET", url, "the manifest", stream=True,
+                                 headers={"Accept": MANIFEST_MEDIA_TYPE, "Accept-Encoding": "identity"})
+        with response:
+            if response.status_code == 404:
+                raise RegistryError(f"{ref}: not found in registry {ref.host} "
+                                    f"(no manifest {ref.target!r} in repository {ref.repository!r})", retryable=True)
+            if response.status_code != 200:
+                raise RegistryError(f"{ref}: registry {ref.host} answered HTTP {response.status_code} for the "
+                                    f"manifest {_errors(response, stream=True)}", retryable=response.status_code >= 500)
+            sink = io.BytesIO()
+            self._read(response, ref, sink, MAX_MANIFEST_BYTES, "the manifest",
+                       f"the manifest is more than {MAX_MANIFEST_BYTES} bytes: refusing it")
+        body = sink.getvalue()
         digest = sha256_digest(body)
         if ref.digest and digest != ref.digest:
             raise RegistryError(f"{ref}: the manifest served hashes to {digest}, not {ref.digest}: "
@@ -247,56 +272,114 @@ class RegistryClient:
             manifest = json.loads(body)
         except ValueError:
             raise RegistryError(f"{ref}: the manifest is not JSON") from None
-        config = manifest.get("config") or {}
-        layers = manifest.get("layers") or []
-        if config.get("mediaType") != CONFIG_MEDIA_TYPE or len(layers) != 1 \
+        config = (manifest.get("config") if isinstance(manifest, dict) else None) or {}
+        layers = (manifest.get("layers") if isinstance(manifest, dict) else None) or []
+        if not isinstance(config, dict) or config.get("mediaType") != CONFIG_MEDIA_TYPE \
+                or not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict) \
                 or layers[0].get("mediaType") != LAYER_MEDIA_TYPE:
             raise RegistryError(f"{ref}: not a modelops bundle (config media type "
                                 f"{config.get('mediaType')!r}, expected {CONFIG_MEDIA_TYPE!r} and one "
                                 f"{LAYER_MEDIA_TYPE!r} layer); push bundles with `mops bundle push`")
         return manifest, digest
 
-    def _blob(self, registry, container, ref: Reference, descriptor: dict, what: str) -> bytes:
+    def _blob(self, registry, container, ref: Reference, descriptor: dict, what: str, sink: BinaryIO,
+              max_bytes: int, bound: str) -> None:
+        """Stream the blob DESCRIPTOR names into SINK, verified: its declared size within MAX_BYTES (BOUND
+        says whose) before any byte is asked for, reading stopped at the declared size, hashed on the
+        way, and the whole download within the client's blob_deadline_s."""
         digest = descriptor.get("digest", "")
         if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             raise RegistryError(f"{ref}: the manifest names {what} by digest {digest!r}, not a sha256 digest")
+        size = descriptor.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise RegistryError(f"{ref}: the manifest gives {what} the size {size!r}, not a number of bytes")
+        if size > max_bytes:
+            raise RegistryError(f"{ref}: {what} {digest} is {size} bytes, more than {bound} allows "
+                                f"({max_bytes} bytes): refusing it before downloading it")
         url = f"{registry.prefix}://{container.get_blob_url(digest)}"
-        response = self._request(registry, ref, "GET", url, what)
-        if response.status_code == 404:
-            raise RegistryError(f"{ref}: {what} {digest} is missing from registry {ref.host}", retryable=True)
-        if response.status_code != 200:
-            raise RegistryError(f"{ref}: registry {ref.host} answered HTTP {response.status_code} for "
-                                f"{what} {digest}", retryable=response.status_code >= 500)
-        data = response.content
-        actual = sha256_digest(data)
-        if actual != digest or len(data) != descriptor.get("size"):
-            raise RegistryError(f"{ref}: {what} served for {digest} hashes to {actual} ({len(data)} bytes, "
-                                f"manifest says {descriptor.get('size')}): refusing it (tampered or corrupted)")
-        return data
+        deadline = time.monotonic() + self.blob_deadline_s
+        response = self._request(registry, ref, "GET", url, what, stream=True,
+                                 headers={"Accept-Encoding": "identity"})
+        with response:
+            if response.status_code == 404:
+                raise RegistryError(f"{ref}: {what} {digest} is missing from registry {ref.host}", retryable=True)
+            if response.status_code != 200:
+                raise RegistryError(f"{ref}: registry {ref.host} answered HTTP {response.status_code} for "
+                                    f"{what} {digest}", retryable=response.status_code >= 500)
+            actual, read = self._read(response, ref, sink, size, what,
+                                      f"{what} served for {digest} is more than the {size} bytes the manifest "
+                                      f"says: refusing it (tampered or corrupted)", deadline)
+        if actual != digest or read != size:
+            raise RegistryError(f"{ref}: {what} served for {digest} hashes to {actual} ({read} bytes, "
+                                f"manifest says {size}): refusing it (tampered or corrupted)")
+
+    def _read(self, response, ref: Reference, sink: BinaryIO, limit: int, what: str, too_long: str,
+              deadline: float | None = None) -> tuple[str, int]:
+        """Copy RESPONSE's body into SINK as it arrives (raw bytes: no decompression), at most LIMIT
+        bytes, before DEADLINE; (sha256 digest, bytes read)."""
+        _, requests = _oras()
+        deadline = deadline or time.monotonic() + self.blob_deadline_s
+        digest = hashlib.sha256()
+        read = 0
+        raw = response.raw
+        try:
+            while True:
+                try:
+                    chunk = raw.read1(CHUNK, decode_content=False)  # what has arrived, one read at a time
+                except (requests.exceptions.RequestException, OSError, *_urllib3_errors()) as exc:
+                    raise RegistryError(f"{ref}: registry {ref.host} broke off {what} after {read} bytes: "
+                                        f"{type(exc).__name__}: {_short(exc)}", retryable=True) from None
+                if not chunk:
+                    break
+                read += len(chunk)
+                if read > limit:
+                    raise RegistryError(f"{ref}: {too_long}")
+                digest.update(chunk)
+                sink.write(chunk)  # a disk error here is the caller's (not the registry's, not retryable)
+                if time.monotonic() > deadline:
+                    raise RegistryError(f"{ref}: downloading {what} from {ref.host} passed its deadline "
+                                        f"({self.blob_deadline_s:g} s, {read} bytes read)", retryable=True)
+        finally:
+            response.close()  # a body left unread is dropped with its connection, never drained
+        return "sha256:" + digest.hexdigest(), read
 
     def inspect(self, ref: Reference) -> dict:
         """What a bundle artifact is: its manifest digest and the config's fields (verified)."""
-        registry, container = self._session(ref)
-        manifest, digest = self._manifest(registry, container, ref)
-        config_bytes = self._blob(registry, container, ref, manifest["config"], "the bundle config")
-        try:
-            config = json.loads(config_bytes)
-        except ValueError:
-            raise RegistryError(f"{ref}: the bundle config is not JSON") from None
-        missing = [k for k in ("name", "version", "entrypoint", "environment", "content_digest") if k not in config]
-        if missing:
-            raise RegistryError(f"{ref}: the bundle config lacks {', '.join(missing)}")
-        layer = manifest["layers"][0]
-        return {"reference": str(ref), "digest": digest, "pinned": str(ref.pinned(digest)), **config,
-                "layer_digest": layer["digest"], "layer_size": layer["size"]}
+        with self._session(ref) as (registry, container):
+            manifest, digest = self._manifest(registry, container, ref)
+            try:
+                config = json.loads(self._config(registry, container, ref, manifest))
+            except ValueError:
+                raise RegistryError(f"{ref}: the bundle config is not JSON") from None
+            missing = [k for k in ("name", "version", "entrypoint", "environment", "content_digest") if k not in config]
+            if missing:
+                raise RegistryError(f"{ref}: the bundle config lacks {', '.join(missing)}")
+            layer = manifest["layers"][0]
+            return {"reference": str(ref), "digest": digest, "pinned": str(ref.pinned(digest)), **config,
+                    "layer_digest": layer["digest"], "layer_size": layer["size"]}
 
-    def fetch(self, ref: Reference) -> tuple[dict, bytes, str]:
-        """(config, layer bytes, manifest digest), every byte verified against its digest."""
-        registry, container = self._session(ref)
-        manifest, digest = self._manifest(registry, container, ref)
-        config = json.loads(self._blob(registry, container, ref, manifest["config"], "the bundle config"))
-        layer = self._blob(registry, container, ref, manifest["layers"][0], "the bundle layer")
-        return config, layer, digest
+    def _config(self, registry, container, ref: Reference, manifest: dict) -> bytes:
+        sink = io.BytesIO()
+        self._blob(registry, container, ref, manifest["config"], "the bundle config", sink, MAX_CONFIG_BYTES,
+                   "a bundle config")
+        return sink.getvalue()
+
+    def fetch(self, ref: Reference, layer_path: Path, max_layer_bytes: int,
+              bound: str = "the size bound") -> tuple[dict, str]:
+        """(config, manifest digest); the layer streamed into LAYER_PATH. Every byte is verified against
+        its digest, and a layer declared larger than MAX_LAYER_BYTES (BOUND names it) is never asked for."""
+        with self._session(ref) as (registry, container):
+            manifest, digest = self._manifest(registry, container, ref)
+            try:
+                config = json.loads(self._config(registry, container, ref, manifest))
+            except ValueError:
+                raise RegistryError(f"{ref}: the bundle config is not JSON") from None
+            if not isinstance(config, dict):
+                raise RegistryError(f"{ref}: the bundle config is not a JSON object")
+            with open(layer_path, "xb") as sink:
+                self._blob(registry, container, ref, manifest["layers"][0], "the bundle layer", sink,
+                           max_layer_bytes, bound)
+            return config, digest
 
 
 def manifest_for(artifact: Artifact) -> bytes:
@@ -316,12 +399,17 @@ def manifest_for(artifact: Artifact) -> bytes:
     return canonical_json(manifest)
 
 
-def _errors(response) -> str:
+def _errors(response, stream: bool = False) -> str:
+    """The registry's error codes and messages (from at most 64 KiB of a streamed body)."""
     try:
-        errors = response.json().get("errors") or []
+        if stream:
+            body = json.loads(response.raw.read(64 * 1024, decode_content=False) or b"{}")
+        else:
+            body = response.json()
+        errors = body.get("errors") or []
         return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
     except Exception:
-        return (response.text or "")[:200]
+        return "" if stream else (response.text or "")[:200]
 
 
 def _short(exc: Exception) -> str:
@@ -331,6 +419,13 @@ def _short(exc: Exception) -> str:
     if cause:
         return cause.group(0).strip()
     return text if len(text) < 300 else text[:300] + "..."
+
+
+def _urllib3_errors() -> tuple[type[Exception], ...]:
+    """urllib3's own errors, which a raw read raises (requests wraps them only in its own reads)."""
+    import urllib3.exceptions
+
+    return (urllib3.exceptions.HTTPError,)
 
 
 @functools.lru_cache(maxsize=1)

@@ -52,6 +52,15 @@ def shared_oci_cache(cache_dir: Path, max_bytes: int, plain_http: bool | None) -
         return _oci_caches[key]
 
 
+def close_shared_oci_caches() -> None:
+    """Release what this process's OCI caches hold (bundles in use), as the process's exit would."""
+    with _oci_caches_lock:
+        caches = list(_oci_caches.values())
+        _oci_caches.clear()
+    for cache in caches:
+        cache.release()
+
+
 class BundleResolver:
     def __init__(self, source: str, bundles_dir: Path, oci_cache: OciBundleCache | None = None):
         if source == OCI_SOURCE and oci_cache is None:

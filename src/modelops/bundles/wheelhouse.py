@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from modelops.bundles.bundle import BundleError
-from modelops.bundles.environments import LOCK_FILE, WHEELS_DIR, parse_lock
+from modelops.bundles.environments import LOCK_FILE, WHEELS_DIR, canonical_lock, parse_lock
 
 # The worker image's interpreter (images/worker/Dockerfile BASE_IMAGE) and glibc (bookworm: 2.36).
 IMAGE_PYTHON = "3.11"
@@ -34,19 +34,27 @@ def platform_tags(machine: str) -> list[str]:
     return tags
 
 
-def download(lock: Path, dest: Path, python: str = IMAGE_PYTHON, machine: str = "x86_64") -> list[Path]:
-    """Download the binary wheels of `lock` (and of anything they need) into `dest`."""
-    parse_lock(lock.read_text(), f"{lock}")  # pins only: refuse before downloading anything
+def download(lock: Path, dest: Path, python: str = IMAGE_PYTHON, machine: str = "x86_64",
+             shown_as: Path | None = None) -> list[Path]:
+    """Download the binary wheels of the pins of `lock` into `dest`: exactly those, as workers install
+    exactly the lock (--no-deps: a complete lock pins every dependency the worker image lacks). pip is
+    handed the parsed pins (canonical_lock), never the file itself: what the parser refuses never
+    reaches pip."""
+    shown_as = shown_as or lock  # errors name the user's file, not a temporary copy of it
+    pins = parse_lock(lock.read_text(), f"{shown_as}")  # pins only: refuse before downloading anything
     if machine not in PLATFORMS:
         raise BundleError(f"--wheels-platform {machine!r} is not supported: allowed {', '.join(PLATFORMS)}")
     abi = "cp" + python.replace(".", "")
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(dest),
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps", "--dest", str(dest),
            "--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none",
-           *[arg for tag in platform_tags(machine) for arg in ("--platform", tag)], "-r", str(lock)]
-    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+           *[arg for tag in platform_tags(machine) for arg in ("--platform", tag)]]
+    with tempfile.TemporaryDirectory(prefix="modelops-lock-") as tmp:
+        parsed = Path(tmp) / LOCK_FILE
+        parsed.write_text(canonical_lock(pins))
+        done = subprocess.run([*cmd, "-r", str(parsed)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip()[-2000:]
-        raise BundleError(f"--with-wheels: pip could not download the wheels of {lock} for CPython {python} "
+        raise BundleError(f"--with-wheels: pip could not download the wheels of {shown_as} for CPython {python} "
                           f"on linux {machine} (exit {done.returncode}): {output}")
     return sorted(dest.glob("*.whl"))
 
@@ -59,8 +67,10 @@ def with_wheels(directory: Path, python: str = IMAGE_PYTHON, machine: str = "x86
     if not lock.is_file():
         raise BundleError(f"--with-wheels: bundle {directory} has no {LOCK_FILE} (the pinned packages it needs "
                           f"beyond the worker image's); without one it runs on the image's packages")
+    parse_lock(lock.read_text(), f"{lock}")  # refused naming the user's file, before anything is copied
     with tempfile.TemporaryDirectory(prefix="modelops-push-") as tmp:
         copy = Path(tmp) / directory.name
-        shutil.copytree(directory, copy, ignore=shutil.ignore_patterns(WHEELS_DIR, "__pycache__", "*.pyc"))
-        download(copy / LOCK_FILE, copy / WHEELS_DIR, python, machine)
+        shutil.copytree(directory, copy, symlinks=True,  # links stay links: build refuses them
+                        ignore=shutil.ignore_patterns(WHEELS_DIR, "__pycache__", "*.pyc"))
+        download(copy / LOCK_FILE, copy / WHEELS_DIR, python, machine, shown_as=lock)
         yield copy

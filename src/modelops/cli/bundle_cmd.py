@@ -59,6 +59,8 @@ def push(directory: Path, ref: str, plain_http: bool | None, with_wheels: bool, 
         _fail("--wheels-python is only used with --with-wheels")
     try:
         reference = parse_reference(ref)
+        if Path(directory).is_dir():
+            artifact.check_tree(Path(directory))  # before --with-wheels copies it (a copy follows links)
         staged = (wheelhouse.with_wheels(directory, wheels_python or wheelhouse.IMAGE_PYTHON, wheels_platform)
                   if with_wheels else nullcontext(directory))
         with staged as source:

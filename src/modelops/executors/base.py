@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelops.bundles import Bundle
+from modelops.settings import without_credentials
 from modelops.tasks import Task
 
 logger = logging.getLogger("modelops.executor")
@@ -76,8 +77,13 @@ THREAD_VARS = (
 
 
 def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of every child process (warm, cold spawn, cold-fork zygote)."""
-    env = dict(os.environ if environ is None else environ)
+    """The environment of every child process (warm, cold spawn, cold-fork zygote): the worker's, without
+    the variables that carry registry or package-index credentials (settings.CREDENTIAL_VARIABLES), which
+    a bundle's code has no use for. Children write no bytecode: a bundle's files are verified against
+    its content digest, which bytecode is not part of, so bytecode in a bundle's directory is never
+    trusted (the OCI cache removes any it finds)."""
+    env = without_credentials(os.environ if environ is None else environ)
     for var in THREAD_VARS:
         env.setdefault(var, "1")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env

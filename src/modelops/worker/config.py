@@ -25,6 +25,7 @@ from modelops.settings import (  # noqa: F401 - the names the worker's modules a
     ExecutorType,
     ImportRng,
     LogLevel,
+    mask_credentials,
 )
 
 logger = logging.getLogger("modelops.config")
@@ -88,7 +89,9 @@ class _RuntimeConfigBase(BaseModel):
                               "a writable directory when MODELOPS_BUNDLE_SOURCE=oci", problem)
 
     def summary(self) -> dict[str, object]:
-        return self.model_dump(mode="json")
+        """The config as JSON values, URL credentials masked (it reaches clients and terminals)."""
+        return {key: mask_credentials(value) if isinstance(value, str) else value
+                for key, value in self.model_dump(mode="json").items()}
 
 
 RuntimeConfig = create_model(
