@@ -16,6 +16,7 @@ import shlex
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,11 @@ class Target:
     # The same registry as pods reach it (REGISTRY_BRIDGE: the local cluster's registry on the pod
     # bridge, for workers pulling OCI bundles); "" when the cluster's env file names none.
     registry_bridge: str = ""
+    # The object store of the cluster tier (cluster/objectstore.sh), as pods and this machine reach it: ""
+    # where the env file names none (kind). Its credentials file holds AWS_ACCESS_KEY_ID=... lines.
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_credentials_file: str = ""
 
     @classmethod
     def from_env_file(cls, path: Path) -> Target:
@@ -80,7 +86,13 @@ class Target:
         if missing:
             raise ValueError(f"{path} lacks {', '.join(missing)} (written by make cluster-up)")
         return cls(env["KUBECONFIG"], env["KUBECTL"], env["REGISTRY"], env["IMAGE_REPOSITORY"], env["IMAGE_DIGEST"],
-                   env["CHART"], env["CHART_VERSION"], env.get("REGISTRY_BRIDGE", ""))
+                   env["CHART"], env["CHART_VERSION"], env.get("REGISTRY_BRIDGE", ""), env.get("S3_ENDPOINT", ""),
+                   env.get("S3_BUCKET", ""), env.get("S3_CREDENTIALS_FILE", ""))
+
+    def s3_credentials(self) -> dict[str, str]:
+        """AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY of the cluster's object store."""
+        pairs = (line.split("=", 1) for line in Path(self.s3_credentials_file).read_text().splitlines() if "=" in line)
+        return {k.strip(): v.strip() for k, v in pairs}
 
     @property
     def env(self) -> dict:
@@ -281,6 +293,28 @@ class Release:
                         "--tail=200"], env=self.target.env, check=False, timeout=60)
             parts.append(f"--- logs of {name}\n{proc.stdout}{proc.stderr}")
         return "\n".join(parts)
+
+
+def check_fresh_process_per_task(rel: Release, results: list[dict], n_tasks: int) -> None:
+    """Provenance says cold (fork) with a distinct (worker, PID) per task, and each task's own pod
+    logged `Child process PID <pid> running task <id>` for it, with no (pod, PID) ever repeated."""
+    assert len(results) == n_tasks and all(r["status"] == "ok" for r in results), results[:2]
+    assert {r["provenance"]["executor"] for r in results} == {"cold"}
+    assert {r["provenance"]["cold_start"] for r in results} == {"fork"}
+    pairs = [(r["provenance"]["worker"], r["provenance"]["pid"]) for r in results]
+    assert len(set(pairs)) == len(pairs), Counter(pairs).most_common(3)
+
+    logs = rel.worker_logs_by_ip()
+    logged: dict = {}  # (pod, pid) -> task ids it ran
+    for pod, log in logs.values():
+        for pid, task in CHILD_PID_LINE.findall(log):
+            logged.setdefault((pod, int(pid)), []).append(task)
+    repeated = {k: v for k, v in logged.items() if len(v) > 1}
+    assert not repeated, f"a cold child ran more than one task: {repeated}"
+    for r in results:
+        ip = r["provenance"]["worker"].removeprefix("tcp://").rsplit(":", 1)[0]
+        pod, _ = logs[ip]
+        assert logged.get((pod, r["provenance"]["pid"])) == [r["task_id"]], (pod, r["provenance"]["pid"])
 
 
 def load_results(text: str) -> list[dict]:

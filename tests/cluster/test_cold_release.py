@@ -10,7 +10,8 @@ import time
 from collections import Counter
 
 import pytest
-from cluster_support import CHILD_PID_LINE, MOPS, REPO, load_results, run_study_through_port_forward
+from cluster_support import (MOPS, REPO, check_fresh_process_per_task, load_results,
+                             run_study_through_port_forward)
 
 STUDY_IN_IMAGE = "/opt/modelops/bundles/sir/study.json"  # examples/ is copied to /opt/modelops/bundles
 STUDY = REPO / "examples" / "sir" / "study.json"
@@ -22,28 +23,6 @@ def cold(releases):
     rel = releases.new()
     rel.install(["cold.yaml", "local.yaml"], sets=["worker.replicas=2"])
     return rel
-
-
-def check_fresh_process_per_task(rel, results: list[dict], n_tasks: int) -> None:
-    """Provenance says cold (fork) with a distinct (worker, PID) per task, and each task's own pod
-    logged `Child process PID <pid> running task <id>` for it, with no (pod, PID) ever repeated."""
-    assert len(results) == n_tasks and all(r["status"] == "ok" for r in results), results[:2]
-    assert {r["provenance"]["executor"] for r in results} == {"cold"}
-    assert {r["provenance"]["cold_start"] for r in results} == {"fork"}
-    pairs = [(r["provenance"]["worker"], r["provenance"]["pid"]) for r in results]
-    assert len(set(pairs)) == len(pairs), Counter(pairs).most_common(3)
-
-    logs = rel.worker_logs_by_ip()
-    logged = {}  # (pod, pid) -> task ids it ran
-    for pod, log in logs.values():
-        for pid, task in CHILD_PID_LINE.findall(log):
-            logged.setdefault((pod, int(pid)), []).append(task)
-    repeated = {k: v for k, v in logged.items() if len(v) > 1}
-    assert not repeated, f"a cold child ran more than one task: {repeated}"
-    for r in results:
-        ip = r["provenance"]["worker"].removeprefix("tcp://").rsplit(":", 1)[0]
-        pod, _ = logs[ip]
-        assert logged.get((pod, r["provenance"]["pid"])) == [r["task_id"]], (pod, r["provenance"]["pid"])
 
 
 def test_each_worker_pod_logs_its_executor(cold):

@@ -95,8 +95,8 @@ def submit(study_path, release, namespace, kubeconfig, context, group, executor,
         except StoreError as exc:
             raise click.BadParameter(str(exc), param_hint="--name") from None
     kube = _connect(kubeconfig, context, namespace)
-    target = ReleaseJobs.find(kube, release)
     try:
+        target = ReleaseJobs.find(kube, release)
         target.check_requirement(study.requires)
         study = _pin(study, study_path, bundles_dir, no_pin)
         spec = study_json(study)
@@ -152,10 +152,14 @@ def _pin(study, study_path: str, bundles_dir: str | None, no_pin: bool):
         if no_pin:
             return study
         directory = Path(bundles_dir or Path(study_path).resolve().parent.parent)
+        if not (directory / study.bundle / "bundle.json").is_file() and not study.bundle.startswith("modelops:"):
+            raise JobsError(
+                f"bundle {study.bundle!r} not found on this machine: no {directory / study.bundle / 'bundle.json'} "
+                "(a file bundle is pinned from this machine's copy: --bundles-dir names where it is; --no-pin "
+                "lets the runner pin the workers' copy; an OCI reference is pinned through its registry)")
         bundle = BundleResolver("file", directory).resolve(study.bundle)
     except BundleError as exc:
-        raise JobsError(f"{exc} (a file bundle is pinned from this machine's copy: --bundles-dir names where it "
-                        "is; --no-pin lets the runner pin the workers' copy)") from None
+        raise JobsError(str(exc)) from None
     return study.model_copy(update={"bundle_digest": bundle.digest})
 
 

@@ -225,14 +225,11 @@ def connect(scheduler: str, wait_workers: float):
 def _run_study(study: Study, scheduler: str, output, resume: bool, store, job, recompute: bool, max_in_flight,
                wait_workers: float, progress: str | None) -> None:
     from modelops.results.url import StoreError
-    from modelops.services.dask_simulation import DaskSimulationService
     from modelops.services.study_run import StudyRejected, StudyRun
 
     started = time.perf_counter()
     show = progress or ("bar" if sys.stderr.isatty() else "lines")
     with connect(scheduler, wait_workers) as client:
-        if line := DaskSimulationService(client).version_mismatch():
-            click.echo(line, err=True)
         study_run = StudyRun(client, study, output=output, resume=resume, store=store, job=job, recompute=recompute,
                              max_in_flight=max_in_flight, progress={"bar": True, "lines": "lines"}.get(show, False),
                              say=click.echo, warn=lambda text: click.echo(text, err=True))

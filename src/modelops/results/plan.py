@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from modelops.results.store import JobRecord, ResultsStore, TaskStates, latest_rows
-from modelops.results.task_keys import KEY, TaskKeys, keys_of
+from modelops.results.task_keys import TaskKeys, keys_of
 from modelops.tasks import Task
 
 logger = logging.getLogger("modelops.results")
@@ -147,5 +147,3 @@ def _chunks(tasks: Iterable[Task]) -> Iterator[list[Task]]:
     if chunk:
         yield chunk
 
-
-__all__ = ["KEY", "PlanCounts", "StorePlan"]

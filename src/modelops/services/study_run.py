@@ -71,6 +71,8 @@ class StudyRun:
 
         started = time.perf_counter()
         service = DaskSimulationService(self.client)
+        if line := service.version_mismatch():  # once, in one line (services/versions.py)
+            self.warn(line)
         runtimes = service.worker_runtime()
         study, requirement = self.study, self.study.requires
         if requirement:
@@ -78,7 +80,7 @@ class StudyRun:
                 service.check_requirement(requirement)
             except NoWorkerForRequirement as exc:
                 raise StudyRejected(f"study {study.name!r}: {exc}") from None
-        digest, entrypoint, study = self._pin(service, study)
+        digest, entrypoint, bundle_name, study = self._pin(service, study)
         outcome = StudyOutcome(Summary(), runtimes, job=self.job)
 
         tasks = study.iter_tasks(digest, entrypoint)
@@ -103,7 +105,7 @@ class StudyRun:
             results_file.open(truncate=not self.resume)
         summary = outcome.summary
         self.say(f"Study {study.name!r}: {n_tasks} tasks on {len(runtimes)} worker(s), bundle "
-                 f"{study.bundle} {digest[:19]}" + (f", {kept} already done" if kept else "")
+                 f"{bundle_name} {digest[:19]}" + (f", {kept} already done" if kept else "")
                  + (f", job {self.job} in results store {self.store.description}" if self.store else ""))
         try:
             if store_plan is not None and store_plan.counts.reuse:
@@ -155,8 +157,9 @@ class StudyRun:
         if self.on_result:
             self.on_result(result)
 
-    def _pin(self, service, study: Study) -> tuple[str, str, Study]:
-        """(bundle digest, entrypoint, the study with its bundle pinned) as the workers see the bundle."""
+    def _pin(self, service, study: Study) -> tuple[str, str, str, Study]:
+        """(bundle digest, entrypoint, bundle name, the study with its bundle pinned) as the workers see
+        the bundle."""
         from modelops.services.bundle_pinning import pin_study
 
         try:
@@ -171,7 +174,7 @@ class StudyRun:
                 f"study {study.name!r}: bundle {study.bundle!r} was pinned to {study.bundle_digest} when the study "
                 f"was submitted, but the workers' copy has digest {bundle['digest']}: the bundle changed since "
                 "(submit the study again to run the workers' copy)")
-        return bundle["digest"], study.entrypoint or bundle["entrypoint"], study
+        return bundle["digest"], study.entrypoint or bundle["entrypoint"], bundle["name"], study
 
     def _plan_store(self, study: Study, digest: str, entrypoint: str):
         from modelops.results.plan import StorePlan
