@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/throughput_100k.py --tasks 100000 [--json out.json]
 
+`--store URL` adds a results store to the uninterrupted run (the runner pod's peak RSS for such a
+study), `--no-kill` skips the killed and resumed runs.
+
 Two runs of the same study (the example SIR bundle, ~0.6-1 ms per task, its full time series
 returned), each a real `mops run --local --executor direct` process:
   1. to the end: wall, tasks/s, peak RSS of the client (`mops run`) and of its scheduler (VmHWM,
@@ -96,9 +99,10 @@ class Sampler(threading.Thread):
             self.stop.wait(0.2)
 
 
-def mops_run(study_path: Path, output: Path, resume: bool = False, kill_at: int | None = None) -> dict:
+def mops_run(study_path: Path, output: Path, resume: bool = False, kill_at: int | None = None,
+             extra: tuple[str, ...] = ()) -> dict:
     args = [*MOPS, "run", str(study_path), "--local", "--workers", "2", "--executor", "direct",
-            "--bundles-dir", str(EXAMPLES), "--output", str(output)] + (["--resume"] if resume else [])
+            "--bundles-dir", str(EXAMPLES), "--output", str(output), *extra] + (["--resume"] if resume else [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELOPS_")}
     started = time.perf_counter()
     # files, not pipes: nobody reads a pipe while the run is watched, and a full one would stall it
@@ -161,6 +165,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--kill-at", type=float, default=0.5, help="Fraction of results written when killed.")
     parser.add_argument("--no-full", action="store_true", help="Skip the uninterrupted run.")
+    parser.add_argument("--store", metavar="URL", help="The uninterrupted run also writes to this results store "
+                        "(mops run --store URL): its peak RSS is the runner pod's for such a study.")
+    parser.add_argument("--no-kill", action="store_true", help="Skip the killed and resumed runs.")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report: dict = {"tasks": args.tasks}
@@ -173,7 +180,9 @@ def main() -> None:
         report["tasks"] = n
         if not args.no_full:
             output = Path(tmp) / "full.jsonl"
-            run = mops_run(study_path, output)
+            store = ("--store", args.store, "--progress", "lines") if args.store else ()
+            run = mops_run(study_path, output, extra=store)
+            run["store"] = args.store
             assert run["returncode"] == 0, run["stdout"][-3000:]
             assert tasks_run(run["stdout"]) == n
             run["file"] = check_file(output, expected)
@@ -181,6 +190,11 @@ def main() -> None:
             del run["stdout"]
             report["full"] = run
             print(json.dumps({"full": run}), flush=True)
+        if args.no_kill:
+            print(json.dumps(report, indent=2))
+            if args.json:
+                args.json.write_text(json.dumps(report, indent=2) + "\n")
+            return
         output = Path(tmp) / "killed.jsonl"
         first = mops_run(study_path, output, kill_at=int(n * args.kill_at))
         assert first["killed"], "the run ended before it could be killed"
