@@ -158,7 +158,8 @@ def test_one_version_line_instead_of_distributeds_table(cold, tmp_path):
 @pytest.mark.parametrize("force", [False, True], ids=["graceful", "forced"])
 def test_a_runner_pod_deleted_mid_study_loses_and_repeats_nothing(cold, tmp_path, force):
     n = 60
-    job = submit(cold, slow_study(tmp_path / "slow.json", n, name=f"slow-{'forced' if force else 'graceful'}"))
+    name = f"slow-{'forced' if force else 'graceful'}"
+    job = submit(cold, slow_study(tmp_path / "slow.json", n, name=name, days=200_000))
     before = child_runs(cold)
     wait_stored(cold, job, tmp_path, 8)
     first = runner_pods(cold, job)
