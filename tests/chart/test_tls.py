@@ -73,7 +73,8 @@ def test_the_runner_job_gets_the_certificate_and_its_mops_run_the_flags(helm):
     assert runner["args"][runner["args"].index("--tls-cert") + 1] == f"{MOUNT}/tls.crt"
     assert {"name": "dask-tls", "mountPath": MOUNT, "readOnly": True} in runner["volumeMounts"]
     assert tls_volume(pod)["secret"]["secretName"] == f"{FULLNAME}-tls"
-    assert not dask_env(runner)  # the runner takes its certificate from the flags above
+    # and from the Dask configuration, for a runner whose submitter did not pass the flags
+    assert dask_env(runner) == dask_tls_env(MOUNT)
 
 
 def test_an_existing_secret_replaces_the_generated_one(helm):

@@ -188,7 +188,9 @@ spec:
           imagePullPolicy: {{ .Values.image.pullPolicy }}
           # Filled in by `mops jobs submit` (`mops run ...`); the image's entrypoint execs it as given.
           args: []
-          {{- with (include "modelops-dask.resultsStoreEnv" . | trim) }}
+          {{- /* tls.enabled: the Dask configuration too, so that a runner started with a tls:// address but
+          without --tls-* (a submitting mops without TLS support) still finds its certificate */}}
+          {{- with (printf "%s\n%s" (include "modelops-dask.tlsEnv" .) (include "modelops-dask.resultsStoreEnv" .) | trim) }}
           env:
             {{- . | nindent 12 }}
           {{- end }}
