@@ -427,11 +427,13 @@ def schema() -> dict:
                     "enabled": BOOL,
                     "existingSecret": {"type": "string", "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
                                        "maxLength": 253,
-                                       "description": "Secret with ca.crt, tls.crt, tls.key; empty: generated or cert-manager"},
+                                       "description": "Secret with ca.crt, tls.crt, tls.key; "
+                                                      "empty: generated or cert-manager"},
                     "certManager": obj(
                         {
                             "enabled": BOOL,
-                            "issuerRef": obj({"name": STR, "kind": {"type": "string", "enum": ["Issuer", "ClusterIssuer"]},
+                            "issuerRef": obj({"name": STR,
+                                              "kind": {"type": "string", "enum": ["Issuer", "ClusterIssuer"]},
                                               "group": {"type": "string", "minLength": 1}}),
                             "duration": DURATION,
                             "renewBefore": DURATION,

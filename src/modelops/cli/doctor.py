@@ -90,7 +90,8 @@ def run_probes(client, address: str, n: int, timeout: float) -> list[TaskResult]
 
 @click.command()
 @click.option("--scheduler", required=True, help="Address of the Dask scheduler, e.g. tcp://host:8786, or "
-              "tls://host:8786 with --tls-ca-file/--tls-cert/--tls-key (or the Dask configuration's distributed.comm.tls.*).")
+              "tls://host:8786 with --tls-ca-file/--tls-cert/--tls-key (or the Dask configuration's "
+              "distributed.comm.tls.*).")
 @click.option("--expect-executor", type=click.Choice([e.value for e in ExecutorType]),
               help="Fail for every worker that runs another executor.")
 @click.option("--expect-cold-start", type=click.Choice(["fork", "spawn"]),

@@ -97,7 +97,8 @@ def run(study_path, scheduler, local, workers, threads, executor, cold_start, bu
         raise click.UsageError("--resume is for --output files; with --store a job always keeps its own results "
                                "(run the same --job again to resume it)")
     if local and (tls_ca_file or tls_cert or tls_key):
-        raise click.UsageError("--tls-ca-file, --tls-cert and --tls-key are for --scheduler tls://HOST:PORT, not --local")
+        raise click.UsageError("--tls-ca-file, --tls-cert and --tls-key are for --scheduler tls://HOST:PORT, "
+                               "not --local")
     security = None if local else security_or_usage_error(scheduler, tls_ca_file, tls_cert, tls_key)
     try:
         study = Study.load(study_path)

@@ -11,9 +11,11 @@ def tls_options(command):
     """Adds the three options (each falls back to the Dask configuration, then to nothing)."""
     options = [
         click.option("--tls-key", metavar="PATH", help="With a tls:// scheduler: the client certificate's private "
-                     "key (PEM) [default: distributed.comm.tls.client.key of the Dask configuration, or in --tls-cert]."),
+                     "key (PEM) [default: distributed.comm.tls.client.key of the Dask configuration, or in "
+                     "--tls-cert]."),
         click.option("--tls-cert", metavar="PATH", help="With a tls:// scheduler: this client's certificate (PEM), "
-                     "signed by the cluster's CA [default: distributed.comm.tls.client.cert of the Dask configuration]."),
+                     "signed by the cluster's CA [default: distributed.comm.tls.client.cert of the Dask "
+                     "configuration]."),
         click.option("--tls-ca-file", metavar="PATH", help="With a tls:// scheduler: the CA certificate (PEM) that "
                      "signed the scheduler's and workers' certificates [default: distributed.comm.tls.ca-file of the "
                      "Dask configuration]."),
