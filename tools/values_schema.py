@@ -422,6 +422,28 @@ def schema() -> dict:
                     "metricsFrom": K8S_LIST,
                 }
             ),
+            "tls": obj(
+                {
+                    "enabled": BOOL,
+                    "existingSecret": {"type": "string", "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+                                       "maxLength": 253,
+                                       "description": "Secret with ca.crt, tls.crt, tls.key; "
+                                                      "empty: generated or cert-manager"},
+                    "certManager": obj(
+                        {
+                            "enabled": BOOL,
+                            "issuerRef": obj({"name": STR,
+                                              "kind": {"type": "string", "enum": ["Issuer", "ClusterIssuer"]},
+                                              "group": {"type": "string", "minLength": 1}}),
+                            "duration": DURATION,
+                            "renewBefore": DURATION,
+                            "caDuration": DURATION,
+                        }
+                    ),
+                    "generated": obj({"days": INT1}),
+                },
+                description="TLS with client certificates between Dask components (distributed.comm.tls)",
+            ),
             "serviceMonitor": obj(dict(MONITOR)),
             "podMonitor": obj(dict(MONITOR), description="PodMonitor for every worker pod's /metrics (all groups)"),
             "jobs": jobs_schema(),

@@ -30,11 +30,19 @@ class LocalProcessCluster:
         nthreads: int = 1,
         log_dir: str | Path | None = None,
         worker_args: tuple[str, ...] = (),
+        protocol: str = "tcp",
+        scheduler_env: dict[str, str] | None = None,
+        client_security=None,
     ):
+        """`protocol` "tls" with `scheduler_env` (and `env`) holding Dask's TLS settings
+        (`modelops.tls.dask_tls_env`) starts a TLS cluster; `client_security` is what its own client uses."""
         self.n_workers = n_workers
         self.env = dict(env or {})
         self.nthreads = nthreads
         self.worker_args = tuple(worker_args)
+        self.protocol = protocol
+        self.scheduler_env = dict(scheduler_env or {})
+        self.client_security = client_security
         self._tmp = None if log_dir else tempfile.TemporaryDirectory(prefix="mops-cluster-")
         self.log_dir = Path(log_dir or self._tmp.name)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -66,11 +74,12 @@ class LocalProcessCluster:
                 "scheduler",
                 "--host", "127.0.0.1",
                 "--port", "0",
+                "--protocol", self.protocol,
                 "--no-dashboard",
                 "--scheduler-file", str(scheduler_file),
             ],
             self.log_dir / "scheduler.log",
-            dict(os.environ),
+            {**os.environ, **self.scheduler_env},
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -126,7 +135,7 @@ class LocalProcessCluster:
         from distributed import Client
 
         deadline = time.monotonic() + timeout
-        with Client(self.address, timeout=30) as client:
+        with Client(self.address, timeout=30, security=self.client_security) as client:
             while len(client.scheduler_info(n_workers=-1)["workers"]) < n:
                 for proc, log in zip(self.workers, self.worker_log_paths):
                     if proc.poll() is not None:

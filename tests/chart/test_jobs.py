@@ -94,7 +94,8 @@ def test_pod_replacement_policy_where_kubernetes_serves_it(helm, kube, present):
 def test_runner_json_shape_for_the_defaults(helm):
     doc = runner_json(render(helm, "--set", "jobs.enabled=true"))
     assert set(doc) == {"version", "release", "namespace", "chart", "scheduler", "store", "resultsService",
-                        "groups", "job"}
+                        "groups", "tls", "job"}
+    assert doc["tls"] is None  # tls.enabled false (tests/chart/test_tls.py: on)
     assert doc["version"] == 1
     assert (doc["release"], doc["namespace"]) == (RELEASE, NAMESPACE)
     assert doc["chart"].startswith("modelops-dask-")

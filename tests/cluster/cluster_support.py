@@ -312,7 +312,7 @@ def check_fresh_process_per_task(rel: Release, results: list[dict], n_tasks: int
     repeated = {k: v for k, v in logged.items() if len(v) > 1}
     assert not repeated, f"a cold child ran more than one task: {repeated}"
     for r in results:
-        ip = r["provenance"]["worker"].removeprefix("tcp://").rsplit(":", 1)[0]
+        ip = r["provenance"]["worker"].split("://", 1)[-1].rsplit(":", 1)[0]  # tcp:// or tls://
         pod, _ = logs[ip]
         assert logged.get((pod, r["provenance"]["pid"])) == [r["task_id"]], (pod, r["provenance"]["pid"])
 

@@ -101,7 +101,7 @@ appended to the user's own required podAffinity terms (a user affinity adds to i
 The runner Job template (batch/v1, without metadata.name/namespace), as YAML. `mops jobs submit`
 reads it from the jobs ConfigMap (runner.json "job"), names it, adds its labels, the study's
 ConfigMap (a volume and a mount) and the container's args (`mops run ...`), and creates it.
-The pod's volumes tmp, dask-config and results are the chart's.
+The pod's volumes tmp, dask-config, results and dask-tls are the chart's.
 */}}
 {{- define "modelops-dask.runnerJob" -}}
 {{- $r := .Values.jobs.runner -}}
@@ -188,7 +188,9 @@ spec:
           imagePullPolicy: {{ .Values.image.pullPolicy }}
           # Filled in by `mops jobs submit` (`mops run ...`); the image's entrypoint execs it as given.
           args: []
-          {{- with (include "modelops-dask.resultsStoreEnv" . | trim) }}
+          {{- /* tls.enabled: the Dask configuration too, so that a runner started with a tls:// address but
+          without --tls-* (a submitting mops without TLS support) still finds its certificate */}}
+          {{- with (printf "%s\n%s" (include "modelops-dask.tlsEnv" .) (include "modelops-dask.resultsStoreEnv" .) | trim) }}
           env:
             {{- . | nindent 12 }}
           {{- end }}
@@ -210,8 +212,15 @@ spec:
             - name: results
               mountPath: {{ include "modelops-dask.resultsMountPath" . }}
             {{- end }}
+            {{- /* tls.enabled: the release's certificate, passed as `mops run --tls-*` (runner.json "tls") */}}
+            {{- with (include "modelops-dask.tlsVolumeMount" . | trim) }}
+            {{- . | nindent 12 }}
+            {{- end }}
       volumes:
         {{- include "modelops-dask.tmpVolume" . | nindent 8 }}
+        {{- with (include "modelops-dask.tlsVolume" . | trim) }}
+        {{- . | nindent 8 }}
+        {{- end }}
         {{- if .Values.daskConfig }}
         - name: dask-config
           configMap:

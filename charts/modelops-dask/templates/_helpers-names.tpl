@@ -47,10 +47,10 @@ is the exec probe of a pod with several processes (`python -m`).
 {{- define "modelops-dask.processPortsModule" -}}modelops.worker.process_ports{{- end -}}
 
 {{/*
-The scheduler's address as workers and clients in the release namespace use it.
+The scheduler's address as workers and clients in the release namespace use it (tls:// with tls.enabled).
 */}}
 {{- define "modelops-dask.schedulerAddress" -}}
-{{- printf "tcp://%s:%s" (include "modelops-dask.schedulerName" .) (include "modelops-dask.num" .Values.scheduler.ports.comm) -}}
+{{- printf "%s://%s:%s" (ternary "tls" "tcp" (eq (toString .Values.tls.enabled) "true")) (include "modelops-dask.schedulerName" .) (include "modelops-dask.num" .Values.scheduler.ports.comm) -}}
 {{- end -}}
 
 {{/*

@@ -15,6 +15,37 @@ modelops-dask.bytes, which parses a memory quantity, also fails on one it cannot
 {{- include "modelops-dask.validateDashboardRoutes" $root -}}
 {{- include "modelops-dask.validateAppLabel" (dict "labels" $root.Values.scheduler.podLabels "path" "scheduler.podLabels" "component" "scheduler") -}}
 {{- include "modelops-dask.validateJobs" $root -}}
+{{- include "modelops-dask.validateTls" $root -}}
+{{- end -}}
+
+{{/*
+TLS (tls.*): one source of certificates. Checked only with tls.enabled (with it off, tls.* renders nothing).
+*/}}
+{{- define "modelops-dask.validateTls" -}}
+{{- $t := .Values.tls -}}
+{{- if $t.enabled -}}
+{{- if and $t.existingSecret $t.certManager.enabled -}}
+{{- fail (printf "tls.existingSecret: %q and tls.certManager.enabled: true: give one source of certificates (an existing Secret with ca.crt, tls.crt, tls.key, or cert-manager, or neither for a chart-generated CA)" $t.existingSecret) -}}
+{{- end -}}
+{{- $envs := list (dict "path" "scheduler.env" "env" $.Values.scheduler.env) -}}
+{{- range $g := (include "modelops-dask.workerGroups" $ | fromJson).groups -}}
+{{- $envs = append $envs (dict "path" (printf "%s.env" (include "modelops-dask.groupPath" $g)) "env" $g.cfg.env) -}}
+{{- end -}}
+{{- range $e := $envs -}}
+{{- $names := list -}}
+{{- if kindIs "map" $e.env -}}{{- $names = keys $e.env -}}{{- else if kindIs "slice" $e.env -}}{{- range $e.env -}}{{- $names = append $names (toString .name) -}}{{- end -}}{{- end -}}
+{{- range $n := $names | sortAlpha -}}
+{{- if hasPrefix "DASK_DISTRIBUTED__COMM__" (upper $n) -}}
+{{- fail (printf "%s: %s is set; with tls.enabled the chart sets Dask's TLS settings (DASK_DISTRIBUTED__COMM__*) itself: drop it" $e.path $n) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $arg := $.Values.scheduler.extraArgs -}}
+{{- if hasPrefix "--protocol" (toString $arg) -}}
+{{- fail (printf "scheduler.extraArgs[%d]: %q; with tls.enabled the chart sets the scheduler's --protocol tls itself: drop it" $i (toString $arg)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*

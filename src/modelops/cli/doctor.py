@@ -13,6 +13,7 @@ import uuid
 
 import click
 
+from modelops.cli.tls_options import security_or_usage_error, tls_options
 from modelops.tasks import Task, TaskResult
 from modelops.worker.config import ExecutorType
 from modelops.worker.runtime import describe_worker, resolve_bundle, run_task
@@ -88,7 +89,9 @@ def run_probes(client, address: str, n: int, timeout: float) -> list[TaskResult]
 
 
 @click.command()
-@click.option("--scheduler", required=True, help="Address of the Dask scheduler, e.g. tcp://host:8786.")
+@click.option("--scheduler", required=True, help="Address of the Dask scheduler, e.g. tcp://host:8786, or "
+              "tls://host:8786 with --tls-ca-file/--tls-cert/--tls-key (or the Dask configuration's "
+              "distributed.comm.tls.*).")
 @click.option("--expect-executor", type=click.Choice([e.value for e in ExecutorType]),
               help="Fail for every worker that runs another executor.")
 @click.option("--expect-cold-start", type=click.Choice(["fork", "spawn"]),
@@ -101,12 +104,15 @@ def run_probes(client, address: str, n: int, timeout: float) -> list[TaskResult]
               help="Wait until at least this many (matching) workers are connected.")
 @click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds to wait for the scheduler and the workers.")
-def doctor(scheduler, expect_executor, expect_cold_start, group, probe_tasks, min_workers, timeout):
+@tls_options
+def doctor(scheduler, expect_executor, expect_cold_start, group, probe_tasks, min_workers, timeout, tls_ca_file,
+           tls_cert, tls_key):
     """Check that workers run the executor their deployment asks for."""
     from distributed import Client
 
+    security = security_or_usage_error(scheduler, tls_ca_file, tls_cert, tls_key)
     try:
-        client = Client(scheduler, timeout=timeout)
+        client = Client(scheduler, timeout=timeout, security=security)
     except OSError as exc:
         click.echo(f"cannot reach scheduler {scheduler}: {exc}", err=True)
         sys.exit(2)

@@ -110,7 +110,8 @@ def submit(study_path, release, namespace, kubeconfig, context, group, executor,
 
     for attempt in range(5):
         name = job or job_name(study.name)
-        args = runner_args(f"{STUDY_DIR}/{STUDY_KEY}", target.scheduler, target.store, name, recompute, max_in_flight)
+        args = runner_args(f"{STUDY_DIR}/{STUDY_KEY}", target.scheduler, target.store, name, recompute, max_in_flight,
+                           target.tls)
         try:
             created = kube.json("POST", kube.ns_path("jobs", group="batch/v1"),
                                 runner_job(target.job_template, name, study.name, args), what=f"creating Job {name}")

@@ -23,6 +23,7 @@ import click
 
 from modelops.routing import Requirement
 from modelops.settings import ExecutorType
+from modelops.cli.tls_options import security_or_usage_error, tls_options
 from modelops.study import Study, StudyError
 from modelops.worker.config import ConfigError, RuntimeConfig
 
@@ -44,7 +45,8 @@ class UnreachableError(click.ClickException):
 
 @click.command()
 @click.argument("study_path", metavar="STUDY", type=click.Path(dir_okay=False))
-@click.option("--scheduler", help="Address of a running Dask scheduler, e.g. tcp://host:8786.")
+@click.option("--scheduler", help="Address of a running Dask scheduler, e.g. tcp://host:8786, or tls://host:8786 "
+              "with --tls-ca-file/--tls-cert/--tls-key (or the Dask configuration's distributed.comm.tls.*).")
 @click.option("--local", is_flag=True, help="Start a real local scheduler and workers for this run.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="With --local: worker processes.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="With --local: threads per worker.")
@@ -77,8 +79,10 @@ class UnreachableError(click.ClickException):
 @click.option("--max-in-flight", type=click.IntRange(1), help="Tasks submitted at once [default: max(200, 4 x cluster threads)].")
 @click.option("--progress", type=click.Choice(["bar", "lines", "none"]), help="How progress is shown "
               "[default: a bar on a terminal, else a line every 10 s].")
+@tls_options
 def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume, store_url,
-        job, recompute, store_wait, wait_workers, require_group, require_executor, max_in_flight, progress):
+        job, recompute, store_wait, wait_workers, require_group, require_executor, max_in_flight, progress,
+        tls_ca_file, tls_cert, tls_key):
     """Run a study and print a summary (tasks, failures, executor per worker, child PIDs)."""
     if bool(scheduler) == bool(local):
         raise click.UsageError("give exactly one of --scheduler ADDRESS or --local")
@@ -92,6 +96,10 @@ def run(study_path, scheduler, local, workers, threads, executor, cold_start, bu
     if resume and store_url:
         raise click.UsageError("--resume is for --output files; with --store a job always keeps its own results "
                                "(run the same --job again to resume it)")
+    if local and (tls_ca_file or tls_cert or tls_key):
+        raise click.UsageError("--tls-ca-file, --tls-cert and --tls-key are for --scheduler tls://HOST:PORT, "
+                               "not --local")
+    security = None if local else security_or_usage_error(scheduler, tls_ca_file, tls_cert, tls_key)
     try:
         study = Study.load(study_path)
     except StudyError as exc:
@@ -108,7 +116,8 @@ def run(study_path, scheduler, local, workers, threads, executor, cold_start, bu
         if local:
             cluster = _start_local(study_path, workers, threads, executor, cold_start, bundles_dir)
             scheduler = cluster.address
-        _run_study(study, scheduler, output, resume, store, job, recompute, max_in_flight, wait_workers, progress)
+        _run_study(study, scheduler, output, resume, store, job, recompute, max_in_flight, wait_workers, progress,
+                   security)
         if cluster is not None:
             _print_worker_log_lines(cluster)
     except Terminated:
@@ -199,16 +208,16 @@ def _start_local(study_path, workers, threads, executor, cold_start, bundles_dir
     return cluster
 
 
-def connect(scheduler: str, wait_workers: float):
+def connect(scheduler: str, wait_workers: float, security=None):
     """A Client of `scheduler` with at least one worker, and one line about differing versions (instead of
-    distributed's table)."""
+    distributed's table). `security`: the client's TLS (modelops.tls.client_security)."""
     from distributed import Client
 
     from modelops.services.versions import quiet_version_table
 
     try:
         with quiet_version_table():
-            client = Client(scheduler, timeout=60)
+            client = Client(scheduler, timeout=60, security=security)
     except OSError as exc:
         raise UnreachableError(f"cannot reach scheduler {scheduler}: {exc}") from None
     try:
@@ -223,13 +232,13 @@ def connect(scheduler: str, wait_workers: float):
 
 
 def _run_study(study: Study, scheduler: str, output, resume: bool, store, job, recompute: bool, max_in_flight,
-               wait_workers: float, progress: str | None) -> None:
+               wait_workers: float, progress: str | None, security=None) -> None:
     from modelops.results.url import StoreError
     from modelops.services.study_run import StudyRejected, StudyRun
 
     started = time.perf_counter()
     show = progress or ("bar" if sys.stderr.isatty() else "lines")
-    with connect(scheduler, wait_workers) as client:
+    with connect(scheduler, wait_workers, security) as client:
         study_run = StudyRun(client, study, output=output, resume=resume, store=store, job=job, recompute=recompute,
                              max_in_flight=max_in_flight, progress={"bar": True, "lines": "lines"}.get(show, False),
                              say=click.echo, warn=lambda text: click.echo(text, err=True))

@@ -40,9 +40,13 @@ def study_configmap_name(job: str) -> str:
 
 
 def runner_args(study_file: str, scheduler: str, store: str, job: str, recompute: bool = False,
-                max_in_flight: int | None = None) -> list[str]:
+                max_in_flight: int | None = None, tls: dict | None = None) -> list[str]:
+    """`tls`: the release's runner.json "tls" ({"caFile", "certFile", "keyFile"}: where the Job template
+    mounts the release's certificate), or None for a release without TLS."""
     args = ["mops", "run", study_file, "--scheduler", scheduler, "--store", store, "--job", job,
             "--progress", "lines"]
+    if tls:
+        args += ["--tls-ca-file", tls["caFile"], "--tls-cert", tls["certFile"], "--tls-key", tls["keyFile"]]
     if recompute:
         args.append("--recompute")
     if max_in_flight:

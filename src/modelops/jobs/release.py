@@ -2,7 +2,8 @@
 
 The chart writes one ConfigMap per release, labelled app.kubernetes.io/instance=<release> and
 app.kubernetes.io/component=jobs, whose `runner.json` holds the scheduler's address, the results
-store's URL, the results server's Service, every worker group's executor, and the runner Job template.
+store's URL, the results server's Service, every worker group's executor, the runner Job template, and
+(tls.enabled) where the runner pod finds the release's CA, certificate and key.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class ReleaseJobs:
     results_service: dict  # {"name", "port"}
     groups: dict  # name -> {"executor", "coldStart", "replicas", "nworkers", "nthreads"}
     job_template: dict
+    tls: dict | None = None  # {"caFile", "certFile", "keyFile"} in the runner pod (the chart's tls.enabled)
 
     @classmethod
     def find(cls, kube: Kube, release: str) -> ReleaseJobs:
@@ -52,7 +54,7 @@ class ReleaseJobs:
                                 f"reads version {RUNNER_CONFIG_VERSION}: use the mops version of the release's image")
             return cls(release=data["release"], namespace=data["namespace"], scheduler=data["scheduler"],
                        store=data["store"], results_service=data["resultsService"], groups=data["groups"],
-                       job_template=data["job"])
+                       job_template=data["job"], tls=data.get("tls") or None)
         except (KeyError, TypeError, ValueError) as exc:
             raise JobsError(f"release {release!r}: its {RUNNER_CONFIG} cannot be read ({type(exc).__name__}: {exc})") \
                 from None

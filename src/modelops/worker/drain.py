@@ -106,9 +106,13 @@ async def drain(worker, timeout: float) -> dict:
 async def drain_addresses(addresses: list[str], timeout: float) -> list[dict]:
     """Drain these worker processes concurrently (used by `mops drain`)."""
     from distributed.core import rpc
+    from distributed.security import Security
+
+    # the pod's own Dask configuration: with the chart's tls.enabled, a client certificate for tls:// workers
+    connection_args = Security().get_connection_args("client")
 
     async def one(address: str) -> dict:
-        async with rpc(address, timeout=10) as worker:  # the connect timeout; the drain itself may be long
+        async with rpc(address, timeout=10, connection_args=connection_args) as worker:  # the connect timeout; the drain itself may be long
             return await getattr(worker, HANDLER)(timeout=timeout)
 
     outcomes = await asyncio.gather(*(one(a) for a in addresses), return_exceptions=True)
