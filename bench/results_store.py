@@ -5,7 +5,8 @@
 For each store (a local directory, and an S3-compatible server when --s3 names one: endpoint from
 AWS_ENDPOINT_URL_S3, credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, e.g. the cluster's
 versitygw with `source .cluster/env` and its credentials file):
-  write    N trivial results through a JobWriter (as `mops run --store` adds them), closed: results/s;
+  write    N trivial results through a JobWriter as `mops run --store` adds them (a batch end every
+           100 results: Parquet batches of FLUSH_ROWS), closed: results/s;
   plan     a second job of the same study planned against the first: every task reusable. The lookup
            (reading the first job's ids, one membership test per task) per task, next to the same plan
            with --recompute (no lookup) and to generating the study's tasks alone;
@@ -31,6 +32,7 @@ from modelops.tasks import TaskResult
 DIGEST = "sha256:" + "cd" * 32
 ENTRYPOINT = "bench:trivial"
 REPLICATES = 10
+ARRIVING_TOGETHER = 100  # results that come back from the scheduler at once
 
 
 def make_study(n_tasks: int) -> Study:
@@ -61,8 +63,10 @@ def bench_store(url: str, study: Study, records: list[dict]) -> dict:
     store.start_job(job_record(first, study))
     writer = store.writer(first)
     t0 = time.perf_counter()
-    for record in records:
+    for i, record in enumerate(records, 1):
         writer.add(record)
+        if i % ARRIVING_TOGETHER == 0:
+            writer.batch_end()  # as the study loop does: written every FLUSH_ROWS (or FLUSH_SECONDS)
     writer.close()
     write_s = time.perf_counter() - t0
     batches = len(store.batch_keys(first))

@@ -90,11 +90,9 @@ def test_the_schema_refuses_a_misspelt_tls_key(helm):
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory) -> Path:
+def generated(tmp_path_factory, helm4) -> Path:
     """The chart-generated CA and certificate (Helm 4), as the pods mount them."""
-    from conftest import _helm
-
-    objects = _helm("helm").template("--set", "tls.enabled=true")
+    objects = helm4.template("--set", "tls.enabled=true")
     secret = one(objects, "Secret", f"{FULLNAME}-tls")
     assert secret["type"] == "kubernetes.io/tls"
     directory = tmp_path_factory.mktemp("chart-tls")
