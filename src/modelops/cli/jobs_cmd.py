@@ -153,13 +153,14 @@ def _pin(study, study_path: str, bundles_dir: str | None, no_pin: bool):
         if no_pin:
             return study
         directory = Path(bundles_dir or Path(study_path).resolve().parent.parent)
-        if not (directory / study.bundle / "bundle.json").is_file() and not study.bundle.startswith("modelops:"):
+        bundle = BundleResolver("file", directory).resolve(study.bundle)
+    except BundleError as exc:
+        if not is_oci_reference(study.bundle) and not (directory / study.bundle).is_dir():
+            # the resolver names the workers' settings; here the copy is this machine's
             raise JobsError(
                 f"bundle {study.bundle!r} not found on this machine: no {directory / study.bundle / 'bundle.json'} "
                 "(a file bundle is pinned from this machine's copy: --bundles-dir names where it is; --no-pin "
-                "lets the runner pin the workers' copy; an OCI reference is pinned through its registry)")
-        bundle = BundleResolver("file", directory).resolve(study.bundle)
-    except BundleError as exc:
+                "lets the runner pin the workers' copy; an OCI reference is pinned through its registry)") from None
         raise JobsError(str(exc)) from None
     return study.model_copy(update={"bundle_digest": bundle.digest})
 
