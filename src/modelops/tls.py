@@ -65,13 +65,6 @@ class ClientTLS:
         return Security(require_encryption=True, tls_ca_file=self.ca_file, tls_client_cert=self.cert,
                         tls_client_key=self.key)
 
-    def args(self) -> list[str]:
-        """The same settings as `mops run`/`mops doctor` options."""
-        out = ["--tls-ca-file", self.ca_file, "--tls-cert", self.cert]
-        if self.key:
-            out += ["--tls-key", self.key]
-        return out
-
 
 def _from_config(key: str) -> str | None:
     import dask.config
@@ -95,18 +88,17 @@ def client_tls(address: str, ca_file: str | None = None, cert: str | None = None
                key: str | None = None) -> ClientTLS | None:
     """The client's TLS settings for connecting to `address`, checked; None for a plain address without
     TLS options. Options win over the Dask configuration, one by one."""
-    given = {"--tls-ca-file": ca_file, "--tls-cert": cert, "--tls-key": key}
-    if not address.startswith(TLS_SCHEME):
-        named = [name for name, value in given.items() if value]
-        if named:
-            raise TLSConfigError(f"{', '.join(named)} given for scheduler address {address!r}: TLS options need a "
-                                 f"{TLS_SCHEME}HOST:PORT address", named[0])
-        return None
     sources = {
         "--tls-ca-file": (ca_file, CA_CONFIG),
         "--tls-cert": (cert, CERT_CONFIG),
         "--tls-key": (key, KEY_CONFIG),
     }
+    if not address.startswith(TLS_SCHEME):
+        named = [option for option, (value, _) in sources.items() if value]
+        if named:
+            raise TLSConfigError(f"{', '.join(named)} given for scheduler address {address!r}: TLS options need a "
+                                 f"{TLS_SCHEME}HOST:PORT address", named[0])
+        return None
     resolved: dict[str, tuple[str | None, str]] = {}
     for option, (value, config_key) in sources.items():
         if value:

@@ -112,7 +112,8 @@ async def drain_addresses(addresses: list[str], timeout: float) -> list[dict]:
     connection_args = Security().get_connection_args("client")
 
     async def one(address: str) -> dict:
-        async with rpc(address, timeout=10, connection_args=connection_args) as worker:  # the connect timeout; the drain itself may be long
+        # timeout: the connect's; the drain itself may be long
+        async with rpc(address, timeout=10, connection_args=connection_args) as worker:
             return await getattr(worker, HANDLER)(timeout=timeout)
 
     outcomes = await asyncio.gather(*(one(a) for a in addresses), return_exceptions=True)
