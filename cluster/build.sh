@@ -11,6 +11,8 @@
 #                                        needs no root and no cluster (the unit tier starts private ones)
 #   $CACHE/bin/local-path-provisioner    dynamic PersistentVolumes on the node, from
 #                                        cluster/tools/local-path-provisioner/go.mod
+#   $CACHE/bin/kube-network-policies     the NetworkPolicy enforcer (a DaemonSet of the cluster), from
+#                                        cluster/tools/kube-network-policies/go.mod
 #
 # A binary is rebuilt only when the go.mod/go.sum that pin it change (a stamp beside it records their
 # hash). go.mod/go.sum are never rewritten (-mod=readonly): they are the pins.
@@ -68,6 +70,8 @@ build_one() {  # build_one NAME MODULE_DIR PKG [LDFLAGS]   (go names the binary 
   say "building $name ($pkg)"
   local t0; t0=$(date +%s)
   go_build "$mod" "$ld" "$pkg"
+  # go names a binary after its package's last element: sigs.k8s.io/kube-network-policies/cmd gives `cmd`.
+  [ "${pkg##*/}" = "$name" ] || [ "$pkg" = . ] || mv -f "$CLUSTER_BIN/${pkg##*/}" "$CLUSTER_BIN/$name"
   [ -x "$CLUSTER_BIN/$name" ] || die "go build of $pkg gave no $name"
   echo "$s" >"$CLUSTER_BIN/.$name.stamp"
   say "$name built in $(( $(date +%s) - t0 ))s"
@@ -78,7 +82,7 @@ pinned_version() {
   awk -v m="$2" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$1/go.mod"
 }
 
-ALL="kubernetes coredns registry pause versitygw local-path-provisioner"
+ALL="kubernetes coredns registry pause versitygw local-path-provisioner kube-network-policies"
 want="${*:-$ALL}"
 for c in $want; do
   case "$c" in
@@ -92,6 +96,8 @@ for c in $want; do
       build_one versitygw "$HERE/tools/versitygw" github.com/versity/versitygw/cmd/versitygw "-X main.Version=$v" ;;
     local-path-provisioner)
       build_one local-path-provisioner "$HERE/tools/local-path-provisioner" github.com/rancher/local-path-provisioner ;;
+    kube-network-policies)
+      build_one kube-network-policies "$HERE/tools/kube-network-policies" sigs.k8s.io/kube-network-policies/cmd ;;
     *) die "unknown component '$c' (allowed: $ALL)" ;;
   esac
 done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Stops the local cluster that cluster/up.sh started, by the PIDs it recorded, and removes what it
 # made on the host: pod sandboxes and their mounts, the bridge, kube-proxy's iptables chains, the
-# guards of the bridge registry and the object store, the sysctl it changed. Cluster data (etcd,
-# registry, images, the object store's buckets, local-path volumes) stays for the next `up` unless --reset.
+# guards of the bridge registry and the object store, the diversion to the NetworkPolicy enforcer,
+# the sysctl it changed. Cluster data (etcd, registry, images, the object store's buckets, local-path
+# volumes) stays for the next `up` unless --reset.
 #
 #   cluster/down.sh                  stop everything, keep data
 #   cluster/down.sh --reset          also delete all cluster state (etcd, registry, images, certs)
@@ -103,6 +104,9 @@ verify_clean() {
   local c; for c in "$REGISTRY_BRIDGE_CHAIN" "$S3_CHAIN"; do
     iptables -S "$c" >/dev/null 2>&1 && left+=("iptables chain $c")
   done
+  for c in "$NETPOL_CHAIN_OUT" "$NETPOL_CHAIN_IN"; do
+    iptables -t mangle -S "$c" >/dev/null 2>&1 && left+=("iptables mangle chain $c")
+  done
   if [ ${#left[@]} -gt 0 ]; then die "left behind: ${left[*]}"; fi
 }
 
@@ -114,6 +118,7 @@ if [ "$MODE" != --leftovers-only ]; then
 fi
 remove_containers
 remove_iptables
+undivert_from_enforcer
 stop_component versitygw
 stop_component registry-bridge
 stop_component registry

@@ -57,6 +57,16 @@ S3_DATA="$S3_STATE/data"
 # AWS_SECRET_ACCESS_KEY=... (mode 0600). versitygw gets them through its environment, never its command line.
 S3_CREDENTIALS="$S3_STATE/credentials"
 
+# NetworkPolicy enforcement: kube-network-policies (a DaemonSet, cluster/manifests/network-policies.yaml)
+# gives the verdicts for the packets queued to NFQUEUE $NETPOL_QUEUE; two mangle-table chains queue the
+# first packet of every connection of a pod (divert_to_enforcer): NETPOL_CHAIN_OUT on POSTROUTING (pod to
+# pod, through Services too), NETPOL_CHAIN_IN on INPUT (pod to this machine: the API server, the
+# registry and the object store on the bridge address).
+NETPOL_QUEUE=100
+NETPOL_CHAIN_OUT="MODELOPS-NETPOL-OUT"
+NETPOL_CHAIN_IN="MODELOPS-NETPOL-IN"
+NETPOL_METRICS_PORT=9080
+
 # Dynamic PersistentVolumes: rancher's local-path-provisioner, as a process on this machine, with a
 # default StorageClass (cluster/manifests/local-path.yaml); volumes are directories under this one.
 LOCAL_PATH_DIR="$CLUSTER_STATE/local-path"
@@ -167,6 +177,46 @@ unguard_bridge_port() {
   iptables -F "$c" 2>/dev/null
   iptables -X "$c" 2>/dev/null
   return 0
+}
+
+# --- NetworkPolicy enforcement (up.sh, down.sh) -----------------------------------------------------
+# divert_to_enforcer: queue the first packet of each connection from or to a pod to the enforcer
+# (idempotent). As upstream's own rules do: not traffic of root's processes on this machine (the
+# kubelet's probes, the API server's service proxy), nor that of the node's address (host-network pods);
+# with no enforcer listening, queued packets are dropped (fail closed, upstream's default).
+divert_to_enforcer() {
+  local q=(-j NFQUEUE --queue-num "$NETPOL_QUEUE") new=(-m conntrack --ctstate NEW)
+  iptables -t mangle -N "$NETPOL_CHAIN_OUT" 2>/dev/null || iptables -t mangle -F "$NETPOL_CHAIN_OUT"
+  iptables -t mangle -A "$NETPOL_CHAIN_OUT" -m owner --uid-owner 0 -j RETURN
+  iptables -t mangle -A "$NETPOL_CHAIN_OUT" -s "$CLUSTER_NODE_IP/32" -j RETURN
+  iptables -t mangle -A "$NETPOL_CHAIN_OUT" -d "$CLUSTER_NODE_IP/32" -j RETURN
+  iptables -t mangle -A "$NETPOL_CHAIN_OUT" -s "$CLUSTER_POD_CIDR" "${new[@]}" "${q[@]}"
+  iptables -t mangle -A "$NETPOL_CHAIN_OUT" -d "$CLUSTER_POD_CIDR" "${new[@]}" "${q[@]}" \
+    || die "cannot fill the iptables chain $NETPOL_CHAIN_OUT"
+  iptables -t mangle -N "$NETPOL_CHAIN_IN" 2>/dev/null || iptables -t mangle -F "$NETPOL_CHAIN_IN"
+  iptables -t mangle -A "$NETPOL_CHAIN_IN" -s "$CLUSTER_NODE_IP/32" -j RETURN
+  iptables -t mangle -A "$NETPOL_CHAIN_IN" -s "$CLUSTER_POD_CIDR" "${new[@]}" "${q[@]}" \
+    || die "cannot fill the iptables chain $NETPOL_CHAIN_IN"
+  iptables -t mangle -C POSTROUTING -j "$NETPOL_CHAIN_OUT" 2>/dev/null || iptables -t mangle -A POSTROUTING -j "$NETPOL_CHAIN_OUT"
+  iptables -t mangle -C INPUT -j "$NETPOL_CHAIN_IN" 2>/dev/null || iptables -t mangle -A INPUT -j "$NETPOL_CHAIN_IN" \
+    || die "cannot add the jumps to the enforcer's chains"
+}
+
+undivert_from_enforcer() {
+  local hook chain
+  for hook in POSTROUTING:"$NETPOL_CHAIN_OUT" INPUT:"$NETPOL_CHAIN_IN"; do
+    chain="${hook#*:}"
+    iptables -t mangle -S "$chain" >/dev/null 2>&1 || continue
+    while iptables -t mangle -D "${hook%%:*}" -j "$chain" 2>/dev/null; do :; done
+    iptables -t mangle -F "$chain" 2>/dev/null
+    iptables -t mangle -X "$chain" 2>/dev/null
+  done
+  return 0
+}
+
+# enforcer_listening: true when a process is bound to NFQUEUE $NETPOL_QUEUE (first column of the kernel's table).
+enforcer_listening() {
+  awk -v q="$NETPOL_QUEUE" '$1 == q {found = 1} END {exit !found}' /proc/net/netfilter/nfnetlink_queue 2>/dev/null
 }
 
 # port_refuses ADDR PORT: true when nothing accepts a TCP connection there (within 2 s).

@@ -9,9 +9,11 @@
 #              the same way; cluster/objectstore.sh (which starts it here too) stops and restarts it
 #   etcd (Debian) on 127.0.0.1  <- kube-apiserver on $CLUSTER_NODE_IP:6443 <- controller-manager,
 #                                  scheduler, kubelet, kube-proxy (iptables), CoreDNS (a Deployment),
-#                                  local-path-provisioner (PersistentVolumes; default StorageClass)
+#                                  local-path-provisioner (PersistentVolumes; default StorageClass),
+#                                  kube-network-policies (a DaemonSet: NetworkPolicies enforced, each
+#                                  pod's new connections queued to it over NFQUEUE)
 #
-# Kubernetes' own components, CoreDNS, versitygw and local-path-provisioner are built from the Go module proxy by cluster/build.sh
+# Kubernetes' own components, CoreDNS, versitygw, local-path-provisioner and kube-network-policies are built from the Go module proxy by cluster/build.sh
 # (cached outside the clone). Every process started is recorded as "PID EXE" in
 # $CLUSTER_RUN/<name>.pid and stopped by cluster/down.sh through that record only.
 # Nothing routes off the machine: the bridge has no masquerade, pods get no default route and no
@@ -256,11 +258,11 @@ start_registry_bridge() {
   wait_for "the registry for pods on $REGISTRY_BRIDGE" 30 registry-bridge curl -sf "http://$REGISTRY_BRIDGE/v2/"
 }
 
-# The cluster's own images (pause, CoreDNS): one static binary each, built into an image by the Docker
+# The cluster's own images (pause, CoreDNS, the NetworkPolicy enforcer): one static binary each, built into an image by the Docker
 # engine with no network and pushed to the local registry, where containerd pulls them like any other.
 push_system_images() {
   local name bin ctx
-  for name in pause coredns; do
+  for name in pause coredns kube-network-policies; do
     local ref="$REGISTRY/modelops-cluster/$name:$(cat "$CLUSTER_BIN/.$name.stamp")"
     if curl -sf -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
         "http://$REGISTRY/v2/modelops-cluster/$name/manifests/${ref##*:}"; then continue; fi
@@ -367,6 +369,31 @@ EOF
        -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
 }
 
+# The NetworkPolicy enforcer: its DaemonSet first, then, once it listens on its queue, the diversion of
+# pods' new connections to it (lib.sh: divert_to_enforcer). Before CoreDNS: from then on every pod's
+# connections are decided by the NetworkPolicies in force.
+start_network_policy_enforcer() {
+  local image="$REGISTRY/modelops-cluster/kube-network-policies:$(cat "$CLUSTER_BIN/.kube-network-policies.stamp")"
+  sed -e "s|@IMAGE@|$image|" -e "s|@QUEUE@|$NETPOL_QUEUE|" -e "s|@METRICS_PORT@|$NETPOL_METRICS_PORT|" \
+      -e "s|@VERBOSITY@|${MODELOPS_NETPOL_VERBOSITY:-0}|" "$HERE/manifests/network-policies.yaml" \
+    | kubectl apply -f - >/dev/null || die "kubectl apply of cluster/manifests/network-policies.yaml failed"
+  # A changed manifest replaces the running pod: wait for the new one, not the old one's queue.
+  kubectl -n kube-system rollout status daemonset/kube-network-policies --timeout=120s >/dev/null \
+    || die "the NetworkPolicy enforcer's DaemonSet did not roll out within 120 s"
+  local i
+  for ((i = 0; i < 240; i++)); do
+    enforcer_listening && break
+    sleep 0.5
+  done
+  if ! enforcer_listening; then
+    kubectl -n kube-system describe pods -l k8s-app=kube-network-policies >&2
+    kubectl -n kube-system logs -l k8s-app=kube-network-policies --tail=30 >&2
+    die "the NetworkPolicy enforcer does not listen on NFQUEUE $NETPOL_QUEUE after 120 s"
+  fi
+  divert_to_enforcer
+  step "NetworkPolicies enforced (kube-network-policies on NFQUEUE $NETPOL_QUEUE)"
+}
+
 start_dns() {
   sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|" -e "s|@DNS_IP@|$CLUSTER_DNS_IP|" "$HERE/manifests/coredns.yaml" \
     | kubectl apply -f - >/dev/null
@@ -434,6 +461,7 @@ main() {
   start_etcd
   start_control_plane
   start_node
+  start_network_policy_enforcer
   start_dns
   start_local_path_provisioner
   step "cluster ready: export KUBECONFIG=$CLUSTER_KUBECONFIG"

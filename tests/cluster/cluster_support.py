@@ -30,6 +30,8 @@ HELMS = {"helm4": REPO / ".tools" / "bin" / "helm", "helm3": REPO / ".tools" / "
 WORKER = "app.kubernetes.io/component=worker"
 SCHEDULER = "app.kubernetes.io/component=scheduler"
 GROUP_LABEL = "modelops-dask.io/worker-group"
+# The labels of client pods the chart's NetworkPolicies admit (values: networkPolicy.clientPodLabels).
+CLIENT_LABELS = {"modelops-dask/client": "true"}
 # "Child process PID 52811 running task sim-1f0c..." (see ../shared/DESIGN.md, required log lines)
 CHILD_PID_LINE = re.compile(r"Child process PID (\d+) running task (\S+)")
 # Prints "=== URL STATUS" and the body of every URL given: run in a client Job by Release.fetch_pages.
@@ -236,7 +238,7 @@ class Release:
             "spec": {
                 "backoffLimit": 0, "ttlSecondsAfterFinished": 600,
                 "template": {
-                    "metadata": {"labels": {"modelops-dask/client": "true", "modelops-dask/e2e": "client"}},
+                    "metadata": {"labels": {**CLIENT_LABELS, "modelops-dask/e2e": "client"}},
                     "spec": {
                         "restartPolicy": "Never", "automountServiceAccountToken": False,
                         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
@@ -358,3 +360,39 @@ def executor_of(values_files: list[str]) -> dict[str, dict]:
             merged.setdefault(name, {}).update((group or {}).get("executor", {}))
     base = {"type": "isolated_warm", "coldStart": "fork", **merged.get("default", {})}
     return {name: {**base, **(overrides if name != "default" else {})} for name, overrides in merged.items()}
+
+
+def restricted_pod(name: str, image: str, script: str, volumes: list[dict] = (), mounts: list[dict] = (),
+                   env: dict | None = None, labels: dict | None = None) -> dict:
+    """A pod as the project's pods run, admitted under the `restricted` Pod Security Standard: UID 10001,
+    fsGroup 10001, read-only root, no capabilities, RuntimeDefault seccomp."""
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": dict(labels or {})},
+        "spec": {
+            "restartPolicy": "Never", "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "main", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", script],
+                "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": list(mounts),
+            }],
+            "volumes": list(volumes),
+        },
+    }
+
+
+def run_pod(ns: Release, pod: dict, timeout: float = 120) -> str:
+    """Applies a pod that runs to completion; returns its log, or fails with it."""
+    name = pod["metadata"]["name"]
+    ns.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+    deadline = time.monotonic() + timeout
+    while (phase := ns.target.kubectl_json("--namespace", ns.namespace, "get", "pod", name)["status"].get("phase")) \
+            not in ("Succeeded", "Failed"):
+        assert time.monotonic() < deadline, f"pod {name} still {phase} after {timeout}s"
+        time.sleep(1)
+    log = ns.kubectl("logs", name, "--tail=-1")
+    assert phase == "Succeeded", f"pod {name} failed:\n{log[-3000:]}"
+    return log

@@ -21,6 +21,10 @@ SESSION = uuid.uuid4().hex[:5]
 # Namespaces of this suite carry the pytest process that made them: those of a run that died (its
 # process is gone) are removed at the start of the next one, never those of a run still going.
 OWNER_LABEL = "modelops-dask.io/e2e-pid"
+# Every namespace of the suite enforces the `restricted` Pod Security Standard: each pod the chart renders
+# (and each the tests make) must be admitted under it, as in a platform team's locked-down namespace.
+POD_SECURITY = {"pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest"}
 
 
 def pytest_collection_modifyitems(items):
@@ -75,7 +79,8 @@ class Releases:
         n = len(self.made)
         rel = Release(self.target, helm, name=f"mops{n}", namespace=f"e2e-{SESSION}-{self.module}-{n}")
         self.target.kubectl("create", "namespace", rel.namespace)
-        self.target.kubectl("label", "namespace", rel.namespace, f"{OWNER_LABEL}={os.getpid()}")
+        self.target.kubectl("label", "namespace", rel.namespace, f"{OWNER_LABEL}={os.getpid()}",
+                            *(f"{k}={v}" for k, v in POD_SECURITY.items()))
         self.made.append(rel)
         return rel
 

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cluster_support import REPO
+from cluster_support import REPO, restricted_pod, run_pod
 
 CLUSTER = REPO / "cluster"
 
@@ -41,7 +41,7 @@ def test_build_names_an_unknown_component_and_the_allowed_ones(tmp_path):
     proc = bash("bash cluster/build.sh kube-dns", env={"MODELOPS_CACHE_DIR": str(tmp_path)})
     assert proc.returncode != 0
     assert "unknown component 'kube-dns'" in proc.stderr
-    assert "kubernetes coredns registry pause versitygw local-path-provisioner" in proc.stderr
+    assert "kubernetes coredns registry pause versitygw local-path-provisioner kube-network-policies" in proc.stderr
 
 
 def test_a_pid_record_is_trusted_only_while_it_names_the_process_started(tmp_path):
@@ -160,41 +160,6 @@ def cluster_env() -> dict[str, str]:
 def scratch(releases):
     """A namespace of this module's own (labelled and removed like every release's)."""
     return releases.new()
-
-
-def run_pod(ns, pod: dict, timeout: float = 120) -> str:
-    """Applies a pod that runs to completion; returns its log, or fails with it."""
-    name = pod["metadata"]["name"]
-    ns.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
-    deadline = time.monotonic() + timeout
-    while (phase := ns.target.kubectl_json("--namespace", ns.namespace, "get", "pod", name)["status"].get("phase")) \
-            not in ("Succeeded", "Failed"):
-        assert time.monotonic() < deadline, f"pod {name} still {phase} after {timeout}s"
-        time.sleep(1)
-    log = ns.kubectl("logs", name, "--tail=-1")
-    assert phase == "Succeeded", f"pod {name} failed:\n{log[-3000:]}"
-    return log
-
-
-def restricted_pod(name: str, image: str, script: str, volumes: list[dict], mounts: list[dict],
-                   env: dict | None = None) -> dict:
-    """A pod as the project's pods run: UID 10001, fsGroup 10001, read-only root, no capabilities."""
-    return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never", "automountServiceAccountToken": False,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "main", "image": image, "imagePullPolicy": "IfNotPresent", "command": ["sh", "-c", script],
-                "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
-                "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                    "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": mounts,
-            }],
-            "volumes": volumes,
-        },
-    }
 
 
 def test_a_claim_of_the_default_class_binds_and_a_restricted_pod_writes_to_it(target, scratch):
