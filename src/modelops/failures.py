@@ -1,4 +1,5 @@
-"""The one constructor of failure replies, used by every executor, the child and the service.
+"""The one constructor of failure replies, used by every executor, the child, the service and the
+task model (`tasks.TaskError`).
 
 A failed task must say everything an operator needs (kind, type, message, traceback, exit code
 or signal, retryable) in the same shape wherever it was detected; building these dicts by hand

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from modelops.worker.config import ExecutorType
+from modelops.settings import ExecutorType
 
 EXECUTOR_PREFIX = "modelops-executor-"
 GROUP_PREFIX = "modelops-group-"

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, create_model, field_validator
 
-from modelops.executors.replies import Failure
+from modelops.failures import Failure
 
 Scalar = bool | int | float | str | None
 
@@ -72,7 +72,7 @@ class Task(BaseModel):
 
 
 # Why a task failed. `kind` classifies the cause; `retryable` says if a rerun could help.
-# The validated form of `modelops.executors.replies.Failure` (a plain dataclass there, because
+# The validated form of `modelops.failures.Failure` (a plain dataclass there, because
 # children import it before any task and must stay import-light), built from its fields: the
 # same fields, types, defaults and kinds, defined once.
 _FAILURE_TYPES = typing.get_type_hints(Failure)

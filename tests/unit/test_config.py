@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from modelops.worker.config import (
-    BundleSource,
-    ColdStart,
-    ConfigError,
-    ExecutorType,
-    LogLevel,
-    RuntimeConfig,
-)
+from modelops.settings import BundleSource, ColdStart, ConfigError, ExecutorType, LogLevel
+from modelops.worker.config import RuntimeConfig
 
 
 @pytest.fixture

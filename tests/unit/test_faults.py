@@ -92,7 +92,7 @@ def test_a_failure_reply_and_a_result_error_have_the_same_fields():
     added to one and not the other would be dropped or rejected between child and result."""
     import dataclasses
 
-    from modelops.executors.replies import Failure
+    from modelops.failures import Failure
     from modelops.tasks import TaskError
 
     assert {f.name for f in dataclasses.fields(Failure)} == set(TaskError.model_fields)

@@ -3,6 +3,7 @@ that runs inside children never imports the worker-side executors or handles."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -38,3 +39,75 @@ def test_code_in_children_does_not_import_worker_side_executors_or_handles():
         "base", "direct", "warm", "cold_spawn", "cold_fork", "child_handle", "zygote_handle", "events")}
     assert not loaded & worker_side, sorted(loaded & worker_side)
     assert not {m for m in loaded if m.startswith("modelops.worker")}
+
+
+# The floors of the package, lowest first: a module imports its own floor and the floors below it,
+# never one above (written once, here). Each unit is a top-level module or sub-package of `modelops`.
+LAYERS = (
+    ("modelops", "settings", "json_files", "failures", "seeding", "tls"),
+    ("tasks", "routing", "study"),
+    ("bundles",),
+    ("executors",),
+    ("worker",),
+    ("results",),
+    ("services", "jobs", "local_cluster"),
+    ("benchmark",),
+    ("cli", "entrypoint"),
+)
+PACKAGE = REPO / "src" / "modelops"
+
+
+def unit_of(module: str) -> str:
+    """`modelops.executors.child.zygote` -> `executors`; `modelops` -> `modelops`."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "modelops"
+
+
+def import_edges() -> list[tuple[str, str, str]]:
+    """(importing unit, imported unit, importing file) for every modelops import, function-level ones too."""
+    edges = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        source = unit_of(".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts))
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name == "modelops" or name.startswith("modelops."):
+                    edges.append((source, unit_of(name), str(path.relative_to(REPO))))
+    return edges
+
+
+def test_every_unit_of_the_package_has_a_floor():
+    units = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    units |= {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    placed = {u for floor in LAYERS for u in floor}
+    assert not (units | {"modelops"}) - placed, f"place these in LAYERS: {sorted(units - placed)}"
+    assert not placed - units - {"modelops"}, f"LAYERS names what does not exist: {sorted(placed - units)}"
+
+
+def test_no_import_points_up_a_floor_and_no_cycle_closes():
+    floor = {u: i for i, units in enumerate(LAYERS) for u in units}
+    edges = import_edges()
+    up = sorted({f"{path}: {src} (floor {floor[src]}) imports {dst} (floor {floor[dst]})"
+                 for src, dst, path in edges if floor[dst] > floor[src]})
+    assert not up, "imports that point up:\n" + "\n".join(up)
+    graph: dict[str, set[str]] = {}
+    for src, dst, _ in edges:
+        if src != dst:
+            graph.setdefault(src, set()).add(dst)
+    done: set[str] = set()
+
+    def visit(unit: str, trail: tuple[str, ...]) -> None:
+        assert unit not in trail, f"import cycle: {' -> '.join((*trail, unit))}"
+        if unit not in done:
+            for nxt in sorted(graph.get(unit, ())):
+                visit(nxt, (*trail, unit))
+            done.add(unit)
+
+    for unit in sorted(graph):
+        visit(unit, ())

@@ -16,7 +16,8 @@ from modelops.services.bundle_pinning import pin_reference, pin_study
 from modelops.settings import PlainHttp
 from modelops.study import Study
 from modelops.tasks import Task
-from modelops.worker.config import ConfigError, RuntimeConfig
+from modelops.settings import ConfigError
+from modelops.worker.config import RuntimeConfig
 
 DIGEST = "sha256:" + "ab" * 32
 

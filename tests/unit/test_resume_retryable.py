@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from modelops.executors.replies import Failure
+from modelops.failures import Failure
 from modelops.services.results_file import FAILED, OK, RETRYABLE, ResultsFile, line_state
 from modelops.study import Study
 from modelops.tasks import Provenance, TaskError, TaskResult

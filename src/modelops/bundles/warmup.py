@@ -86,7 +86,7 @@ def run_warmup(warmup: dict, entrypoint: str, import_path: str | None) -> None:
             raise AttributeError(f"module {module_name!r} has no callable {function_name!r}")
         function()
         return
-    from modelops.executors.invoke import seed_global_rngs
+    from modelops.seeding import seed_global_rngs
 
     module_name, _, function_name = entrypoint.partition(":")
     function = getattr(importlib.import_module(module_name), function_name)

@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from modelops.worker.config import ConfigError, RuntimeConfig
+from modelops.settings import ConfigError
+from modelops.worker.config import RuntimeConfig
 from modelops.worker.logs import configure_logging
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import click
 
 from modelops.routing import Requirement
-from modelops.settings import ExecutorType
+from modelops.settings import ConfigError, ExecutorType
 from modelops.cli.tls_options import security_or_usage_error, tls_options
 from modelops.study import Study, StudyError
-from modelops.worker.config import ConfigError, RuntimeConfig
+from modelops.worker.config import RuntimeConfig
 
 EXECUTORS = [e.value for e in ExecutorType]
 LOG_MARKERS = ("Executor:", "Bundle source:", "Cold start:", "Worker group:")

@@ -17,7 +17,6 @@ In the children (`child/`, run only inside processes the worker starts):
     child/forked.py   forked_child_main: one task, then _exit
 On both sides:
     protocol.py       length-prefixed pickle messages; the ACK and FORK_REQUEST bytes
-    replies.py        the one Failure constructor
     invoke.py         run_job: runs the task wherever a task runs (a child, or the worker for direct)
 
 Processes, channels and messages:
@@ -41,5 +40,7 @@ Processes, channels and messages:
                  +--> forked child (forked_child_main), socket straight to the worker:
                         worker --> child: {"job", "bundle"}; child --> worker: ACK, then the reply
 
-Kept import-light: children import `modelops.executors` before any task runs.
+Below the executors, used on both sides too: `modelops.failures` (the one Failure constructor) and
+`modelops.seeding` (the task's seed into the global RNGs). Kept import-light: children import
+`modelops.executors` before any task runs.
 """

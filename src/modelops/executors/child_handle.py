@@ -21,7 +21,7 @@ import time
 from modelops.executors import pidfd as pidfds
 from modelops.executors.base import child_env
 from modelops.executors.protocol import recv, send
-from modelops.executors.replies import died, timed_out
+from modelops.failures import died, timed_out
 
 FAULT_TEXT_LIMIT = 64 * 1024
 

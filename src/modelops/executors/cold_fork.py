@@ -21,7 +21,7 @@ threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task
   replies and `_exit`s. The worker talks to the child directly and kills its process
   group on timeout, after the reply (leftover grandchildren) and on close.
 - The zygote reaps its children and reports each exit status, so a child that dies in
-  its task becomes a classified failure (`replies.died`).
+  its task becomes a classified failure (`failures.died`).
 - Single-threaded check: the zygote counts /proc/self/task before every fork. If it is
   multi-threaded it refuses every further fork and reports; the worker replaces it (the
   children it forked earlier, while single-threaded, finish their tasks). If a *fresh* zygote
@@ -52,7 +52,7 @@ from modelops.executors.child_handle import read_fault_text
 from modelops.executors.cold_spawn import ColdSpawnExecutor
 from modelops.executors.events import NO_EVENTS, ExecutorEvents
 from modelops.executors.protocol import ACK, recv, send
-from modelops.executors.replies import Failure, died, timed_out
+from modelops.failures import Failure, died, timed_out
 from modelops.executors.zygote_handle import Spare, ZygoteError, ZygoteHandle, zygote_died
 from modelops.tasks import Task
 

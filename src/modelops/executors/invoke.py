@@ -6,20 +6,11 @@ worker itself under the direct executor.
 
 from __future__ import annotations
 
-import random
-import sys
 from typing import Any
 
 from modelops.bundles.bundle import Bundle, BundleError
-from modelops.executors.replies import Failure
-
-
-def seed_global_rngs(seed: int) -> None:
-    """The task's seed decides global RNG state too, so results never depend on process history."""
-    random.seed(seed)
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed(seed)  # seeds are < 2**32 (tasks.SEED_LIMIT)
+from modelops.failures import Failure
+from modelops.seeding import seed_global_rngs
 
 
 def check_outputs(outputs: Any) -> None:

@@ -14,7 +14,7 @@ from modelops.bundles import Bundle
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, job_message, remaining
 from modelops.executors.child_handle import ChildHandle
 from modelops.executors.events import NO_EVENTS, ExecutorEvents
-from modelops.executors.replies import timed_out
+from modelops.failures import timed_out
 from modelops.tasks import Task
 
 logger = logging.getLogger("modelops.executor")

@@ -24,7 +24,7 @@ from modelops.executors import pidfd as pidfds
 from modelops.executors.base import child_env
 from modelops.executors.events import ExecutorEvents
 from modelops.executors.protocol import FORK_REQUEST
-from modelops.executors.replies import Failure
+from modelops.failures import Failure
 
 logger = logging.getLogger("modelops.executor")
 

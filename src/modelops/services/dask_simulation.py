@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from distributed import Client, as_completed
 
-from modelops.executors.replies import Failure
+from modelops.failures import Failure
 from modelops.routing import Requirement, check_requirement
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
 from modelops.worker.runtime import ATTEMPTS, describe_worker, resolve_bundle, run_task

@@ -15,18 +15,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, create_model
 
-from modelops.settings import (  # noqa: F401 - the names the worker's modules and users import from here
-    KNOWN_VARS,
-    PREFIX,
-    SETTINGS,
-    BundleSource,
-    ColdStart,
-    ConfigError,
-    ExecutorType,
-    ImportRng,
-    LogLevel,
-    mask_credentials,
-)
+from modelops.settings import KNOWN_VARS, PREFIX, SETTINGS, BundleSource, ConfigError, mask_credentials
 
 logger = logging.getLogger("modelops.config")
 

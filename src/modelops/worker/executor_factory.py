@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from modelops.executors.base import Executor
 from modelops.executors.events import NO_EVENTS, ExecutorEvents
-from modelops.worker.config import ColdStart, ExecutorType, RuntimeConfig
+from modelops.settings import ColdStart, ExecutorType
+from modelops.worker.config import RuntimeConfig
 
 
 def build_executor(config: RuntimeConfig, slots: int, events: ExecutorEvents = NO_EVENTS) -> Executor:

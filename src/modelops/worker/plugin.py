@@ -19,7 +19,8 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from modelops.routing import worker_resources
 from modelops.worker import drain
-from modelops.worker.config import ExecutorType, RuntimeConfig
+from modelops.settings import ExecutorType
+from modelops.worker.config import RuntimeConfig
 from modelops.worker.logs import configure_logging
 from modelops.worker.runtime import PLUGIN_NAME, WorkerRuntime, attach_runtime, attached_runtime
 

@@ -20,10 +20,11 @@ import modelops
 from modelops.bundles import Bundle, BundleError, BundleResolver
 from modelops.bundles.environments import LOCK_FILE, BundleEnvironments, PreparedEnvironment
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
-from modelops.executors.replies import Failure
+from modelops.failures import Failure
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
 from modelops.worker import metrics
-from modelops.worker.config import ExecutorType, RuntimeConfig
+from modelops.settings import ExecutorType
+from modelops.worker.config import RuntimeConfig
 from modelops.worker.executor_factory import build_executor
 
 logger = logging.getLogger("modelops.runtime")

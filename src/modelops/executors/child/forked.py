@@ -27,7 +27,8 @@ def prewarm(spec: dict) -> None:
     Nothing here can change a result: run_job reseeds the global RNGs from the task seed."""
     try:
         from modelops.bundles.bundle import Bundle
-        from modelops.executors.invoke import check_outputs, seed_global_rngs
+        from modelops.executors.invoke import check_outputs
+        from modelops.seeding import seed_global_rngs
 
         entrypoint = spec.get("entrypoint") or ""
         bundle = Bundle(
