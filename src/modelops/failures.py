@@ -49,10 +49,6 @@ class Failure:
         """The `error` mapping of a result (the fields of `modelops.tasks.TaskError`)."""
         return asdict(self)
 
-    def reply(self) -> dict:
-        """The reply an executor returns for this failure."""
-        return {"status": "failed", "error": self.error()}
-
 
 def died(returncode: int | None, what: str, traceback: str | None = None) -> Failure:
     """How a child died: by a signal (SIGKILL may be the OOM killer: retryable) or an exit code.

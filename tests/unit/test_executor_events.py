@@ -32,7 +32,7 @@ def test_child_start_latency_and_task_memory_peak(make_runtime, bundles_dir, exe
         outcomes = [built.run(make_task(runtime, "native_counter", {"i": i}), bundle) for i in range(2)]
     finally:
         built.close()
-    assert all(o.reply["status"] == "ok" for o in outcomes)
+    assert all(o.reply.ok for o in outcomes)
     methods = {m for m, _ in events.started}
     assert methods == {START_METHOD[executor]}
     # warm starts one child for both tasks; spawn one per task; fork every spare it kept ready

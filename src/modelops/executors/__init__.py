@@ -16,7 +16,7 @@ In the children (`child/`, run only inside processes the worker starts):
     child/fork_checks.py  the zygote's checks before forking (threads, generators made at import)
     child/forked.py   forked_child_main: one task, then _exit
 On both sides:
-    protocol.py       length-prefixed pickle messages; the ACK and FORK_REQUEST bytes
+    protocol.py       the typed messages (TaskMessage, Reply, ZygoteReady) and how they travel
     invoke.py         run_job: runs the task wherever a task runs (a child, or the worker for direct)
 
 Processes, channels and messages:
@@ -24,8 +24,8 @@ Processes, channels and messages:
     Dask worker process
     |-- WarmExecutor / ColdSpawnExecutor
     |     |  exec: python -m modelops.executors.child.runner
-    |     |  task pipe  --> {"job", "bundle"}               (protocol.send)
-    |     |  reply pipe <-- {"status", "outputs"|"error", "pid", "max_rss_kb", "ready_at"?}
+    |     |  task pipe  --> TaskMessage(job, bundle)         (protocol.send)
+    |     |  reply pipe <-- Reply(status, outputs|error, pid, max_rss_kb, ready_at?)
     |     |  memfd      <-- faulthandler traceback of a fatal signal
     |     +--> child (runner.child_main): 1 task (cold spawn) or until EOF (warm)
     |
@@ -33,12 +33,12 @@ Processes, channels and messages:
           |  exec: python -m modelops.executors.child.zygote
           |  control socket (SOCK_SEQPACKET):
           |     worker --> zygote: b"F" x N (fork N spares); EOF = shut down
-          |     zygote --> worker: ("ready", info) | ("spare", pid) + [socket, pidfd, memfd]
-          |                        | ("exit", pid, code) | ("threaded", info) | ("fork_failed", msg)
+          |     zygote --> worker: ("ready", ZygoteReady) | ("spare", pid) + [socket, pidfd, memfd]
+          |                        | ("exit", pid, code) | ("threaded", ZygoteThreaded) | ("fork_failed", msg)
           +--> zygote (zygote_main): never runs a task
                  | fork()
                  +--> forked child (forked_child_main), socket straight to the worker:
-                        worker --> child: {"job", "bundle"}; child --> worker: ACK, then the reply
+                        worker --> child: TaskMessage; child --> worker: ACK, then a Reply
 
 Below the executors, used on both sides too: `modelops.failures` (the one Failure constructor) and
 `modelops.seeding` (the task's seed into the global RNGs). Kept import-light: children import

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from modelops.bundles import Bundle
+from modelops.executors.protocol import Reply
 from modelops.settings import without_credentials
 from modelops.tasks import Task
 
@@ -22,7 +23,7 @@ class ExecutorClosed(RuntimeError):
 
 @dataclass
 class RunOutcome:
-    reply: dict  # {'status': 'ok', 'outputs': ...} or {'status': 'failed', 'error': {...}}
+    reply: Reply
     pid: int
     started: float
     duration_s: float
@@ -31,7 +32,7 @@ class RunOutcome:
     @property
     def memory_peak_bytes(self) -> int | None:
         """Peak resident memory of the child that ran the task, as it reported (None: no child)."""
-        kb = self.reply.get("max_rss_kb")
+        kb = self.reply.max_rss_kb
         return None if kb is None else int(kb) * 1024
 
 
@@ -45,13 +46,6 @@ class Executor(ABC):
 
     def close(self) -> None:
         """Stop every process this executor started."""
-
-
-def job_message(task: Task, bundle: Bundle) -> dict:
-    return {
-        "job": {"entrypoint": task.entrypoint, "params": dict(task.params), "seed": task.seed},
-        "bundle": bundle,
-    }
 
 
 def deadline_for(timeout_s: float) -> float | None:

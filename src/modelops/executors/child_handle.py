@@ -20,7 +20,7 @@ import time
 
 from modelops.executors import pidfd as pidfds
 from modelops.executors.base import child_env
-from modelops.executors.protocol import recv, send
+from modelops.executors.protocol import Reply, TaskMessage, recv, send
 from modelops.failures import died, timed_out
 
 FAULT_TEXT_LIMIT = 64 * 1024
@@ -76,7 +76,7 @@ class ChildHandle:
         """Whether the child is still running (never reaps it)."""
         return self.proc.returncode is None and not pidfds.exited(self.pidfd)
 
-    def run(self, message: dict, deadline: float | None, timeout_s: float) -> dict:
+    def run(self, message: TaskMessage, deadline: float | None, timeout_s: float) -> Reply:
         """Send one task and wait for its reply until `deadline` (monotonic); a dead or late
         child becomes a failed reply. `timeout_s` only names the limit in the message."""
         with self._lock:
@@ -86,16 +86,16 @@ class ChildHandle:
                 closed = False
                 self._owner = threading.get_ident()
         if closed:
-            return died(self._wait_dead(), f"child process {self.pid}", self.fault_text()).reply()
+            return Reply.failed(died(self._wait_dead(), f"child process {self.pid}", self.fault_text()))
         try:
             send(self._task_w, message)
             reply = recv(self._reply_r, deadline)
         except TimeoutError:
             self.kill()
-            return timed_out(timeout_s).reply()
+            return Reply.failed(timed_out(timeout_s))
         except (EOFError, OSError):  # any error on the channel: the child is gone
             returncode = self._wait_dead()
-            return died(returncode, f"child process {self.pid}", self.fault_text()).reply()
+            return Reply.failed(died(returncode, f"child process {self.pid}", self.fault_text()))
         finally:
             with self._lock:
                 self._owner = None
@@ -104,9 +104,8 @@ class ChildHandle:
                 self._close_pipes()
             self._release_if_done()
         self.tasks_done += 1
-        ready_at = reply.pop("ready_at", None)
-        if ready_at is not None:
-            self.start_latency_s = max(0.0, ready_at - self.asked_at)
+        if reply.ready_at is not None:
+            self.start_latency_s = max(0.0, reply.ready_at - self.asked_at)
         return reply
 
     def fault_text(self) -> str | None:

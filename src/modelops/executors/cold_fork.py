@@ -47,13 +47,13 @@ import time
 
 from modelops.bundles import Bundle
 from modelops.bundles.warmup import describe as describe_warmup
-from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, job_message, remaining
+from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, remaining
 from modelops.executors.child_handle import read_fault_text
 from modelops.executors.cold_spawn import ColdSpawnExecutor
 from modelops.executors.events import NO_EVENTS, ExecutorEvents
-from modelops.executors.protocol import ACK, recv, send
-from modelops.failures import Failure, died, timed_out
+from modelops.executors.protocol import ACK, Reply, TaskMessage, recv, send
 from modelops.executors.zygote_handle import Spare, ZygoteError, ZygoteHandle, zygote_died
+from modelops.failures import Failure, died, timed_out
 from modelops.tasks import Task
 
 logger = logging.getLogger("modelops.executor")
@@ -167,7 +167,7 @@ class ColdForkExecutor(Executor):
             logger.warning(
                 "Cold fork zygote PID %d for bundle %r became multi-threaded (%d threads: %s) "
                 "and refused to fork; replacing it",
-                old.pid, key[0], old.threaded["threads"], ", ".join(old.threaded["thread_names"]),
+                old.pid, key[0], old.threaded.threads, ", ".join(old.threaded.thread_names),
             )
             if count >= MAX_THREAD_REPLACEMENTS:
                 self._use_spawn(key, f"its zygotes became multi-threaded {count} times", "threaded_zygotes")
@@ -218,7 +218,7 @@ class ColdForkExecutor(Executor):
         except BaseException:
             zygote.close()
             raise
-        if info.get("warmup_error"):
+        if info.warmup_error:
             zygote.close()
             failure = Failure(
                 kind="runtime",
@@ -226,25 +226,25 @@ class ColdForkExecutor(Executor):
                 message=(
                     f"bundle {bundle.name!r} cannot run under cold fork: its warm-up "
                     f"(bundle.json \"warmup\": {describe_warmup(bundle.warmup)}) raised in the zygote "
-                    f"(PID {zygote.pid}): {info['warmup_error']}\nFix the warm-up or remove it from bundle.json"
+                    f"(PID {zygote.pid}): {info.warmup_error}\nFix the warm-up or remove it from bundle.json"
                 ),
             )
             with self._lock:
                 self._refused[key] = failure
             logger.error("%s", failure.message)
             raise _Refused(failure)
-        if info["threads"] > 1:
+        if info.threads > 1:
             zygote.close()
             self._use_spawn(
                 key,
-                f"after importing its modules the zygote has {info['threads']} threads: "
-                + ", ".join(info["thread_names"]) + "; avoid starting threads at import",
+                f"after importing its modules the zygote has {info.threads} threads: "
+                + ", ".join(info.thread_names) + "; avoid starting threads at import",
                 "threaded_import",
             )
             return None
-        if info.get("import_rngs"):
+        if info.import_rngs:
             zygote.close()
-            rngs = ", ".join(info["import_rngs"])
+            rngs = ", ".join(info.import_rngs)
             if self.import_rng == "spawn":
                 self._use_spawn(
                     key,
@@ -268,12 +268,12 @@ class ColdForkExecutor(Executor):
                 self._refused[key] = failure
             logger.error("%s", failure.message)
             raise _Refused(failure)
-        for error in info["import_errors"]:
+        for error in info.import_errors:
             logger.warning("Cold fork zygote PID %d could not import %s", zygote.pid, error)
         logger.info(
             "Cold fork zygote started: PID %d for bundle %r (%s), imports took %.2f s%s",
-            zygote.pid, bundle.name, bundle.digest[:19], info["import_s"],
-            "" if info.get("warmup_s") is None else f" (warm-up {info['warmup_s']:.2f} s of it)",
+            zygote.pid, bundle.name, bundle.digest[:19], info.import_s,
+            "" if info.warmup_s is None else f" (warm-up {info.warmup_s:.2f} s of it)",
         )
         zygote.request_spares(self.spare_count)
         with self._lock:
@@ -301,11 +301,11 @@ class ColdForkExecutor(Executor):
         t0 = time.perf_counter()
         # the task's timeout covers the whole task: waiting for the zygote and a spare too
         deadline = deadline_for(self.task_timeout_s)
-        message = job_message(task, bundle)
+        message = TaskMessage.of(task, bundle)
         pid = os.getpid()
 
         def outcome(failure: Failure) -> RunOutcome:
-            return RunOutcome(failure.reply(), pid, started, time.perf_counter() - t0)
+            return RunOutcome(Reply.failed(failure), pid, started, time.perf_counter() - t0)
 
         for _attempt in range(MAX_DISPATCH_ATTEMPTS):
             try:
@@ -357,7 +357,7 @@ class ColdForkExecutor(Executor):
             ),
         ))
 
-    def _dispatch(self, zygote: ZygoteHandle, spare: Spare, message: dict, deadline: float | None):
+    def _dispatch(self, zygote: ZygoteHandle, spare: Spare, message: TaskMessage, deadline: float | None):
         """Run the task in `spare`. This thread owns the spare's fds and closes them at the end;
         the child is signalled only through its pidfd, never by its (reusable) PID."""
         pid, fd = spare.pid, spare.fd
@@ -378,13 +378,13 @@ class ColdForkExecutor(Executor):
             except TimeoutError:
                 spare.kill()  # the zygote kills the rest of its process group before reaping it
                 zygote.wait_exit(pid)
-                return timed_out(self.task_timeout_s).reply()
+                return Reply.failed(timed_out(self.task_timeout_s))
             except (EOFError, OSError):
                 code = zygote.wait_exit(pid)
                 if code is None:
                     spare.kill()
-                    return zygote_died(zygote, pid, self._closed).reply()
-                return died(code, f"child process {pid}", read_fault_text(spare.fault_fd)).reply()
+                    return Reply.failed(zygote_died(zygote, pid, self._closed))
+                return Reply.failed(died(code, f"child process {pid}", read_fault_text(spare.fault_fd)))
             # the child exits by itself now; the zygote kills grandchildren it left, then reaps it
             return reply
         finally:

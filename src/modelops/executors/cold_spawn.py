@@ -11,9 +11,10 @@ import threading
 import time
 
 from modelops.bundles import Bundle
-from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, job_message
+from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for
 from modelops.executors.child_handle import ChildHandle
 from modelops.executors.events import NO_EVENTS, ExecutorEvents
+from modelops.executors.protocol import TaskMessage
 from modelops.tasks import Task
 
 logger = logging.getLogger("modelops.executor")
@@ -46,7 +47,7 @@ class ColdSpawnExecutor(Executor):
         try:
             logger.info("Cold runner started: PID %d", child.pid)
             logger.info("Child process PID %d running task %s (Executor: cold)", child.pid, task.task_id)
-            reply = child.run(job_message(task, bundle), deadline, self.task_timeout_s)
+            reply = child.run(TaskMessage.of(task, bundle), deadline, self.task_timeout_s)
         finally:
             child.stop()
             with self._lock:

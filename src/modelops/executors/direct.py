@@ -8,6 +8,7 @@ import time
 from modelops.bundles import Bundle
 from modelops.executors.base import Executor, RunOutcome
 from modelops.executors.invoke import run_job
+from modelops.executors.protocol import TaskMessage
 from modelops.tasks import Task
 
 
@@ -17,7 +18,5 @@ class DirectExecutor(Executor):
     def run(self, task: Task, bundle: Bundle) -> RunOutcome:
         started = time.time()
         t0 = time.perf_counter()
-        reply = run_job(
-            {"entrypoint": task.entrypoint, "params": dict(task.params), "seed": task.seed}, bundle
-        )
+        reply = run_job(TaskMessage.of(task, bundle).job, bundle)
         return RunOutcome(reply, os.getpid(), started, time.perf_counter() - t0)

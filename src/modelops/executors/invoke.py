@@ -1,4 +1,4 @@
-"""Run one simulation call and turn every outcome into a plain reply dict.
+"""Run one simulation call and turn every outcome into a `Reply`.
 
 Runs wherever a task runs: in a child (`child/runner.py`, `child/forked.py`), or in the Dask
 worker itself under the direct executor.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelops.bundles.bundle import Bundle, BundleError
+from modelops.executors.protocol import Job, Reply
 from modelops.failures import Failure
 from modelops.seeding import seed_global_rngs
 
@@ -41,19 +42,19 @@ def check_outputs(outputs: Any) -> None:
         walk(value, key)
 
 
-def failure(kind: str, exc: BaseException, retryable: bool = False) -> dict:
-    return Failure.from_exception(kind, exc, retryable).reply()  # type: ignore[arg-type]
+def failure(kind: str, exc: BaseException, retryable: bool = False) -> Reply:
+    return Reply.failed(Failure.from_exception(kind, exc, retryable))  # type: ignore[arg-type]
 
 
-def run_job(job: dict, bundle: Bundle) -> dict:
-    """Load the entrypoint, seed, call it; return {'status': 'ok', 'outputs': ...} or a failure."""
+def run_job(job: Job, bundle: Bundle) -> Reply:
+    """Load the entrypoint, seed, call it; a reply with the outputs, or a classified failure."""
     try:
-        function = bundle.load_entrypoint(job["entrypoint"])
+        function = bundle.load_entrypoint(job.entrypoint)
     except BundleError as exc:
         return failure("runtime", exc)
-    seed_global_rngs(job["seed"])
+    seed_global_rngs(job.seed)
     try:
-        outputs = function(dict(job["params"]), job["seed"])
+        outputs = function(dict(job.params), job.seed)
     except MemoryError as exc:
         return failure("oom", exc, retryable=True)
     except Exception as exc:
@@ -62,4 +63,4 @@ def run_job(job: dict, bundle: Bundle) -> dict:
         check_outputs(outputs)
     except TypeError as exc:
         return failure("serialization", exc)
-    return {"status": "ok", "outputs": outputs}
+    return Reply.succeeded(outputs)

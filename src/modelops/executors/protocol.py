@@ -1,15 +1,27 @@
-"""Length-prefixed pickle messages over a pair of pipe descriptors.
+"""The messages between the worker and its children, and how they travel.
 
-The parent and a child talk only over dedicated descriptors, never stdout, so a
-model that prints cannot corrupt the protocol.
+Messages are frozen dataclasses, built and read by attribute on both sides, so their shape is
+written once, here: `TaskMessage` (worker -> child: a `Job` and its bundle), `Reply` (child or
+executor -> worker: a task's outcome) and `ZygoteReady` (a cold-fork zygote -> worker, once, after
+its imports). They travel as length-prefixed pickles over dedicated descriptors, never stdout, so a
+model that prints cannot corrupt the protocol. Import-light: children import this before any task.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import select
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from modelops.failures import Failure
+
+if TYPE_CHECKING:
+    from modelops.bundles.bundle import Bundle
+    from modelops.tasks import Task
 
 _HEADER = 8
 
@@ -17,6 +29,82 @@ _HEADER = 8
 # a forked child answers ACK on its socket as soon as it has read its task
 FORK_REQUEST = b"F"
 ACK = b"\x01"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task as a process runs it: which function, its parameters and its seed."""
+
+    entrypoint: str
+    params: dict[str, Any]
+    seed: int
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """Worker -> child: one job and the bundle it comes from."""
+
+    job: Job
+    bundle: Bundle
+
+    @classmethod
+    def of(cls, task: Task, bundle: Bundle) -> TaskMessage:
+        return cls(Job(task.entrypoint, dict(task.params), task.seed), bundle)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A task's outcome, from the process that ran it (or from the executor that saw it fail).
+
+    `error` holds the fields of `modelops.failures.Failure` (`TaskError` on the result). A child adds
+    its PID and peak resident memory (`max_rss_kb`); the first task of an exec'd child also when the
+    child became ready for it (`ready_at`, epoch seconds)."""
+
+    status: Literal["ok", "failed"]
+    outputs: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    pid: int | None = None
+    max_rss_kb: int | None = None
+    ready_at: float | None = None
+
+    @classmethod
+    def succeeded(cls, outputs: dict[str, Any]) -> Reply:
+        return cls("ok", outputs=outputs)
+
+    @classmethod
+    def failed(cls, failure: Failure) -> Reply:
+        return cls("failed", error=failure.error())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def from_process(self, pid: int, max_rss_kb: int | None = None, ready_at: float | None = None) -> Reply:
+        return dataclasses.replace(self, pid=pid, max_rss_kb=max_rss_kb, ready_at=ready_at)
+
+
+@dataclass(frozen=True)
+class ZygoteReady:
+    """Zygote -> worker, once, after its imports and the bundle's warm-up (what the worker's fork
+    policy decides on: `cold_fork`)."""
+
+    pid: int
+    threads: int
+    thread_names: list[str]
+    import_errors: list[str]
+    import_rngs: list[str]
+    import_s: float
+    warmup_s: float | None = None
+    warmup_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ZygoteThreaded:
+    """Zygote -> worker: it is no longer single-threaded and refuses every further fork."""
+
+    pid: int
+    threads: int
+    thread_names: list[str]
 
 
 def send(fd: int, obj: object) -> None:

@@ -11,9 +11,10 @@ import threading
 import time
 
 from modelops.bundles import Bundle
-from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, job_message, remaining
+from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, remaining
 from modelops.executors.child_handle import ChildHandle
 from modelops.executors.events import NO_EVENTS, ExecutorEvents
+from modelops.executors.protocol import Reply, TaskMessage
 from modelops.failures import timed_out
 from modelops.tasks import Task
 
@@ -112,10 +113,10 @@ class WarmExecutor(Executor):
         pool = self._pool(bundle)
         child = pool.acquire(deadline)
         if child is None:
-            return RunOutcome(timed_out(self.task_timeout_s).reply(), 0, started, time.perf_counter() - t0)
+            return RunOutcome(Reply.failed(timed_out(self.task_timeout_s)), 0, started, time.perf_counter() - t0)
         try:
             logger.info("Child process PID %d running task %s (Executor: isolated_warm)", child.pid, task.task_id)
-            reply = child.run(job_message(task, bundle), deadline, self.task_timeout_s)
+            reply = child.run(TaskMessage.of(task, bundle), deadline, self.task_timeout_s)
         finally:
             pool.release(child)
         if child.tasks_done == 1 and child.start_latency_s is not None:

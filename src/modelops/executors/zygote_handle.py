@@ -23,7 +23,7 @@ from modelops.bundles import Bundle
 from modelops.executors import pidfd as pidfds
 from modelops.executors.base import child_env
 from modelops.executors.events import ExecutorEvents
-from modelops.executors.protocol import FORK_REQUEST
+from modelops.executors.protocol import FORK_REQUEST, ZygoteReady, ZygoteThreaded
 from modelops.failures import Failure
 
 logger = logging.getLogger("modelops.executor")
@@ -100,8 +100,8 @@ class ZygoteHandle:
         self._asked: deque[float] = deque()  # when each spare not yet received was asked for
         self.watched: dict[int, int] = {}  # children running a task -> pidfd; exit status wanted
         self.exits: dict[int, int] = {}
-        self.info: dict | None = None
-        self.threaded: dict | None = None
+        self.info: ZygoteReady | None = None
+        self.threaded: ZygoteThreaded | None = None
         self.fork_error: str | None = None
         self.alive = True
         self.closed = False
@@ -197,7 +197,7 @@ class ZygoteHandle:
             pass  # a dead zygote: the reader notices and the next task replaces it
 
     # ---- used by the executor ---------------------------------------------------------
-    def wait_ready(self, timeout_s: float) -> dict:
+    def wait_ready(self, timeout_s: float) -> ZygoteReady:
         """The zygote's ready report; TimeoutError after `timeout_s` (the caller kills it)."""
         deadline = time.monotonic() + timeout_s
         with self.cond:

@@ -20,10 +20,11 @@ import modelops
 from modelops.bundles import Bundle, BundleError, BundleResolver
 from modelops.bundles.environments import LOCK_FILE, BundleEnvironments, PreparedEnvironment
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
+from modelops.executors.protocol import Reply
 from modelops.failures import Failure
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
-from modelops.worker import metrics
 from modelops.settings import ExecutorType
+from modelops.worker import metrics
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.executor_factory import build_executor
 
@@ -61,8 +62,8 @@ class WorkerRuntime:
         except BundleError as exc:
             outcome = RunOutcome(
                 # retryable: an OCI registry that is unreachable, or an artifact not there yet
-                Failure(kind="runtime", type=type(exc).__name__, message=str(exc),
-                        retryable=getattr(exc, "retryable", False)).reply(),
+                Reply.failed(Failure(kind="runtime", type=type(exc).__name__, message=str(exc),
+                                     retryable=getattr(exc, "retryable", False))),
                 os.getpid(),
                 started,
                 time.time() - started,
@@ -96,14 +97,14 @@ class WorkerRuntime:
     def _result(self, task: Task, outcome: RunOutcome, digest: str,
                 environment: PreparedEnvironment | None = None) -> TaskResult:
         reply = outcome.reply
-        ok = reply["status"] == "ok"
+        ok = reply.ok
         return TaskResult(
             task_id=task.task_id,
             status="ok" if ok else "failed",
             params=dict(task.params),
             seed=task.seed,
-            outputs=reply.get("outputs") if ok else None,
-            error=None if ok else TaskError(**reply["error"]),
+            outputs=reply.outputs if ok else None,
+            error=None if ok else TaskError(**reply.error),
             provenance=Provenance(
                 executor=self.config.executor.value,
                 cold_start=outcome.cold_start or self.cold_start,

@@ -28,6 +28,7 @@ def prewarm(spec: dict) -> None:
     try:
         from modelops.bundles.bundle import Bundle
         from modelops.executors.invoke import check_outputs
+        from modelops.executors.protocol import Job, Reply, TaskMessage
         from modelops.seeding import seed_global_rngs
 
         entrypoint = spec.get("entrypoint") or ""
@@ -35,14 +36,14 @@ def prewarm(spec: dict) -> None:
             name=spec.get("bundle", ""), version="", entrypoint=entrypoint, source="",
             digest="", import_path=spec.get("import_path"),
         )
-        message = {"job": {"entrypoint": entrypoint, "params": {"p": 0.5, "n": 1}, "seed": 1}, "bundle": bundle}
+        message = TaskMessage(Job(entrypoint, {"p": 0.5, "n": 1}, 1), bundle)
         pickle.loads(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         if entrypoint.partition(":")[0] in sys.modules:  # never retry a failed import here
             bundle.load_entrypoint(entrypoint)
         seed_global_rngs(0)
         outputs = {"series": [1.0, 2.0], "n": 1, "name": "x"}
         check_outputs(outputs)
-        pickle.dumps({"status": "ok", "outputs": outputs, "pid": 0}, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dumps(Reply.succeeded(outputs).from_process(0), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - an optimisation only
         pass
 

@@ -17,7 +17,7 @@ import threading
 import time
 
 from modelops.executors.invoke import failure, run_job
-from modelops.executors.protocol import recv, send
+from modelops.executors.protocol import TaskMessage, recv, send
 
 
 def watch_parent(original_parent: int, interval: float = 0.5) -> None:
@@ -44,25 +44,20 @@ def limit_memory(megabytes: int) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def run_and_reply(out_fd: int, message: dict, ready_at: float | None = None) -> None:
+def run_and_reply(out_fd: int, message: TaskMessage, ready_at: float | None = None) -> None:
     """Run one task message and send its reply; outputs pickle cannot carry fail the task.
 
     The reply also carries this process's peak resident memory so far (`max_rss_kb`), and, for
     the first task of an exec'd child, when the child became ready for it (`ready_at`, epoch s)."""
-    reply = run_job(message["job"], message["bundle"])
-    reply["pid"] = os.getpid()
-    reply["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if ready_at is not None:
-        reply["ready_at"] = ready_at
+    reply = run_job(message.job, message.bundle)
+    reply = reply.from_process(os.getpid(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, ready_at)
     # flush before replying: once the worker has the reply it may kill the process group
     sys.stdout.flush()
     sys.stderr.flush()
     try:
         send(out_fd, reply)
     except Exception as exc:
-        fallback = failure("serialization", exc)
-        fallback["pid"] = os.getpid()
-        send(out_fd, fallback)
+        send(out_fd, failure("serialization", exc).from_process(os.getpid()))
 
 
 def serve(in_fd: int, out_fd: int, max_tasks: int) -> None:

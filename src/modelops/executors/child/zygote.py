@@ -13,8 +13,8 @@ Control channel: a SOCK_SEQPACKET unix socket (one message = one datagram).
 - worker -> zygote: a message of N bytes b"F" asks for N new spare children.
   EOF (the worker closed it or died) -> kill every child's process group, reap, exit.
 - zygote -> worker: pickled tuples
-  ("ready", info)              once, after the imports and warm-up (info: pid, threads, import
-                               errors, seconds, warm-up seconds and its error's traceback)
+  ("ready", ZygoteReady)       once, after the imports and warm-up (protocol.ZygoteReady: pid,
+                               threads, import errors, seconds, warm-up seconds and its error)
   ("spare", pid) + 3 fds       a new child, waiting for its task on the attached socket; the fds are
                                its socket, a pidfd (opened before the child could be reaped, so the
                                worker never signals a reused PID) and the memfd its faulthandler
@@ -22,12 +22,12 @@ Control channel: a SOCK_SEQPACKET unix socket (one message = one datagram).
   ("exit", pid, returncode)    a child was reaped (returncode < 0: killed by that signal); what was
                                left of its process group was killed just before, while the dead
                                child still held the group's number
-  ("threaded", info)           the zygote is no longer single-threaded: it refuses every further
+  ("threaded", ZygoteThreaded) the zygote is no longer single-threaded: it refuses every further
                                fork; running children finish; it exits when the worker closes it
   ("fork_failed", message)     fork() itself failed (e.g. EAGAIN)
 
 Child channel (one socketpair per child): the worker sends one protocol message
-(`protocol.send`: {"job", "bundle"}); the child answers one byte ACK as soon as it has
+(`protocol.send`: a TaskMessage); the child answers one byte ACK as soon as it has
 read the task (so the worker can tell "died before starting" from "died in the task"),
 then one protocol reply, then `_exit`s.
 """
@@ -48,7 +48,7 @@ import traceback
 
 from modelops.executors.child.fork_checks import bundle_modules, find_import_rngs, thread_count, thread_names
 from modelops.executors.child.forked import forked_child_main
-from modelops.executors.protocol import FORK_REQUEST
+from modelops.executors.protocol import FORK_REQUEST, ZygoteReady, ZygoteThreaded
 
 # how long a fresh zygote waits for threads started at import to finish before
 # declaring itself multi-threaded
@@ -67,7 +67,7 @@ class Zygote:
         self.refusing = False  # multi-threaded: no more forks, drain and wait to be retired
 
     # ---- start-up -------------------------------------------------------------------
-    def load(self) -> dict:
+    def load(self) -> ZygoteReady:
         t0 = time.perf_counter()
         import_path = self.spec.get("import_path")
         if import_path and import_path not in sys.path:
@@ -93,16 +93,10 @@ class Zygote:
             time.sleep(0.02)
         gc.collect()
         gc.freeze()  # children never touch these objects' GC headers: fewer copy-on-write faults
-        return {
-            "pid": self.pid,
-            "threads": thread_count(),
-            "thread_names": thread_names(),
-            "import_errors": errors,
-            "import_rngs": import_rngs,
-            "import_s": time.perf_counter() - t0,
-            "warmup_s": warmup_s,
-            "warmup_error": warmup_error,
-        }
+        return ZygoteReady(
+            pid=self.pid, threads=thread_count(), thread_names=thread_names(), import_errors=errors,
+            import_rngs=import_rngs, import_s=time.perf_counter() - t0, warmup_s=warmup_s, warmup_error=warmup_error,
+        )
 
     def warm_up(self) -> tuple[float | None, str | None]:
         """The bundle's declared warm-up (bundles/warmup.py), once, before any fork: children
@@ -205,7 +199,7 @@ class Zygote:
             # forked while single-threaded) until the worker retires this zygote (EOF).
             self.refusing = True
             try:
-                self.tell(("threaded", {"pid": self.pid, "threads": threads, "thread_names": thread_names()}))
+                self.tell(("threaded", ZygoteThreaded(self.pid, threads, thread_names())))
             except OSError:
                 self.shutdown(0)
             return
