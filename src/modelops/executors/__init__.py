@@ -6,6 +6,7 @@ Worker side (these modules run in the Dask worker process):
     warm.py           `isolated_warm`: a pool of long-lived children per bundle
     cold_spawn.py     `cold` + spawn: a new interpreter per task
     cold_fork.py      `cold` + fork: a zygote per bundle, one forked child per task
+    fork_policy.py    may a bundle fork? its zygote's ready report -> fork, spawn (why) or refuse
     child_handle.py   ChildHandle: the worker's end of one exec'd child
     zygote_handle.py  ZygoteHandle, Spare: the worker's end of a zygote and of its forked children
     pidfd.py          signals through pidfds, never by reusable PID numbers

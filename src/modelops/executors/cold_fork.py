@@ -22,6 +22,9 @@ threads = 1), `gc.freeze()`s, and never runs a task: it forks one child per task
   group on timeout, after the reply (leftover grandchildren) and on close.
 - The zygote reaps its children and reports each exit status, so a child that dies in
   its task becomes a classified failure (`failures.died`).
+- What the zygote's ready report allows (fork, spawn with a reason, or refuse with a failure) is
+  decided by `fork_policy.decide`, a pure function; this module starts the zygote, waits for that
+  report and applies the decision, keeping one record (`_BundleLine`) per bundle.
 - Single-threaded check: the zygote counts /proc/self/task before every fork. If it is
   multi-threaded it refuses every further fork and reports; the worker replaces it (the
   children it forked earlier, while single-threaded, finish their tasks). If a *fresh* zygote
@@ -44,14 +47,17 @@ import os
 import select
 import threading
 import time
+from dataclasses import dataclass, field
 
 from modelops.bundles import Bundle
 from modelops.bundles.warmup import describe as describe_warmup
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, remaining
 from modelops.executors.child_handle import read_fault_text
 from modelops.executors.cold_spawn import ColdSpawnExecutor
+from modelops.executors import fork_policy
 from modelops.executors.events import NO_EVENTS, ExecutorEvents
-from modelops.executors.protocol import ACK, Reply, TaskMessage, recv, send
+from modelops.executors.fork_policy import Spawn
+from modelops.executors.protocol import ACK, Reply, TaskMessage, ZygoteReady, recv, send
 from modelops.executors.zygote_handle import Spare, ZygoteError, ZygoteHandle, zygote_died
 from modelops.failures import Failure, died, timed_out
 from modelops.tasks import Task
@@ -79,6 +85,19 @@ class _Refused(Exception):
         self.failure = failure
 
 
+@dataclass
+class _BundleLine:
+    """What this executor knows of one bundle (name + digest), under the executor's lock; the start
+    lock lets one thread start its zygote while the others wait."""
+
+    start_lock: threading.Lock = field(default_factory=threading.Lock)
+    zygote: ZygoteHandle | None = None  # the one serving its tasks
+    thread_replacements: int = 0  # zygotes replaced because they became multi-threaded
+    spawn_reason: str | None = None  # served by cold spawn instead, and why
+    spawn_tasks: int = 0  # tasks served by that fallback
+    refused: Failure | None = None  # not forkable and not allowed to spawn: its tasks fail with this
+
+
 class ColdForkExecutor(Executor):
     name = "cold"
     cold_start = "fork"
@@ -104,13 +123,8 @@ class ColdForkExecutor(Executor):
         self.preload_modules = tuple(preload_modules)
         self.import_timeout_s = import_timeout_s
         self.import_rng = import_rng
-        self._zygotes: dict[tuple[str, str], ZygoteHandle] = {}
+        self._lines: dict[tuple[str, str], _BundleLine] = {}  # (name, digest) -> what is known of it
         self._retired: list[ZygoteHandle] = []  # replaced zygotes still finishing tasks
-        self._start_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._thread_replacements: dict[tuple[str, str], int] = {}
-        self._spawn_bundles: dict[tuple[str, str], str] = {}  # served by spawn -> why
-        self._spawn_tasks: dict[tuple[str, str], int] = {}  # tasks served by that fallback
-        self._refused: dict[tuple[str, str], Failure] = {}  # not forkable, not allowed to spawn
         self._spawn = ColdSpawnExecutor(
             task_timeout_s=task_timeout_s, memory_limit_mb=memory_limit_mb, events=events
         )
@@ -118,6 +132,13 @@ class ColdForkExecutor(Executor):
         self._closed = False
 
     # ---- zygotes --------------------------------------------------------------------
+    def _line(self, key: tuple[str, str]) -> _BundleLine:
+        """The record of one bundle (made on first use); call with `_lock` held."""
+        line = self._lines.get(key)
+        if line is None:
+            line = self._lines[key] = _BundleLine()
+        return line
+
     def _zygote(self, bundle: Bundle, deadline: float | None) -> ZygoteHandle | None:
         """The live zygote for this bundle (started or replaced as needed); None = serve by spawn.
         TimeoutError when the task's deadline passes while another thread starts the zygote."""
@@ -125,35 +146,34 @@ class ColdForkExecutor(Executor):
         with self._lock:
             if self._closed:
                 raise ExecutorClosed("executor is closed")
-            if key in self._refused:
-                raise _Refused(self._refused[key])
-            zygote = self._zygotes.get(key)
-            if zygote is not None and zygote.usable:
-                return zygote
-            start_lock = self._start_locks.setdefault(key, threading.Lock())
+            line = self._line(key)
+            if line.refused is not None:
+                raise _Refused(line.refused)
+            if line.zygote is not None and line.zygote.usable:
+                return line.zygote
         # another thread may be starting this zygote: wait no longer than the task may
         wait = remaining(deadline)
-        if not start_lock.acquire(timeout=-1 if wait is None else wait):
+        if not line.start_lock.acquire(timeout=-1 if wait is None else wait):
             raise TimeoutError("task deadline passed waiting for the bundle's zygote")
         try:
             with self._lock:
-                if key in self._refused:
-                    raise _Refused(self._refused[key])
-                if key in self._spawn_bundles:
+                if line.refused is not None:
+                    raise _Refused(line.refused)
+                if line.spawn_reason is not None:
                     return None
-                old = self._zygotes.pop(key, None)
+                old, line.zygote = line.zygote, None
                 if old is not None and old.usable:
-                    self._zygotes[key] = old
+                    line.zygote = old
                     return old
             if old is not None:
-                self._retire(key, old)
-                if key in self._spawn_bundles:
+                self._retire(key, line, old)
+                if line.spawn_reason is not None:
                     return None
-            return self._start(key, bundle, deadline)
+            return self._start(key, line, bundle, deadline)
         finally:
-            start_lock.release()
+            line.start_lock.release()
 
-    def _retire(self, key: tuple[str, str], old: ZygoteHandle) -> None:
+    def _retire(self, key: tuple[str, str], line: _BundleLine, old: ZygoteHandle) -> None:
         """Replace a zygote that stopped serving (dead, or multi-threaded)."""
         old.retire()
         self.events.zygote_replaced("threaded" if old.threaded is not None else "died")
@@ -162,30 +182,30 @@ class ColdForkExecutor(Executor):
             if not old.closed:
                 self._retired.append(old)
         if old.threaded is not None:
-            count = self._thread_replacements.get(key, 0) + 1
-            self._thread_replacements[key] = count
+            line.thread_replacements += 1
             logger.warning(
                 "Cold fork zygote PID %d for bundle %r became multi-threaded (%d threads: %s) "
                 "and refused to fork; replacing it",
                 old.pid, key[0], old.threaded.threads, ", ".join(old.threaded.thread_names),
             )
-            if count >= MAX_THREAD_REPLACEMENTS:
-                self._use_spawn(key, f"its zygotes became multi-threaded {count} times", "threaded_zygotes")
+            if line.thread_replacements >= MAX_THREAD_REPLACEMENTS:
+                self._use_spawn(key, line, Spawn(
+                    f"its zygotes became multi-threaded {line.thread_replacements} times", "threaded_zygotes"))
         else:
             logger.warning(
                 "Cold fork zygote PID %d for bundle %r died (exit %s); starting a new one",
                 old.pid, key[0], old.returncode,
             )
 
-    def _use_spawn(self, key: tuple[str, str], why: str, reason: str) -> None:
-        self.events.spawn_fallback(reason)
+    def _use_spawn(self, key: tuple[str, str], line: _BundleLine, spawn: Spawn) -> None:
+        self.events.spawn_fallback(spawn.reason)
         with self._lock:
-            self._spawn_bundles[key] = why
-            self._zygotes.pop(key, None)
+            line.spawn_reason = spawn.why
+            line.zygote = None
         logger.warning(
             "Bundle %r cannot be forked safely (%s): its tasks run with cold start spawn instead "
             "(a new interpreter per task; still isolated, slower)",
-            key[0], why,
+            key[0], spawn.why,
         )
 
     def spawn_fallbacks(self) -> dict[str, dict]:
@@ -193,19 +213,38 @@ class ColdForkExecutor(Executor):
         "name@digest" -> {"reason", "tasks"} (tasks run by spawn so far)."""
         with self._lock:
             return {
-                f"{name}@{digest[:19]}": {"reason": why, "tasks": self._spawn_tasks.get((name, digest), 0)}
-                for (name, digest), why in self._spawn_bundles.items()
+                f"{name}@{digest[:19]}": {"reason": line.spawn_reason, "tasks": line.spawn_tasks}
+                for (name, digest), line in self._lines.items() if line.spawn_reason is not None
             }
 
     def refused_bundles(self) -> dict[str, str]:
         with self._lock:
-            return {f"{name}@{digest[:19]}": f.message for (name, digest), f in self._refused.items()}
+            return {f"{name}@{digest[:19]}": line.refused.message
+                    for (name, digest), line in self._lines.items() if line.refused is not None}
 
-    def _start(self, key: tuple[str, str], bundle: Bundle, deadline: float | None) -> ZygoteHandle | None:
+    def _start(self, key: tuple[str, str], line: _BundleLine, bundle: Bundle,
+               deadline: float | None) -> ZygoteHandle | None:
+        """Start a zygote, wait for its ready report, and apply the fork policy's decision."""
+        zygote, ready = self._start_and_wait(bundle, deadline)
+        decision = fork_policy.decide(ready, bundle.name, describe_warmup(bundle.warmup), self.import_rng)
+        if isinstance(decision, fork_policy.Refuse):
+            zygote.close()
+            with self._lock:
+                line.refused = decision.failure
+            logger.error("%s", decision.failure.message)
+            raise _Refused(decision.failure)
+        if isinstance(decision, Spawn):
+            zygote.close()
+            self._use_spawn(key, line, decision)
+            return None
+        return self._serve_from(key, line, bundle, zygote, ready)
+
+    def _start_and_wait(self, bundle: Bundle, deadline: float | None) -> tuple[ZygoteHandle, ZygoteReady]:
+        """A new zygote and its ready report, within the import timeout (or the task's, if sooner)."""
         zygote = ZygoteHandle(bundle, self.preload_modules, self.memory_limit_mb, self.events)
         task_wait = remaining(deadline)
         try:
-            info = zygote.wait_ready(self.import_timeout_s if task_wait is None else min(task_wait, self.import_timeout_s))
+            ready = zygote.wait_ready(self.import_timeout_s if task_wait is None else min(task_wait, self.import_timeout_s))
         except TimeoutError:
             zygote.close()
             if task_wait is not None and task_wait < self.import_timeout_s:
@@ -218,72 +257,30 @@ class ColdForkExecutor(Executor):
         except BaseException:
             zygote.close()
             raise
-        if info.warmup_error:
-            zygote.close()
-            failure = Failure(
-                kind="runtime",
-                type="WarmupFailed",
-                message=(
-                    f"bundle {bundle.name!r} cannot run under cold fork: its warm-up "
-                    f"(bundle.json \"warmup\": {describe_warmup(bundle.warmup)}) raised in the zygote "
-                    f"(PID {zygote.pid}): {info.warmup_error}\nFix the warm-up or remove it from bundle.json"
-                ),
-            )
-            with self._lock:
-                self._refused[key] = failure
-            logger.error("%s", failure.message)
-            raise _Refused(failure)
-        if info.threads > 1:
-            zygote.close()
-            self._use_spawn(
-                key,
-                f"after importing its modules the zygote has {info.threads} threads: "
-                + ", ".join(info.thread_names) + "; avoid starting threads at import",
-                "threaded_import",
-            )
-            return None
-        if info.import_rngs:
-            zygote.close()
-            rngs = ", ".join(info.import_rngs)
-            if self.import_rng == "spawn":
-                self._use_spawn(
-                    key,
-                    f"random generators created at import would be cloned into every forked child: {rngs}; "
-                    "MODELOPS_COLD_IMPORT_RNG=spawn",
-                    "import_rng",
-                )
-                return None
-            failure = Failure(
-                kind="runtime",
-                type="ForkUnsafeBundle",
-                message=(
-                    f"bundle {bundle.name!r} cannot run under cold fork: random generator(s) created at "
-                    f"import, {rngs}, would be cloned into every forked child, so every task would draw "
-                    "the same numbers. Create generators inside simulate() from the task's seed (e.g. "
-                    "numpy.random.default_rng(seed), random.Random(seed)), or set "
-                    "MODELOPS_COLD_IMPORT_RNG=spawn to run this bundle under cold spawn (slower)"
-                ),
-            )
-            with self._lock:
-                self._refused[key] = failure
-            logger.error("%s", failure.message)
-            raise _Refused(failure)
-        for error in info.import_errors:
+        return zygote, ready
+
+    def _serve_from(self, key: tuple[str, str], line: _BundleLine, bundle: Bundle, zygote: ZygoteHandle,
+                    ready: ZygoteReady) -> ZygoteHandle:
+        """Make a forkable zygote the bundle's: spares asked for, older digests of the bundle retired."""
+        for error in ready.import_errors:
             logger.warning("Cold fork zygote PID %d could not import %s", zygote.pid, error)
         logger.info(
             "Cold fork zygote started: PID %d for bundle %r (%s), imports took %.2f s%s",
-            zygote.pid, bundle.name, bundle.digest[:19], info.import_s,
-            "" if info.warmup_s is None else f" (warm-up {info.warmup_s:.2f} s of it)",
+            zygote.pid, bundle.name, bundle.digest[:19], ready.import_s,
+            "" if ready.warmup_s is None else f" (warm-up {ready.warmup_s:.2f} s of it)",
         )
         zygote.request_spares(self.spare_count)
         with self._lock:
             if self._closed:
                 zygote.close()
                 raise ExecutorClosed("executor is closed")
-            self._zygotes[key] = zygote
+            line.zygote = zygote
             # the bundle changed (new digest): its old zygotes go once their tasks are done
-            stale = [k for k in self._zygotes if k[0] == key[0] and k != key]
-            outdated = [self._zygotes.pop(k) for k in stale]
+            outdated = []
+            for other_key, other in self._lines.items():
+                if other_key[0] == key[0] and other_key != key and other.zygote is not None:
+                    outdated.append(other.zygote)
+                    other.zygote = None
         for old in outdated:
             logger.info(
                 "Bundle %r changed (digest %s): retiring cold fork zygote PID %d",
@@ -311,9 +308,8 @@ class ColdForkExecutor(Executor):
             try:
                 zygote = self._zygote(bundle, deadline)
                 if zygote is None:
-                    key = (bundle.name, bundle.digest)
                     with self._lock:
-                        self._spawn_tasks[key] = self._spawn_tasks.get(key, 0) + 1
+                        self._line((bundle.name, bundle.digest)).spawn_tasks += 1
                     return self._spawn.run(task, bundle, deadline)
                 task_wait = remaining(deadline)
                 wait = self.import_timeout_s if task_wait is None else min(task_wait, self.import_timeout_s)
@@ -398,8 +394,9 @@ class ColdForkExecutor(Executor):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            zygotes = list(self._zygotes.values()) + self._retired
-            self._zygotes.clear()
+            zygotes = self._live_zygotes() + self._retired
+            for line in self._lines.values():
+                line.zygote = None
             self._retired = []
         for zygote in zygotes:
             zygote.close()
@@ -408,9 +405,13 @@ class ColdForkExecutor(Executor):
     def child_pids(self) -> list[int]:
         """Live zygote, spare and running-child PIDs."""
         with self._lock:
-            zygotes = list(self._zygotes.values()) + self._retired
+            zygotes = self._live_zygotes() + self._retired
         return [pid for zygote in zygotes for pid in zygote.pids()]
 
     def zygote_pids(self) -> list[int]:
         with self._lock:
-            return [z.pid for z in self._zygotes.values() if z.alive]
+            return [z.pid for z in self._live_zygotes() if z.alive]
+
+    def _live_zygotes(self) -> list[ZygoteHandle]:
+        """The current zygote of every bundle (call with `_lock` held)."""
+        return [line.zygote for line in self._lines.values() if line.zygote is not None]
