@@ -46,6 +46,23 @@ securityContext:
 {{- end -}}
 
 {{/*
+A group's own containers (initContainers, extraContainers), as given, except that one without a
+securityContext gets containerSecurityContext: every container the chart renders is then admitted in
+a namespace enforcing the `restricted` Pod Security Standard. A container's own securityContext is
+kept whole. Call with (dict "root" $ "containers" LIST).
+*/}}
+{{- define "modelops-dask.groupContainers" -}}
+{{- $out := list -}}
+{{- range $c := .containers -}}
+{{- if and (not (hasKey $c "securityContext")) $.root.Values.containerSecurityContext -}}
+{{- $c = merge (dict "securityContext" $.root.Values.containerSecurityContext) $c -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/*
 Where a pull secret's config.json is mounted (bundles.oci.pullSecret); the workers' DOCKER_CONFIG.
 */}}
 {{- define "modelops-dask.dockerConfigDir" -}}
