@@ -18,7 +18,7 @@ case "$MODE" in stop|--reset|--leftovers-only) ;; *) die "usage: $0 [--reset|--l
 [ "$(id -u)" -eq 0 ] || die "cluster/down.sh needs root (it unmounts and deletes the pod bridge)"
 [ -d "$CLUSTER_STATE" ] || { say "no cluster state at $CLUSTER_STATE: nothing to stop"; exit 0; }
 
-kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" --request-timeout=10s "$@"; }
+KUBECTL_REQUEST_TIMEOUT=10s   # lib.sh's kubectl: a dying API server must not stall the teardown
 ctr_k8s() { ctr --address "$CONTAINERD_SOCKET" --namespace k8s.io "$@"; }
 
 # stop_component NAME (cluster/lib.sh): TERM, then KILL after 10 s; only the recorded process.

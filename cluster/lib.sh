@@ -110,6 +110,25 @@ pid_of() {
   echo "$pid"
 }
 
+# --- configuration files and manifests (cluster/config/, cluster/manifests/) -------------------------
+# render TEMPLATE NAME=VALUE...: the template with each @NAME@ replaced by VALUE, on stdout; fails naming
+# any @NAME@ left unreplaced (a template and its caller that drifted apart).
+render() {
+  local template="$1" text pair; shift
+  text="$(cat "$template")" || die "cannot read $template"
+  for pair in "$@"; do text="${text//@${pair%%=*}@/${pair#*=}}"; done
+  local left; left="$( (grep -o '@[A-Z_]*@' <<<"$text" || true) | sort -u | tr '\n' ' ')"
+  [ -z "$left" ] || die "$template: no value given for ${left% }"
+  printf '%s\n' "$text"
+}
+
+# One kubectl for the scripts, on the cluster's admin kubeconfig. KUBECTL_REQUEST_TIMEOUT (e.g. 10s)
+# bounds each request (down.sh: a dying API server must not stall the teardown).
+kubectl() {
+  "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" \
+    ${KUBECTL_REQUEST_TIMEOUT:+--request-timeout="$KUBECTL_REQUEST_TIMEOUT"} "$@"
+}
+
 # --- processes (up.sh, objectstore.sh, down.sh) -------------------------------------------------------
 # start NAME BINARY ARGS...: start a component detached (own session) unless the recorded one runs.
 # Variables the caller puts before `start` reach the daemon's environment (e.g. credentials).

@@ -90,24 +90,9 @@ issue_cert() {  # issue_cert NAME SUBJECT [SUBJECT_ALT_NAMES]
 write_kubeconfig() {  # write_kubeconfig FILE CERT_NAME
   local file="$1" cert="$2"
   mkdir -p "$(dirname "$file")"
-  cat >"$file.tmp" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: modelops-local
-  cluster:
-    server: https://$CLUSTER_NODE_IP:$CLUSTER_API_PORT
-    certificate-authority-data: $(base64 -w0 "$CLUSTER_PKI/ca.crt")
-users:
-- name: $cert
-  user:
-    client-certificate-data: $(base64 -w0 "$CLUSTER_PKI/$cert.crt")
-    client-key-data: $(base64 -w0 "$CLUSTER_PKI/$cert.key")
-contexts:
-- name: modelops-local
-  context: {cluster: modelops-local, user: $cert}
-current-context: modelops-local
-EOF
+  render "$HERE/config/kubeconfig.yaml" NODE_IP="$CLUSTER_NODE_IP" API_PORT="$CLUSTER_API_PORT" USER="$cert" \
+    CA_DATA="$(base64 -w0 "$CLUSTER_PKI/ca.crt")" CERT_DATA="$(base64 -w0 "$CLUSTER_PKI/$cert.crt")" \
+    KEY_DATA="$(base64 -w0 "$CLUSTER_PKI/$cert.key")" >"$file.tmp"
   chmod 600 "$file.tmp"; mv -f "$file.tmp" "$file"
 }
 
@@ -152,95 +137,25 @@ make_bridge() {
   sysctl -qw net.bridge.bridge-nf-call-iptables=1
   mkdir -p "$CLUSTER_STATE/cni/net.d" "$CLUSTER_STATE/cni/ipam"
   # Pods get routes to the pod and service networks only: no default route, nothing leaves the machine.
-  cat >"$CLUSTER_STATE/cni/net.d/10-modelops.conflist" <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "modelops-local",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$CLUSTER_BRIDGE",
-      "isGateway": true,
-      "isDefaultGateway": false,
-      "ipMasq": false,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "dataDir": "$CLUSTER_STATE/cni/ipam",
-        "ranges": [[{"subnet": "$CLUSTER_POD_CIDR", "rangeStart": "10.88.1.1", "gateway": "$CLUSTER_NODE_IP"}]],
-        "routes": [{"dst": "$CLUSTER_SERVICE_CIDR"}]
-      }
-    }
-  ]
-}
-EOF
+  render "$HERE/config/cni.conflist" BRIDGE="$CLUSTER_BRIDGE" STATE="$CLUSTER_STATE" POD_CIDR="$CLUSTER_POD_CIDR" \
+    NODE_IP="$CLUSTER_NODE_IP" SERVICE_CIDR="$CLUSTER_SERVICE_CIDR" >"$CLUSTER_STATE/cni/net.d/10-modelops.conflist"
 }
 
 # --- containerd and the registry -----------------------------------------------------------------------
 start_containerd() {
   local d="$CLUSTER_STATE/containerd"
   mkdir -p "$d/certs.d/$REGISTRY"
-  # The registry on loopback speaks plain HTTP; containerd learns that from a hosts.toml.
-  cat >"$d/certs.d/$REGISTRY/hosts.toml" <<EOF
-server = "http://$REGISTRY"
-[host."http://$REGISTRY"]
-  capabilities = ["pull", "resolve"]
-EOF
-  # restrict_oom_score_adj: root here lacks CAP_SYS_RESOURCE, so runc cannot give the sandbox the
-  # negative oom_score_adj the kubelet asks for; without this no pod sandbox starts.
-  cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-[grpc]
-  address = "$CONTAINERD_SOCKET"
-[ttrpc]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  disable_apparmor = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-        Root = "$d/runc"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$CLUSTER_STATE/cni/net.d"
-    max_conf_num = 1
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$d/certs.d"
-EOF
+  render "$HERE/config/containerd-hosts.toml" REGISTRY="$REGISTRY" >"$d/certs.d/$REGISTRY/hosts.toml"
+  render "$HERE/config/containerd.toml" DIR="$d" SOCKET="$CONTAINERD_SOCKET" PAUSE_IMAGE="$PAUSE_IMAGE" \
+    STATE="$CLUSTER_STATE" >"$d/config.toml"
   start containerd containerd --config "$d/config.toml"
   wait_for "containerd" 30 containerd ctr --address "$CONTAINERD_SOCKET" version
 }
 
-# registry_config FILE ADDR: the registry's configuration, listening on ADDR. No in-memory blob
-# cache: two processes serve one storage root, and each must see what the other wrote.
+# registry_config FILE ADDR: the registry's configuration (config/registry.yml), listening on ADDR.
 registry_config() {
   mkdir -p "$CLUSTER_STATE/registry/data"
-  cat >"$1" <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $CLUSTER_STATE/registry/data
-  delete:
-    enabled: true
-http:
-  addr: $2
-EOF
+  render "$HERE/config/registry.yml" DATA="$CLUSTER_STATE/registry/data" ADDR="$2" >"$1"
 }
 
 start_registry() {
@@ -330,33 +245,8 @@ start_control_plane() {
 start_node() {
   local k="$CLUSTER_STATE/kubeconfig"
   : >"$CLUSTER_STATE/resolv.conf"   # pods get cluster DNS only, no upstream resolver
-  cat >"$CLUSTER_STATE/kubelet.yaml" <<EOF
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-authentication:
-  anonymous: {enabled: false}
-  webhook: {enabled: true}
-  x509: {clientCAFile: $CLUSTER_PKI/ca.crt}
-authorization: {mode: Webhook}
-address: $CLUSTER_NODE_IP
-readOnlyPort: 0
-healthzBindAddress: 127.0.0.1
-containerRuntimeEndpoint: unix://$CONTAINERD_SOCKET
-cgroupDriver: cgroupfs
-# This machine's cgroups are v1 (hybrid); 1.34 still runs there when told to.
-failCgroupV1: false
-failSwapOn: false
-makeIPTablesUtilChains: false
-resolvConf: $CLUSTER_STATE/resolv.conf
-clusterDNS: [$CLUSTER_DNS_IP]
-clusterDomain: cluster.local
-podLogsDir: $CLUSTER_STATE/pod-logs
-volumePluginDir: $CLUSTER_STATE/kubelet-plugins
-serializeImagePulls: false
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "200Mi", nodefs.available: "1%", imagefs.available: "1%"}
-EOF
+  render "$HERE/config/kubelet.yaml" PKI="$CLUSTER_PKI" NODE_IP="$CLUSTER_NODE_IP" SOCKET="$CONTAINERD_SOCKET" \
+    STATE="$CLUSTER_STATE" DNS_IP="$CLUSTER_DNS_IP" >"$CLUSTER_STATE/kubelet.yaml"
   mkdir -p "$CLUSTER_STATE/pod-logs" "$CLUSTER_STATE/kubelet-plugins"
   start kubelet "$CLUSTER_BIN/kubelet" --config="$CLUSTER_STATE/kubelet.yaml" --kubeconfig="$k/kubelet.conf" \
     --root-dir="$CLUSTER_STATE/kubelet" --cert-dir="$CLUSTER_STATE/kubelet-pki" \
@@ -364,19 +254,21 @@ EOF
   start kube-proxy "$CLUSTER_BIN/kube-proxy" --kubeconfig="$k/kube-proxy.conf" --hostname-override="$CLUSTER_NODE_NAME" \
     --proxy-mode=iptables --cluster-cidr="$CLUSTER_POD_CIDR" --nodeport-addresses="$CLUSTER_POD_CIDR" \
     --conntrack-max-per-core=0 --metrics-bind-address=127.0.0.1:10249 --healthz-bind-address=127.0.0.1:10256
-  wait_for "node $CLUSTER_NODE_NAME Ready" 120 kubelet bash -c \
-    "'$CLUSTER_BIN/kubectl' --kubeconfig '$CLUSTER_KUBECONFIG' get node '$CLUSTER_NODE_NAME' \
-       -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+  wait_for "node $CLUSTER_NODE_NAME Ready" 120 kubelet node_ready
+}
+
+node_ready() {
+  kubectl get node "$CLUSTER_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True
 }
 
 # The NetworkPolicy enforcer: its DaemonSet first, then, once it listens on its queue, the diversion of
 # pods' new connections to it (lib.sh: divert_to_enforcer). Before CoreDNS: from then on every pod's
 # connections are decided by the NetworkPolicies in force.
 start_network_policy_enforcer() {
-  local image="$REGISTRY/modelops-cluster/kube-network-policies:$(cat "$CLUSTER_BIN/.kube-network-policies.stamp")"
-  sed -e "s|@IMAGE@|$image|" -e "s|@QUEUE@|$NETPOL_QUEUE|" -e "s|@METRICS_PORT@|$NETPOL_METRICS_PORT|" \
-      -e "s|@VERBOSITY@|${MODELOPS_NETPOL_VERBOSITY:-0}|" "$HERE/manifests/network-policies.yaml" \
-    | kubectl apply -f - >/dev/null || die "kubectl apply of cluster/manifests/network-policies.yaml failed"
+  local image
+  image="$REGISTRY/modelops-cluster/kube-network-policies:$(cat "$CLUSTER_BIN/.kube-network-policies.stamp")"
+  render "$HERE/manifests/network-policies.yaml" IMAGE="$image" QUEUE="$NETPOL_QUEUE" METRICS_PORT="$NETPOL_METRICS_PORT" \
+      VERBOSITY="${MODELOPS_NETPOL_VERBOSITY:-0}" | kubectl apply -f - >/dev/null || die "kubectl apply of cluster/manifests/network-policies.yaml failed"
   # A changed manifest replaces the running pod: wait for the new one, not the old one's queue.
   kubectl -n kube-system rollout status daemonset/kube-network-policies --timeout=120s >/dev/null \
     || die "the NetworkPolicy enforcer's DaemonSet did not roll out within 120 s"
@@ -395,7 +287,7 @@ start_network_policy_enforcer() {
 }
 
 start_dns() {
-  sed -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|" -e "s|@DNS_IP@|$CLUSTER_DNS_IP|" "$HERE/manifests/coredns.yaml" \
+  render "$HERE/manifests/coredns.yaml" COREDNS_IMAGE="$COREDNS_IMAGE" DNS_IP="$CLUSTER_DNS_IP" \
     | kubectl apply -f - >/dev/null
   # An answer, not a Ready condition: after a restart that is read back, stale, from etcd.
   local i
@@ -413,8 +305,8 @@ start_dns() {
 start_local_path_provisioner() {
   mkdir -p "$LOCAL_PATH_DIR"; chmod 711 "$LOCAL_PATH_DIR"
   local applied
-  applied="$(sed -e "s|@HELPER_IMAGE@|$HELPER_IMAGE|" -e "s|@LOCAL_PATH_DIR@|$LOCAL_PATH_DIR|" \
-      -e "s|@STORAGE_CLASS@|$STORAGE_CLASS|" "$HERE/manifests/local-path.yaml" | kubectl apply -f -)" \
+  applied="$(render "$HERE/manifests/local-path.yaml" HELPER_IMAGE="$HELPER_IMAGE" LOCAL_PATH_DIR="$LOCAL_PATH_DIR" \
+      STORAGE_CLASS="$STORAGE_CLASS" | kubectl apply -f -)" \
     || die "kubectl apply of cluster/manifests/local-path.yaml failed"
   # It reads its ConfigMap once, at start: a changed one (another helper image, new scripts) needs a restart.
   if pid_of local-path-provisioner >/dev/null; then
@@ -436,35 +328,39 @@ start_local_path_provisioner() {
     bash -c 'tail -c "+$1" "$2" | grep -q "Started provisioner controller"' _ "$from" "$log"
 }
 
-kubectl() { "$CLUSTER_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" "$@"; }
+build_binaries() {
+  step "building (or reusing) the cluster's binaries"
+  "$HERE/build.sh" >/dev/null
+  PAUSE_IMAGE="$REGISTRY/modelops-cluster/pause:$(cat "$CLUSTER_BIN/.pause.stamp")"
+  COREDNS_IMAGE="$REGISTRY/modelops-cluster/coredns:$(cat "$CLUSTER_BIN/.coredns.stamp")"
+}
+
+start_docker_engine() { bash "$HERE/../scripts/docker-engine.sh" start; }
+
+# phase STEP: run one step of main; if up.sh fails anywhere inside it, the last line names the step.
+PHASE=""
+phase() { PHASE="$1"; "$1"; }
+report_failed_phase() {
+  local rc=$?
+  [ "$rc" -eq 0 ] || [ -z "$PHASE" ] || say "cluster/up.sh failed in step $PHASE (exit $rc); logs: $CLUSTER_LOGS"
+}
 
 main() {
   close_inherited_fds
   check_machine
   [ "${1:-}" = --check ] && return 0
-  ensure_packages
+  trap report_failed_phase EXIT
+  phase ensure_packages
   mkdir -p "$CLUSTER_RUN" "$CLUSTER_LOGS"
-  clear_dead_cluster
-  step "building (or reusing) the cluster's binaries"
-  "$HERE/build.sh" >/dev/null
-  PAUSE_IMAGE="$REGISTRY/modelops-cluster/pause:$(cat "$CLUSTER_BIN/.pause.stamp")"
-  COREDNS_IMAGE="$REGISTRY/modelops-cluster/coredns:$(cat "$CLUSTER_BIN/.coredns.stamp")"
-  make_pki
-  make_bridge
-  start_registry
-  start_registry_bridge
-  objectstore_start
-  bash "$HERE/../scripts/docker-engine.sh" start
-  push_system_images
-  push_helper_image
-  start_containerd
-  start_etcd
-  start_control_plane
-  start_node
-  start_network_policy_enforcer
-  start_dns
-  start_local_path_provisioner
+  local s
+  for s in clear_dead_cluster build_binaries make_pki make_bridge start_registry start_registry_bridge \
+      objectstore_start start_docker_engine push_system_images push_helper_image start_containerd start_etcd \
+      start_control_plane start_node start_network_policy_enforcer start_dns start_local_path_provisioner; do
+    phase "$s"
+  done
+  PHASE=""
   step "cluster ready: export KUBECONFIG=$CLUSTER_KUBECONFIG"
 }
 
-main "$@"
+# Sourced (the tests do, to try one function), it only defines; run, it brings the cluster up.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main "$@"; fi

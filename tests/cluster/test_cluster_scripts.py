@@ -37,6 +37,26 @@ def test_up_refuses_a_user_who_is_not_root_before_doing_anything():
     assert "needs root" in proc.stderr, proc.stderr
 
 
+def test_up_names_the_step_that_failed(tmp_path):
+    """A step of up.sh that fails (here one planted in its list, with up.sh sourced, not run) leaves
+    a last line naming that step and where the logs are."""
+    proc = bash("source cluster/up.sh\ntrap report_failed_phase EXIT\nstart_planted() { false; }\n"
+                "phase start_planted\necho not-reached", env={"MODELOPS_CLUSTER_STATE": str(tmp_path)})
+    assert proc.returncode != 0 and "not-reached" not in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"cluster: cluster/up.sh failed in step start_planted (exit 1); logs: {tmp_path}/logs"), proc.stderr
+
+
+def test_a_configuration_template_with_a_value_missing_is_refused_naming_it(tmp_path):
+    """cluster/config/ templates are rendered by lib.sh's render: a placeholder given no value is an
+    error naming the template and the placeholder, never a file with @NAME@ left in it."""
+    ok = bash("source cluster/lib.sh && render cluster/config/registry.yml DATA=/srv/r ADDR=127.0.0.1:5000")
+    assert ok.returncode == 0 and "rootdirectory: /srv/r" in ok.stdout and "addr: 127.0.0.1:5000" in ok.stdout
+    missing = bash("source cluster/lib.sh && render cluster/config/registry.yml DATA=/srv/r")
+    assert missing.returncode != 0
+    assert "cluster/config/registry.yml: no value given for @ADDR@" in missing.stderr, missing.stderr
+
+
 def test_build_names_an_unknown_component_and_the_allowed_ones(tmp_path):
     proc = bash("bash cluster/build.sh kube-dns", env={"MODELOPS_CACHE_DIR": str(tmp_path)})
     assert proc.returncode != 0
