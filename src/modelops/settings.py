@@ -212,8 +212,12 @@ class GroupSpec:
     executor: ExecutorType
     nworkers: int  # Dask worker processes per pod
     nthreads: int  # threads per worker process: one task each
-    min: int  # replicas (pods)
-    max: int
+    min: int  # replicas (pods) an autoscaler keeps at least
+    max: int  # and at most; 0: a group no autoscaler scales (its replicas are fixed)
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max > 0
 
     @property
     def slots(self) -> int:
@@ -225,7 +229,7 @@ WORKER_GROUPS_VARIABLE = "MODELOPS_WORKER_GROUPS"  # the scheduler's; other modu
 GROUP_KEYS = ("name", "executor", "nworkers", "nthreads", "min", "max")
 GROUPS_ALLOWED = ("a JSON list of objects {" + ", ".join(f'"{k}"' for k in GROUP_KEYS) + "}: a name without "
                   f"spaces, used once; an executor ({', '.join(m.value for m in ExecutorType)}); nworkers, "
-                  "nthreads >= 1; 0 <= min <= max, max >= 1")
+                  "nthreads >= 1; 0 <= min <= max (max 0: a group no autoscaler scales)")
 
 
 def parse_worker_groups(variable: str, raw: str) -> tuple[GroupSpec, ...]:
@@ -253,7 +257,7 @@ def parse_worker_groups(variable: str, raw: str) -> tuple[GroupSpec, ...]:
         numbers = {k: item[k] for k in ("nworkers", "nthreads", "min", "max")}
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in numbers.values()):
             raise bad(f"group {name!r}: {numbers} are not all integers >= 0")
-        if numbers["nworkers"] < 1 or numbers["nthreads"] < 1 or numbers["max"] < 1 or numbers["min"] > numbers["max"]:
+        if numbers["nworkers"] < 1 or numbers["nthreads"] < 1 or numbers["min"] > numbers["max"]:
             raise bad(f"group {name!r}: {numbers}")
         groups.append(GroupSpec(name, ExecutorType(item["executor"]), **numbers))
     return tuple(groups)

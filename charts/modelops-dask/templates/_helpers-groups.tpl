@@ -96,3 +96,32 @@ Names of every worker HTTP port any group declares ("http", "http-1", ...), as a
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
+
+{{/*
+A worker group's Deployment name (also its PodDisruptionBudget's and ScaledObject's). Args: dict "root" "g".
+*/}}
+{{- define "modelops-dask.groupDeploymentName" -}}
+{{- printf "%s-%s" (include "modelops-dask.fullname" .root) .g.suffix | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Every worker group of the release as the scheduler reads it (MODELOPS_WORKER_GROUPS, modelops.settings):
+JSON [{name, executor, nworkers, nthreads, min, max}]; min and max are the autoscaling bounds, 0 and 0
+for a group no autoscaler scales (its `replicas` are not listed, so scaling it does not roll the scheduler).
+*/}}
+{{- define "modelops-dask.workerGroupsJson" -}}
+{{- $out := list -}}
+{{- range $g := (include "modelops-dask.workerGroups" . | fromJson).groups -}}
+{{- $c := $g.cfg -}}
+{{- $a := $c.autoscaling -}}
+{{- $out = append $out (dict "name" $g.name "executor" $c.executor.type "nworkers" (int64 $c.nworkers) "nthreads" (int64 $c.nthreads) "min" (ternary (int64 $a.minReplicas) 0 $a.enabled) "max" (ternary (int64 $a.maxReplicas) 0 $a.enabled)) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/*
+The pods a group always has: its replicas, or with autoscaling its minReplicas (`helm test` asks those).
+*/}}
+{{- define "modelops-dask.groupStandingReplicas" -}}
+{{- ternary (int64 .autoscaling.minReplicas) (int64 .replicas) .autoscaling.enabled -}}
+{{- end -}}

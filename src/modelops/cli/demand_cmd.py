@@ -22,7 +22,8 @@ COLUMNS = ("group", "executor", "ready", "desired", "min", "max", "tasks", "slot
               help="Seconds to wait for the scheduler.")
 @tls_options
 def demand(scheduler, as_json, timeout, tls_ca_file, tls_cert, tls_key):
-    """Per worker group: pods ready, desired replicas, min/max, pending tasks."""
+    """Per worker group: pods ready, desired replicas, min/max, pending tasks ("fixed": a group whose
+    replicas no autoscaler sets)."""
     from distributed import Client
 
     from modelops.cli.run import EXIT_UNREACHABLE
@@ -45,7 +46,8 @@ def demand(scheduler, as_json, timeout, tls_ca_file, tls_cert, tls_key):
         click.echo(f"scheduler {scheduler} lists no worker groups (MODELOPS_WORKER_GROUPS unset, or the scheduler "
                    "runs without the modelops preload)")
         return
-    rows = [COLUMNS] + [(name, g["executor"], g["ready"], g["desired"], g["min"], g["max"], g["tasks"], g["slots"])
+    rows = [COLUMNS] + [(name, g["executor"], g["ready"], *((g["desired"], g["min"], g["max"]) if g["autoscaled"]
+                                                           else ("fixed", "-", "-")), g["tasks"], g["slots"])
                         for name, g in sorted(groups.items())]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(COLUMNS))]
     for row in rows:

@@ -34,10 +34,11 @@ class GroupDemand:
     tasks: int  # tasks only this group (or its executor) may run, not finished
     workers: int  # Dask worker processes of the group connected and running
     ready: int  # pods' worth of them: workers // nworkers
-    desired: int  # replicas: ceil(tasks / slots), within min and max
+    desired: int  # replicas: ceil(tasks / slots), within min and max (0 for a group no autoscaler scales)
     slots: int  # nworkers x nthreads: tasks one pod runs at once
     min: int
     max: int
+    autoscaled: bool
 
 
 def counts_for(group: GroupSpec, executor: str | None, name: str | None) -> bool:
@@ -72,7 +73,7 @@ def compute(scheduler, groups: tuple[GroupSpec, ...]) -> list[GroupDemand]:
     for g in groups:
         tasks = sum(n for (executor, name), n in pending if counts_for(g, executor, name))
         out.append(GroupDemand(g.name, g.executor.value, tasks, connected[g.name], connected[g.name] // g.nworkers,
-                               desired_replicas(tasks, g), g.slots, g.min, g.max))
+                               desired_replicas(tasks, g), g.slots, g.min, g.max, g.autoscaled))
     return out
 
 
