@@ -103,5 +103,5 @@ def serving_groups(requirement: Requirement, release: dict[str, str]) -> list[st
     if not found:
         groups = ", ".join(f"{g} ({e})" for g, e in sorted(release.items()))
         raise NoGroupForRequirement(f"no worker group of this release provides {requirement.describe()}; "
-                                    f"the release's worker groups (executor): {groups}")
+                                    f"the release's autoscaled worker groups (executor): {groups}")
     return found

@@ -204,7 +204,7 @@ def parse_module_list(variable: str, raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """A worker group of the release, as the scheduler knows it (the chart writes them all into
+    """An autoscaled worker group of the release, as the scheduler knows it (the chart writes them into
     MODELOPS_WORKER_GROUPS): the scheduler tells "no such group" from "a group at zero pods", and
     computes the pods each group needs (modelops.scheduler.demand)."""
 
@@ -398,8 +398,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         WORKER_GROUPS_VARIABLE, tuple[GroupSpec, ...], (), "a JSON list (the chart writes it)",
-        "every worker group of the release (name, executor, nworkers, nthreads, min and max replicas): the "
-        "scheduler serves each group's desired replicas (`/modelops/demand`, `mops demand`), and a study "
+        "the release's autoscaled worker groups (name, executor, nworkers, nthreads, min and max replicas): "
+        "the scheduler serves each one's desired replicas (`/modelops/demand`, `mops demand`), and a study "
         "requiring a listed group at zero pods waits for it instead of failing",
         parse_worker_groups, reader="scheduler",
     ),

@@ -105,18 +105,19 @@ A worker group's Deployment name (also its PodDisruptionBudget's and ScaledObjec
 {{- end -}}
 
 {{/*
-Every worker group of the release as the scheduler reads it (MODELOPS_WORKER_GROUPS, modelops.settings):
-JSON [{name, executor, nworkers, nthreads, min, max}]; min and max are the autoscaling bounds, 0 and 0
-for a group no autoscaler scales (its `replicas` are not listed, so scaling it does not roll the scheduler).
+The autoscaled worker groups as the scheduler reads them (MODELOPS_WORKER_GROUPS, modelops.settings): JSON
+[{name, executor, nworkers, nthreads, min, max}]; "" when no group autoscales. Groups with fixed replicas
+are not listed: changing them (their executor included) then rolls only their own pods, never the scheduler.
 */}}
 {{- define "modelops-dask.workerGroupsJson" -}}
 {{- $out := list -}}
 {{- range $g := (include "modelops-dask.workerGroups" . | fromJson).groups -}}
 {{- $c := $g.cfg -}}
-{{- $a := $c.autoscaling -}}
-{{- $out = append $out (dict "name" $g.name "executor" $c.executor.type "nworkers" (int64 $c.nworkers) "nthreads" (int64 $c.nthreads) "min" (ternary (int64 $a.minReplicas) 0 $a.enabled) "max" (ternary (int64 $a.maxReplicas) 0 $a.enabled)) -}}
+{{- if $c.autoscaling.enabled -}}
+{{- $out = append $out (dict "name" $g.name "executor" $c.executor.type "nworkers" (int64 $c.nworkers) "nthreads" (int64 $c.nthreads) "min" (int64 $c.autoscaling.minReplicas) "max" (int64 $c.autoscaling.maxReplicas)) -}}
 {{- end -}}
-{{- toJson $out -}}
+{{- end -}}
+{{- if $out -}}{{- toJson $out -}}{{- end -}}
 {{- end -}}
 
 {{/*

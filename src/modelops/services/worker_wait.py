@@ -1,8 +1,9 @@
 """Waiting for the workers a study requires, which may be scaling from zero.
 
-The scheduler lists the release's worker groups (modelops.scheduler, from the chart): a requirement no
-group of the release meets fails at once naming the groups, while one a group meets waits, with a
-progress line, until a worker of it connects (an autoscaler is starting its pods). A scheduler that lists
+Connected workers that meet the requirement: nothing to wait for. Otherwise the scheduler's list of the
+release's autoscaled groups (modelops.scheduler, from the chart) decides: a requirement none of them meets
+fails at once naming them and the groups connected, while one a group meets waits, with a progress line,
+until a worker of it connects (an autoscaler is starting its pods). A scheduler that lists
 no groups (no modelops preload, a plain `dask scheduler`): the connected workers decide at once, as before.
 
 While it waits, one marker task with the study's requirement is pending on the scheduler: the group's
@@ -16,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from modelops.routing import NoWorkerForRequirement, Requirement, serving_groups
+from modelops.routing import NoGroupForRequirement, NoWorkerForRequirement, Requirement, serving_groups
 
 POLL_S = 1.0
 SAY_EVERY_S = 10.0
@@ -38,9 +39,17 @@ def wait_for_workers(service, requirement: Requirement, say: Callable[[str], Non
     NoWorkerForRequirement (at once: no group of the release meets it, or the scheduler lists no groups
     and no connected worker does) or WorkersNotReady after `timeout` seconds (None: no bound)."""
     demand = service.group_demand()
-    if not demand:  # as before groups were known: after `mops run` waited for a first worker
-        return service.check_requirement(requirement) if requirement else []
-    groups = serving_groups(requirement, {g: d["executor"] for g, d in demand.items()})
+    try:
+        return service.check_requirement(requirement)
+    except NoWorkerForRequirement as connected:
+        if not demand:  # as before groups were known (`mops run` waited for a first worker)
+            if not requirement:
+                return []
+            raise
+        try:
+            groups = serving_groups(requirement, {g: d["executor"] for g, d in demand.items()})
+        except NoGroupForRequirement as exc:
+            raise NoGroupForRequirement(f"{exc}; {str(connected).split('; ', 1)[-1]}") from None
     deadline = None if timeout is None else time.monotonic() + timeout
     last_line, said_at, marker = None, 0.0, None
     try:
