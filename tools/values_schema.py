@@ -155,6 +155,28 @@ DEFINITIONS = {
             "marginSeconds": dict(INT0, description="seconds of the grace period kept for Dask to close"),
         }
     ),
+    "autoscaling": obj(
+        {
+            "enabled": dict(BOOL, description="a KEDA ScaledObject for this group; replicas is then not rendered"),
+            "minReplicas": dict(INT0, description="fewest pods (0: scale to zero)"),
+            "maxReplicas": dict(INT1, description="most pods (>= 1, >= minReplicas: checked at render)"),
+            "pollingInterval": dict(INT1, description="seconds between KEDA's reads of the scheduler's demand"),
+            "cooldownPeriod": dict(INT0, description="seconds after the last demand before scaling to zero"),
+            "scaleDown": dict(
+                obj(
+                    {
+                        "stabilizationWindowSeconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+                        "selectPolicy": {"type": "string", "enum": ["Max", "Min", "Disabled"]},
+                        "policies": {"type": "array", "items": obj(
+                            {"type": {"type": "string", "enum": ["Pods", "Percent"]},
+                             "value": INT1, "periodSeconds": {"type": "integer", "minimum": 1, "maximum": 1800}},
+                            required=["type", "value", "periodSeconds"])},
+                    }
+                ),
+                description="the HPA's behavior.scaleDown",
+            ),
+        }
+    ),
     "pdb": obj(
         {
             "enabled": BOOL,
@@ -217,6 +239,7 @@ WORKER_SETTINGS = {
     "livenessProbe": ref("probe"),
     "podDisruptionBudget": ref("pdb"),
     "drain": ref("drain"),
+    "autoscaling": ref("autoscaling"),
     **POD_SETTINGS,
 }
 

@@ -8,7 +8,9 @@ Roles:
     ``dask worker SCHEDULER_ADDRESS --preload modelops.worker.preload [extra args]``: the preload is
     always added here, never left to users' args.
 ``scheduler [extra dask scheduler args]``
-    Execs ``dask scheduler ...``.
+    Validates the scheduler's environment (``MODELOPS_WORKER_GROUPS``, the release's worker groups) and
+    exits 2 with the error before Dask starts; then execs
+    ``dask scheduler --preload modelops.scheduler.preload ...`` (each group's demand, for autoscalers).
 anything else
     Exec'd as is (for example ``mops doctor ...`` in the ``helm test`` pod).
 
@@ -28,6 +30,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 PRELOAD = "modelops.worker.preload"
+SCHEDULER_PRELOAD = "modelops.scheduler.preload"
 TINI_PATHS = ("/usr/bin/tini", "/sbin/tini", "/usr/local/bin/tini", "/usr/bin/tini-static")
 NO_INIT_VAR = "MODELOPS_ENTRYPOINT_NO_INIT"  # defined in modelops.settings, like every MODELOPS_* variable
 
@@ -42,11 +45,11 @@ class UsageError(Exception):
     pass
 
 
-def _has_preload(args: Sequence[str]) -> bool:
+def _has_preload(args: Sequence[str], preload: str = PRELOAD) -> bool:
     for i, arg in enumerate(args):
-        if arg == "--preload" and i + 1 < len(args) and args[i + 1] == PRELOAD:
+        if arg == "--preload" and i + 1 < len(args) and args[i + 1] == preload:
             return True
-        if arg == f"--preload={PRELOAD}":
+        if arg == f"--preload={preload}":
             return True
     return False
 
@@ -69,7 +72,8 @@ def build_command(argv: Sequence[str]) -> list[str]:
     if role == "worker":
         return worker_command(rest)
     if role == "scheduler":
-        return ["dask", "scheduler", *rest]
+        preload = [] if _has_preload(rest, SCHEDULER_PRELOAD) else ["--preload", SCHEDULER_PRELOAD]
+        return ["dask", "scheduler", *preload, *rest]
     return [role, *rest]
 
 
@@ -78,6 +82,14 @@ def check_worker_environment(env: Mapping[str, str] | None = None) -> dict[str, 
     from modelops.worker.config import RuntimeConfig
 
     return RuntimeConfig.from_env(env).summary()
+
+
+def check_scheduler_environment(env: Mapping[str, str] | None = None) -> dict[str, object]:
+    """The release's worker groups as the scheduler's preload will read them; ConfigError when invalid."""
+    from modelops.settings import WORKER_GROUPS_VARIABLE, setting
+
+    groups = setting(WORKER_GROUPS_VARIABLE).read(os.environ if env is None else env)
+    return {"worker_groups": [g.name for g in groups]}
 
 
 def find_init(env: Mapping[str, str]) -> str | None:
@@ -133,17 +145,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"modelops-entrypoint: {exc}", file=sys.stderr)
         return 2
-    if argv[0] == "worker":
+    checks = {"worker": check_worker_environment, "scheduler": check_scheduler_environment}
+    if argv[0] in checks:
         try:
-            summary = check_worker_environment()
+            summary = checks[argv[0]]()
         except ConfigError as exc:
             print(
-                f"modelops-entrypoint: invalid worker configuration, not starting Dask: {exc}",
+                f"modelops-entrypoint: invalid {argv[0]} configuration, not starting Dask: {exc}",
                 file=sys.stderr,
             )
             return 2
         print(
-            "modelops-entrypoint: worker configuration: " + json.dumps(summary, sort_keys=True),
+            f"modelops-entrypoint: {argv[0]} configuration: " + json.dumps(summary, sort_keys=True),
             file=sys.stderr,
         )
     return _exec(command, init)

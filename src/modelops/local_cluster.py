@@ -1,7 +1,8 @@
 """A real local Dask cluster: `dask scheduler` and `dask worker --preload` processes.
 
 Workers get the executor through their environment, exactly as a pod does;
-nothing is passed from the client.
+nothing is passed from the client. The scheduler runs modelops' scheduler preload (the release's worker
+groups from `scheduler_env`, as the chart sets them).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from modelops.entrypoint import SCHEDULER_PRELOAD  # as the image's entrypoint adds it
 
 PRELOAD = "modelops.worker.preload"
 
@@ -75,7 +78,9 @@ class LocalProcessCluster:
                 "--host", "127.0.0.1",
                 "--port", "0",
                 "--protocol", self.protocol,
-                "--no-dashboard",
+                "--no-dashboard",  # no Bokeh; the HTTP server (/health, /metrics, /modelops/demand) stays
+                "--dashboard-address", "127.0.0.1:0",
+                "--preload", SCHEDULER_PRELOAD,
                 "--scheduler-file", str(scheduler_file),
             ],
             self.log_dir / "scheduler.log",

@@ -22,6 +22,11 @@ class NoWorkerForRequirement(RuntimeError):
     """No connected worker provides what a study requires; names it and what the workers provide."""
 
 
+class NoGroupForRequirement(NoWorkerForRequirement):
+    """No worker group of the release (as the scheduler lists them) could ever provide it: waiting would not
+    help. Names the requirement and the release's groups."""
+
+
 class Requirement(BaseModel):
     """Where a study's tasks may run. Empty (the default): any worker, today's behaviour."""
 
@@ -80,3 +85,23 @@ def check_requirement(requirement: Requirement, workers: dict[str, dict]) -> lis
             f"worker groups (executor) connected: {groups}"
         )
     return matching
+
+
+def group_serves(group: str, group_executor: str, executor: str | None, name: str | None) -> bool:
+    """Whether a worker of `group` (running `group_executor`) meets a requirement of (executor, group name);
+    (None, None), no requirement: every group does."""
+    if name is not None and name != group:
+        return False
+    return executor is None or executor == group_executor
+
+
+def serving_groups(requirement: Requirement, release: dict[str, str]) -> list[str]:
+    """The groups of the release ({name: executor}, from the scheduler) whose workers meet `requirement`;
+    raises NoGroupForRequirement naming the release's groups when none does."""
+    executor = requirement.executor.value if requirement.executor else None
+    found = [g for g, e in release.items() if group_serves(g, e, executor, requirement.group)]
+    if not found:
+        groups = ", ".join(f"{g} ({e})" for g, e in sorted(release.items()))
+        raise NoGroupForRequirement(f"no worker group of this release provides {requirement.describe()}; "
+                                    f"the release's autoscaled worker groups (executor): {groups}")
+    return found

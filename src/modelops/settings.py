@@ -12,6 +12,7 @@ what is allowed. Values are normalised (case, surrounding space); nothing falls 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -201,6 +202,67 @@ def parse_module_list(variable: str, raw: str) -> tuple[str, ...]:
     return names
 
 
+@dataclass(frozen=True)
+class GroupSpec:
+    """An autoscaled worker group of the release, as the scheduler knows it (the chart writes them into
+    MODELOPS_WORKER_GROUPS): the scheduler tells "no such group" from "a group at zero pods", and
+    computes the pods each group needs (modelops.scheduler.demand)."""
+
+    name: str
+    executor: ExecutorType
+    nworkers: int  # Dask worker processes per pod
+    nthreads: int  # threads per worker process: one task each
+    min: int  # replicas (pods) an autoscaler keeps at least
+    max: int  # and at most; 0: a group no autoscaler scales (its replicas are fixed)
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max > 0
+
+    @property
+    def slots(self) -> int:
+        """Tasks one pod runs at once."""
+        return self.nworkers * self.nthreads
+
+
+WORKER_GROUPS_VARIABLE = "MODELOPS_WORKER_GROUPS"  # the scheduler's; other modules name it through this
+GROUP_KEYS = ("name", "executor", "nworkers", "nthreads", "min", "max")
+GROUPS_ALLOWED = ("a JSON list of objects {" + ", ".join(f'"{k}"' for k in GROUP_KEYS) + "}: a name without "
+                  f"spaces, used once; an executor ({', '.join(m.value for m in ExecutorType)}); nworkers, "
+                  "nthreads >= 1; 0 <= min <= max (max 0: a group no autoscaler scales)")
+
+
+def parse_worker_groups(variable: str, raw: str) -> tuple[GroupSpec, ...]:
+    def bad(detail: str) -> ConfigError:
+        return ConfigError(variable, raw, GROUPS_ALLOWED, detail)
+
+    try:
+        items = json.loads(raw)
+    except ValueError as exc:
+        raise bad(f"not JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise bad("not a list")
+    groups: list[GroupSpec] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != set(GROUP_KEYS):
+            keys = sorted(item) if isinstance(item, dict) else type(item).__name__
+            raise bad(f"entry {i} has {keys}, not the keys {', '.join(GROUP_KEYS)}")
+        name = item["name"]
+        if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
+            raise bad(f"entry {i}: name {name!r} is not a name without spaces")
+        if name in (g.name for g in groups):
+            raise bad(f"group {name!r} is listed twice")
+        if item["executor"] not in [m.value for m in ExecutorType]:
+            raise bad(f"group {name!r}: executor {item['executor']!r} is unknown")
+        numbers = {k: item[k] for k in ("nworkers", "nthreads", "min", "max")}
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in numbers.values()):
+            raise bad(f"group {name!r}: {numbers} are not all integers >= 0")
+        if numbers["nworkers"] < 1 or numbers["nthreads"] < 1 or numbers["min"] > numbers["max"]:
+            raise bad(f"group {name!r}: {numbers}")
+        groups.append(GroupSpec(name, ExecutorType(item["executor"]), **numbers))
+    return tuple(groups)
+
+
 # ---- the registry ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setting:
@@ -212,7 +274,8 @@ class Setting:
     parse: Parser
     field: str | None = None  # RuntimeConfig's field; None: read by `reader` only
     synonyms: tuple[str, ...] = ()  # must agree with `variable` when both are set
-    reader: str = "worker"  # "worker": RuntimeConfig (the chart sets it); "entrypoint": the image's entrypoint
+    reader: str = "worker"  # "worker": RuntimeConfig (the chart sets it); "entrypoint": the image's entrypoint;
+    # "scheduler": the scheduler's preload (modelops.scheduler)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -332,6 +395,13 @@ SETTINGS: tuple[Setting, ...] = (
         "MODELOPS_LOG_LEVEL", LogLevel, LogLevel.INFO, _choices(LogLevel),
         "level of the worker's `modelops` loggers",
         enum_parser(LogLevel, upper=True), field="log_level",
+    ),
+    Setting(
+        WORKER_GROUPS_VARIABLE, tuple[GroupSpec, ...], (), "a JSON list (the chart writes it)",
+        "the release's autoscaled worker groups (name, executor, nworkers, nthreads, min and max replicas): "
+        "the scheduler serves each one's desired replicas (`/modelops/demand`, `mops demand`), and a study "
+        "requiring a listed group at zero pods waits for it instead of failing",
+        parse_worker_groups, reader="scheduler",
     ),
     Setting(
         "MODELOPS_ENTRYPOINT_NO_INIT", bool, False, "boolean (`1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`)",

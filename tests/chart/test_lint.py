@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from chartlib import CHART, REPO, file_id, values_files
+from chartlib import CHART, REPO, file_id, lint_args, load_values, values_files
 
 pytestmark = pytest.mark.chart
 
@@ -19,7 +19,7 @@ def test_lint_strict_defaults(helm):
 
 @pytest.mark.parametrize("values", values_files(), ids=file_id)
 def test_lint_strict_every_values_file(helm, values):
-    proc = helm.run("lint", "--strict", str(CHART), "-f", str(values))
+    proc = helm.run("lint", "--strict", str(CHART), "-f", str(values), *lint_args(load_values(values)))
     assert "0 chart(s) failed" in proc.stdout
 
 

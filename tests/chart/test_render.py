@@ -16,7 +16,8 @@ CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
 MIN_KUBE = CHART_META["kubeVersion"].removeprefix(">=").removesuffix("-0")  # ">=1.27.0-0" -> "1.27.0"
 KUBE_VERSIONS = [MIN_KUBE, kubernetes_validate.latest_version()]
 # Custom resources have no schema in kubernetes-validate; only these may appear.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PodMonitor"),
+                ("keda.sh/v1alpha1", "ScaledObject")}
 SERVICEMONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
 
 
@@ -76,6 +77,15 @@ def test_every_worker_pod_has_the_executor_env_from_its_values(helm, values):
     assert found == expected
 
 
+def standing_replicas(deployment: dict, objects: list[dict]) -> int:
+    """A worker Deployment's replicas, or its ScaledObject's minReplicaCount when KEDA owns them."""
+    if "replicas" in deployment["spec"]:
+        return deployment["spec"]["replicas"]
+    (scaled,) = [o for o in objects if o["kind"] == "ScaledObject"
+                 and o["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]]
+    return scaled["spec"]["minReplicaCount"]
+
+
 @pytest.mark.parametrize("values", values_files(), ids=file_id)
 def test_helm_test_pods_expect_the_same_executor_as_the_workers(helm, values):
     objects = helm.template("-f", str(values))
@@ -87,7 +97,7 @@ def test_helm_test_pods_expect_the_same_executor_as_the_workers(helm, values):
             d["spec"]["template"]["spec"]["containers"][0]
         )["MODELOPS_EXECUTOR_TYPE"]
         for d in workers(objects)
-        if d["spec"]["replicas"] > 0  # a group scaled to zero has nothing to test
+        if standing_replicas(d, objects) > 0  # a group scaled to zero (or autoscaled from zero) has nothing to test
     }
     tests = [o for o in objects if o["kind"] == "Pod" and o["metadata"]["annotations"].get("helm.sh/hook") == "test"]
     seen = {}
@@ -120,7 +130,7 @@ def test_local_overlays_change_sizes_never_the_executor(helm):
         for deployment in workers(helm.template(*args)):
             container = deployment["spec"]["template"]["spec"]["containers"][0]
             env = {e["name"]: e.get("value") for e in container.get("env", []) if e["name"].startswith("MODELOPS_")}
-            out[deployment["metadata"]["name"]] = (env, deployment["spec"]["replicas"])
+            out[deployment["metadata"]["name"]] = (env, deployment["spec"].get("replicas"))
         return out
 
     for main, overlays in {"cold.yaml": ["local.yaml"], "warm.yaml": ["local.yaml"],

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from modelops import entrypoint
-from modelops.entrypoint import PRELOAD, build_command
+from modelops.entrypoint import PRELOAD, SCHEDULER_PRELOAD, build_command
 
 ENTRYPOINT = shutil.which("modelops-entrypoint", path=str(Path(sys.executable).parent))
 
@@ -58,7 +58,10 @@ def test_worker_keeps_users_other_preloads():
 
 
 def test_scheduler_and_other_commands():
-    assert build_command(["scheduler", "--port", "8786"]) == ["dask", "scheduler", "--port", "8786"]
+    assert build_command(["scheduler", "--port", "8786"]) == [
+        "dask", "scheduler", "--preload", SCHEDULER_PRELOAD, "--port", "8786",
+    ]
+    assert build_command(["scheduler", "--preload", SCHEDULER_PRELOAD]).count(SCHEDULER_PRELOAD) == 1
     assert build_command(["mops", "doctor", "--scheduler", "tcp://x:1"]) == [
         "mops", "doctor", "--scheduler", "tcp://x:1",
     ]
@@ -118,6 +121,14 @@ def test_scheduler_role_execs_dask_scheduler(tmp_path):
     proc = run_entrypoint(["scheduler", "--help"], tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Usage: dask scheduler" in proc.stdout
+
+
+def test_invalid_worker_groups_stop_the_scheduler_before_dask(tmp_path):
+    groups = '[{"name": "cold", "executor": "cold", "nworkers": 1, "nthreads": 1, "min": 3, "max": 2}]'
+    proc = run_entrypoint(["scheduler", "--port", "0"], {"MODELOPS_WORKER_GROUPS": groups}, tmp_path, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert "MODELOPS_WORKER_GROUPS" in proc.stderr and "min <= max" in proc.stderr
+    assert "not starting Dask" in proc.stderr
 
 
 def test_other_command_is_exec_in_place_not_a_child():

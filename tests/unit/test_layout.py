@@ -48,7 +48,7 @@ LAYERS = (
     ("tasks", "routing", "study"),
     ("bundles",),
     ("executors",),
-    ("worker",),
+    ("worker", "scheduler"),
     ("results",),
     ("services", "jobs", "local_cluster"),
     ("benchmark",),

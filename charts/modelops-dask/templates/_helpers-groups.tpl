@@ -96,3 +96,33 @@ Names of every worker HTTP port any group declares ("http", "http-1", ...), as a
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
+
+{{/*
+A worker group's Deployment name (also its PodDisruptionBudget's and ScaledObject's). Args: dict "root" "g".
+*/}}
+{{- define "modelops-dask.groupDeploymentName" -}}
+{{- printf "%s-%s" (include "modelops-dask.fullname" .root) .g.suffix | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The autoscaled worker groups as the scheduler reads them (MODELOPS_WORKER_GROUPS, modelops.settings): JSON
+[{name, executor, nworkers, nthreads, min, max}]; "" when no group autoscales. Groups with fixed replicas
+are not listed: changing them (their executor included) then rolls only their own pods, never the scheduler.
+*/}}
+{{- define "modelops-dask.workerGroupsJson" -}}
+{{- $out := list -}}
+{{- range $g := (include "modelops-dask.workerGroups" . | fromJson).groups -}}
+{{- $c := $g.cfg -}}
+{{- if $c.autoscaling.enabled -}}
+{{- $out = append $out (dict "name" $g.name "executor" $c.executor.type "nworkers" (int64 $c.nworkers) "nthreads" (int64 $c.nthreads) "min" (int64 $c.autoscaling.minReplicas) "max" (int64 $c.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- end -}}
+{{- if $out -}}{{- toJson $out -}}{{- end -}}
+{{- end -}}
+
+{{/*
+The pods a group always has: its replicas, or with autoscaling its minReplicas (`helm test` asks those).
+*/}}
+{{- define "modelops-dask.groupStandingReplicas" -}}
+{{- ternary (int64 .autoscaling.minReplicas) (int64 .replicas) .autoscaling.enabled -}}
+{{- end -}}

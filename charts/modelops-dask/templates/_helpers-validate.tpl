@@ -13,6 +13,9 @@ modelops-dask.bytes, which parses a memory quantity, also fails on one it cannot
 {{- include "modelops-dask.validateGroup" (dict "root" $root "g" $g "reserved" $.reserved) -}}
 {{- end -}}
 {{- include "modelops-dask.validateDashboardRoutes" $root -}}
+{{- if has "MODELOPS_WORKER_GROUPS" (include "modelops-dask.envNames" $root.Values.scheduler.env | fromJsonArray) -}}
+{{- fail "scheduler.env: MODELOPS_WORKER_GROUPS is set by the chart from worker.* and worker.groups (the release's worker groups); drop it" -}}
+{{- end -}}
 {{- include "modelops-dask.validateAppLabel" (dict "labels" $root.Values.scheduler.podLabels "path" "scheduler.podLabels" "component" "scheduler") -}}
 {{- include "modelops-dask.validateJobs" $root -}}
 {{- include "modelops-dask.validateTls" $root -}}
@@ -112,6 +115,7 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- end -}}
 {{- end -}}
 {{- include "modelops-dask.validateMemory" (dict "c" $c "path" $path) -}}
+{{- include "modelops-dask.validateAutoscaling" (dict "root" .root "c" $c "path" $path) -}}
 {{- if $c.drain.enabled -}}
 {{- $grace := int64 $c.terminationGracePeriodSeconds -}}
 {{- $margin := int64 $c.drain.marginSeconds -}}
@@ -187,6 +191,22 @@ container's memory limit. Args: dict "c" (group config) "path".
 {{- $limitMi := divf $bytes 1048576.0 -}}
 {{- if gt (float64 (mul $tm $concurrent)) $limitMi -}}
 {{- fail (printf "%s.executor.taskMemoryLimitMb (%d MiB) x %d concurrent tasks (nworkers %d x nthreads %d) = %d MiB exceeds %s (%s = %.0f MiB): lower the per-task limit or the concurrency, or raise the pod's limit" .path $tm $concurrent (int64 $c.nworkers) (int64 $c.nthreads) (mul $tm $concurrent) $limitPath (include "modelops-dask.num" $limit) $limitMi) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A group's autoscaling: bounds the schema cannot relate (minReplicas <= maxReplicas), and KEDA's
+ScaledObject API in the cluster. Args: dict "root" "c" (group config) "path".
+*/}}
+{{- define "modelops-dask.validateAutoscaling" -}}
+{{- $a := .c.autoscaling -}}
+{{- if $a.enabled -}}
+{{- if gt (int64 $a.minReplicas) (int64 $a.maxReplicas) -}}
+{{- fail (printf "%s.autoscaling: minReplicas (%d) is greater than maxReplicas (%d); allowed: 0 <= minReplicas <= maxReplicas, maxReplicas >= 1" .path (int64 $a.minReplicas) (int64 $a.maxReplicas)) -}}
+{{- end -}}
+{{- if not (.root.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject") -}}
+{{- fail (printf "%s.autoscaling.enabled: this cluster has no keda.sh/v1alpha1 ScaledObject: install KEDA (its CRDs and operator), or pass --api-versions keda.sh/v1alpha1/ScaledObject to helm template, or set %s.autoscaling.enabled=false and %s.replicas" .path .path .path) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

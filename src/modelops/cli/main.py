@@ -17,13 +17,14 @@ def _register() -> None:
     from modelops.cli.bench import bench
     from modelops.cli.bundle_cmd import bundle
     from modelops.cli.config_cmd import config
+    from modelops.cli.demand_cmd import demand
     from modelops.cli.doctor import doctor
     from modelops.cli.drain_cmd import drain
     from modelops.cli.jobs_cmd import jobs
     from modelops.cli.results_cmd import results
     from modelops.cli.run import run
 
-    for command in (run, jobs, results, config, doctor, drain, bench, bundle):
+    for command in (run, jobs, results, config, doctor, demand, drain, bench, bundle):
         cli.add_command(command)
 
 

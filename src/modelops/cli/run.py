@@ -71,7 +71,9 @@ class UnreachableError(click.ClickException):
               help="With --store: seconds a write waits for a store that stops answering (retrying with backoff, "
               "the results held in memory) before the run gives up; at the start, at most 30 s.")
 @click.option("--wait-workers", default=120.0, show_default=True, type=click.FloatRange(min=1),
-              help="Seconds to wait for at least one worker before giving up.")
+              help="Seconds to wait for at least one worker, or, when the scheduler lists the release's worker "
+              "groups, for a first worker of a group the study can run on (one scaling from zero), before "
+              f"giving up (exit {EXIT_UNREACHABLE}).")
 @click.option("--group", "require_group", help="Run only on workers of this worker group (MODELOPS_WORKER_GROUP); "
               "overrides the study's requires.group.")
 @click.option("--require-executor", type=click.Choice(EXECUTORS), help="Run only on workers running this executor; "
@@ -209,10 +211,13 @@ def _start_local(study_path, workers, threads, executor, cold_start, bundles_dir
 
 
 def connect(scheduler: str, wait_workers: float, security=None):
-    """A Client of `scheduler` with at least one worker, and one line about differing versions (instead of
-    distributed's table). `security`: the client's TLS (modelops.tls.client_security)."""
+    """A Client of `scheduler` with at least one worker (unless the scheduler lists the release's worker
+    groups: the study then waits for a group it can run on, which may be at zero pods), and one line about
+    differing versions (instead of distributed's table). `security`: the client's TLS
+    (modelops.tls.client_security)."""
     from distributed import Client
 
+    from modelops.services.dask_simulation import DaskSimulationService
     from modelops.services.versions import quiet_version_table
 
     try:
@@ -220,6 +225,8 @@ def connect(scheduler: str, wait_workers: float, security=None):
             client = Client(scheduler, timeout=60, security=security)
     except OSError as exc:
         raise UnreachableError(f"cannot reach scheduler {scheduler}: {exc}") from None
+    if DaskSimulationService(client).group_demand():
+        return client
     try:
         client.wait_for_workers(1, timeout=wait_workers)
     except TimeoutError:
@@ -235,18 +242,19 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, store, job, r
                wait_workers: float, progress: str | None, security=None) -> None:
     from modelops.results.url import StoreError
     from modelops.services.study_run import StudyRejected, StudyRun
+    from modelops.services.worker_wait import WorkersNotReady
 
     started = time.perf_counter()
     show = progress or ("bar" if sys.stderr.isatty() else "lines")
     with connect(scheduler, wait_workers, security) as client:
         study_run = StudyRun(client, study, output=output, resume=resume, store=store, job=job, recompute=recompute,
                              max_in_flight=max_in_flight, progress={"bar": True, "lines": "lines"}.get(show, False),
-                             say=click.echo, warn=lambda text: click.echo(text, err=True))
+                             say=click.echo, warn=lambda text: click.echo(text, err=True), worker_wait_s=wait_workers)
         try:
             outcome = study_run.run()
         except StudyRejected as exc:
             raise StudyRejectedError(str(exc)) from None
-        except StoreError as exc:
+        except (StoreError, WorkersNotReady) as exc:
             raise UnreachableError(str(exc)) from None
     wall = time.perf_counter() - started
     summary = outcome.summary

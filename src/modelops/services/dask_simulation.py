@@ -56,6 +56,15 @@ class DaskSimulationService:
         connected) when there is none, so a study fails at once instead of waiting forever."""
         return check_requirement(requirement, self.client.scheduler_info(n_workers=-1)["workers"])
 
+    def group_demand(self) -> dict[str, dict]:
+        """Each worker group of the release as the scheduler lists them ({name: {executor, ready, desired,
+        min, max, ...}}, modelops.scheduler.demand); {} when the scheduler lists none or has no modelops
+        preload (then only the connected workers say which groups exist)."""
+        from modelops.scheduler.plugin import HANDLER
+
+        report = self.client.sync(getattr(self.client.scheduler, HANDLER))
+        return (report or {}).get("groups") or {}
+
     def total_threads(self) -> int:
         workers = self.client.scheduler_info(n_workers=-1)["workers"].values()
         return max(1, sum(w["nthreads"] for w in workers))

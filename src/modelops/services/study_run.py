@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from modelops.bundles import BundleError
 from modelops.routing import NoWorkerForRequirement
+from modelops.services.worker_wait import wait_for_workers
 from modelops.results.summary import Summary
 from modelops.study import Study
 from modelops.tasks import TaskResult
@@ -30,8 +31,8 @@ START_WAIT_S = 30.0
 
 
 class StudyRejected(Exception):
-    """The study cannot run here as asked (no worker for its requirement, no such bundle, a job of that
-    name for another study): running it again would fail the same way."""
+    """The study cannot run here as asked (no worker group for its requirement, no such bundle, a job of
+    that name for another study): running it again would fail the same way."""
 
 
 @dataclass
@@ -64,6 +65,7 @@ class StudyRun:
     say: Callable[[str], None] = print
     warn: Callable[[str], None] = print
     on_result: Callable[[TaskResult], None] | None = None
+    worker_wait_s: float | None = None  # how long to wait for a required group's first worker (None: no bound)
     _writer: object | None = field(default=None, init=False)
 
     def run(self) -> StudyOutcome:
@@ -73,13 +75,12 @@ class StudyRun:
         service = DaskSimulationService(self.client)
         if line := service.version_mismatch():  # once, in one line (services/versions.py)
             self.warn(line)
-        runtimes = service.worker_runtime()
         study, requirement = self.study, self.study.requires
-        if requirement:
-            try:
-                service.check_requirement(requirement)
-            except NoWorkerForRequirement as exc:
-                raise StudyRejected(f"study {study.name!r}: {exc}") from None
+        try:  # a group scaling from zero is waited for; a group the release lacks fails at once
+            wait_for_workers(service, requirement, self.say, self.worker_wait_s)
+        except NoWorkerForRequirement as exc:
+            raise StudyRejected(f"study {study.name!r}: {exc}") from None
+        runtimes = service.worker_runtime()
         digest, entrypoint, bundle_name, study = self._pin(service, study)
         outcome = StudyOutcome(Summary(), runtimes, job=self.job)
 

@@ -1,0 +1,79 @@
+"""Waiting for the workers a study requires, which may be scaling from zero.
+
+Connected workers that meet the requirement: nothing to wait for. Otherwise the scheduler's list of the
+release's autoscaled groups (modelops.scheduler, from the chart) decides: a requirement none of them meets
+fails at once naming them and the groups connected, while one a group meets waits, with a progress line,
+until a worker of it connects (an autoscaler is starting its pods). A scheduler that lists
+no groups (no modelops preload, a plain `dask scheduler`): the connected workers decide at once, as before.
+
+While it waits, one marker task with the study's requirement is pending on the scheduler: the group's
+demand (what the autoscaler reads) is then at least one pod, so a group at zero is scaled up before any
+of the study's tasks is submitted; they follow once a worker is there, and raise the demand further.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+
+from modelops.routing import NoGroupForRequirement, NoWorkerForRequirement, Requirement, serving_groups
+
+POLL_S = 1.0
+SAY_EVERY_S = 10.0
+
+
+class WorkersNotReady(TimeoutError):
+    """A group of the release could serve the study but none of its workers connected in time."""
+
+
+def waiting_line(groups: list[str], demand: dict[str, dict]) -> str:
+    """`waiting for workers of group cold: 0/4 ready` (ready pods / desired replicas), one part per group."""
+    return "waiting for workers of " + "; ".join(
+        f"group {g}: {demand[g]['ready']}/{max(1, demand[g]['desired'])} ready" for g in groups)
+
+
+def wait_for_workers(service, requirement: Requirement, say: Callable[[str], None],
+                     timeout: float | None = None) -> list[str]:
+    """Addresses of connected workers meeting `requirement`, once there is one. Raises
+    NoWorkerForRequirement (at once: no group of the release meets it, or the scheduler lists no groups
+    and no connected worker does) or WorkersNotReady after `timeout` seconds (None: no bound)."""
+    demand = service.group_demand()
+    try:
+        return service.check_requirement(requirement)
+    except NoWorkerForRequirement as connected:
+        if not demand:  # as before groups were known (`mops run` waited for a first worker)
+            if not requirement:
+                return []
+            raise
+        try:
+            groups = serving_groups(requirement, {g: d["executor"] for g, d in demand.items()})
+        except NoGroupForRequirement as exc:
+            raise NoGroupForRequirement(f"{exc}; {str(connected).split('; ', 1)[-1]}") from None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_line, said_at, marker = None, 0.0, None
+    try:
+        while True:
+            try:
+                return service.check_requirement(requirement)
+            except NoWorkerForRequirement:
+                pass
+            if marker is None:
+                marker = service.client.submit(demand_marker, key=f"modelops-wait-{uuid.uuid4().hex}", pure=False,
+                                               resources=requirement.resources())
+            line = waiting_line(groups, demand)
+            if line != last_line or time.monotonic() - said_at >= SAY_EVERY_S:
+                say(line)
+                last_line, said_at = line, time.monotonic()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WorkersNotReady(f"{line} after {timeout:g} s: no worker of the group connected (is the "
+                                      "group's autoscaler running? `kubectl get scaledobject`, `mops demand`)")
+            time.sleep(POLL_S)
+            demand = service.group_demand()
+    finally:
+        if marker is not None:
+            marker.cancel()
+
+
+def demand_marker() -> None:
+    """The task that stands for a waiting study in its group's demand (it does nothing where it runs)."""
