@@ -29,8 +29,9 @@ import shutil
 import sys
 from collections.abc import Mapping, Sequence
 
+from modelops.scheduler import PRELOAD as SCHEDULER_PRELOAD
+
 PRELOAD = "modelops.worker.preload"
-SCHEDULER_PRELOAD = "modelops.scheduler.preload"
 TINI_PATHS = ("/usr/bin/tini", "/sbin/tini", "/usr/local/bin/tini", "/usr/bin/tini-static")
 NO_INIT_VAR = "MODELOPS_ENTRYPOINT_NO_INIT"  # defined in modelops.settings, like every MODELOPS_* variable
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from modelops.entrypoint import SCHEDULER_PRELOAD  # as the image's entrypoint adds it
+from modelops.scheduler import PRELOAD as SCHEDULER_PRELOAD  # as the image's entrypoint adds it
 
 PRELOAD = "modelops.worker.preload"
 
