@@ -379,47 +379,16 @@ def serve_artifact(server: LoopbackServer, repo: str, built, tag: str = "1") -> 
     return f"{server.host}/{repo}@{digest}"
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
-    if proc.returncode != 0:
-        raise AssertionError(f"openssl {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-
-
-def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
-    """A CA made by the openssl CLI: (certificate, key), P-256, valid two days."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key = directory / f"{name}-ca.crt", directory / f"{name}-ca.key"
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name} test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-             cwd=directory)
-    return cert, key
-
-
-def make_signed_cert(directory: Path, name: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
-    """A certificate for server and client use signed by `ca`: (certificate, key)."""
-    cert, key, csr = directory / f"{name}.crt", directory / f"{name}.key", directory / f"{name}.csr"
-    ext = directory / f"{name}.ext"
-    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
-                   "keyUsage=critical,digitalSignature,keyEncipherment\n")
-    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}", cwd=directory)
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
-             "-out", str(cert), "-days", "2", "-extfile", str(ext), cwd=directory)
-    return cert, key
-
-
 def make_tls_dir(directory: Path) -> dict[str, Path]:
     """Certificates for a TLS test cluster, made by the test: `directory/release` holds ca.crt, tls.crt and
     tls.key as the chart mounts them (one CA, one certificate signed by it); beside it a foreign CA and a
     certificate it signed (what an outsider has)."""
+    from modelops.tls import make_ca, make_signed_cert, mount_dir
+
     ca = make_ca(directory, "release")
     leaf = make_signed_cert(directory, "release-leaf", ca)
     foreign_ca = make_ca(directory, "foreign")
     foreign = make_signed_cert(directory, "foreign-leaf", foreign_ca)
-    mounted = directory / "release"
-    mounted.mkdir()
-    for source, target in ((ca[0], "ca.crt"), (leaf[0], "tls.crt"), (leaf[1], "tls.key")):
-        (mounted / target).write_bytes(source.read_bytes())
+    mounted = mount_dir(directory / "release", ca[0], leaf)
     return {"dir": mounted, "ca": mounted / "ca.crt", "cert": mounted / "tls.crt", "key": mounted / "tls.key",
             "ca_key": ca[1], "foreign_ca": foreign_ca[0], "foreign_cert": foreign[0], "foreign_key": foreign[1]}

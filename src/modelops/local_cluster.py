@@ -54,6 +54,17 @@ class LocalProcessCluster:
         self.worker_log_paths: list[Path] = []
         self.address: str | None = None
 
+    @classmethod
+    def over_tls(cls, tls_dir: str | Path, client, env: dict[str, str] | None = None, **kwargs) -> LocalProcessCluster:
+        """A cluster on tls:// only, its scheduler and workers configured from `tls_dir` (ca.crt, tls.crt,
+        tls.key) by their environment as the chart's pods are; `client` (a `modelops.tls.ClientTLS`) is
+        what its own client presents."""
+        from modelops.tls import dask_tls_env
+
+        tls_env = dask_tls_env(tls_dir)
+        return cls(env={**tls_env, **(env or {})}, protocol="tls", scheduler_env=tls_env,
+                   client_security=client.security(), **kwargs)
+
     # -- processes -------------------------------------------------------
     def _spawn(self, args: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen:
         log = open(log_path, "ab")

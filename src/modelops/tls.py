@@ -10,12 +10,15 @@ This module only
   e.g. `DASK_DISTRIBUTED__COMM__TLS__CA_FILE`), checking the files first so that a missing or
   unreadable one is an error naming the option (or configuration key) and the path;
 - says which environment variables give a Dask process (scheduler, worker and its nanny, client)
-  its TLS settings from one directory holding `ca.crt`, `tls.crt` and `tls.key` (what the chart mounts).
+  its TLS settings from one directory holding `ca.crt`, `tls.crt` and `tls.key` (what the chart mounts);
+- makes throwaway certificates with the openssl CLI for local TLS clusters (tests, `mops bench`).
 """
 
 from __future__ import annotations
 
+import shutil
 import ssl
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,3 +142,64 @@ def client_security(address: str, ca_file: str | None = None, cert: str | None =
     """`distributed.security.Security` for a client of `address` (None: Dask's default for a plain address)."""
     tls = client_tls(address, ca_file, cert, key)
     return tls.security() if tls else None
+
+
+# -- throwaway certificates (local TLS clusters: tests and `mops bench --transports`) -------------
+class CertificateError(RuntimeError):
+    """The openssl CLI is missing or could not make a certificate."""
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    if shutil.which("openssl") is None:
+        raise CertificateError("the openssl CLI is not on PATH (it makes the local TLS cluster's certificates)")
+    proc = subprocess.run(["openssl", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+    if proc.returncode != 0:
+        raise CertificateError(f"openssl {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+
+
+def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
+    """A CA made by the openssl CLI: (certificate, key), P-256, valid two days."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / f"{name}-ca.crt", directory / f"{name}-ca.key"
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name} CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             cwd=directory)
+    return cert, key
+
+
+def make_signed_cert(directory: Path, name: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
+    """A certificate for server and client use signed by `ca`: (certificate, key)."""
+    cert, key, csr = directory / f"{name}.crt", directory / f"{name}.key", directory / f"{name}.csr"
+    ext = directory / f"{name}.ext"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\n")
+    _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}", cwd=directory)
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial",
+             "-out", str(cert), "-days", "2", "-extfile", str(ext), cwd=directory)
+    return cert, key
+
+
+def mount_dir(directory: Path, ca: Path, leaf: tuple[Path, Path]) -> Path:
+    """`directory` holding ca.crt, tls.crt and tls.key as the chart mounts them (what `dask_tls_env` reads)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for source, target in ((ca, CA_KEY), (leaf[0], CERT_KEY), (leaf[1], KEY_KEY)):
+        (directory / target).write_bytes(source.read_bytes())
+    return directory
+
+
+@dataclass(frozen=True)
+class ThrowawayTLS:
+    """A release's certificates, made locally: the pods' Secret (one certificate for scheduler, workers and
+    nannies) and a user's own client certificate signed by the same CA."""
+
+    pods_dir: Path
+    client: ClientTLS
+
+
+def make_throwaway_tls(directory: Path) -> ThrowawayTLS:
+    ca = make_ca(directory, "throwaway")
+    pods = mount_dir(directory / "pods", ca[0], make_signed_cert(directory, "pods", ca))
+    cert, key = make_signed_cert(directory, "client", ca)
+    return ThrowawayTLS(pods, ClientTLS(str(ca[0]), str(cert), str(key)))

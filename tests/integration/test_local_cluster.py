@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from distributed import Client
@@ -176,3 +177,22 @@ def test_plugin_registered_again_while_studies_run_fails_no_task(cluster_factory
     assert len(registrations) >= 5
     failed = [r.error for r in results if not r.ok]
     assert failed == [], failed[:3]
+
+
+def test_a_study_waits_on_its_own_clients_loop_not_the_last_client_made(cluster_factory):
+    """`as_completed()` without a loop takes the default client's, the last one made in the process (the
+    throughput bench holds a TCP and a TLS client): with that loop stuck, a study of the first client hung."""
+    cluster = cluster_factory(n_workers=1, MODELOPS_EXECUTOR_TYPE="direct")
+    stuck = threading.Event()
+    with Client(cluster.address) as mine, Client(cluster.address) as last, ThreadPoolExecutor(1) as pool:
+        assert mine.loop is not last.loop
+        service = DaskSimulationService(mine)
+        bundle = service.resolve_bundle("native_counter")
+        last.loop.add_callback(stuck.wait, 120)
+        try:
+            # a bound on a hang, not a speed check: the study takes well under a second
+            results = pool.submit(service.run, native_study(4).tasks(bundle["digest"], bundle["entrypoint"])).result(
+                timeout=60)
+        finally:
+            stuck.set()
+    assert [r.ok for r in results] == [True] * 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,33 @@ def test_throughput_reports_plain_dask_and_mops_run_side_by_side(tmp_path):
     for label in ("plain Dask client.map", "mops run", "mops run, no attempt count", "where the client's time goes"):
         assert label in result.output
     assert [t["target"] for t in data["targets"]] == ["direct >= 0.9x plain Dask tasks/s"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl CLI makes the TLS cluster's certificates")
+def test_throughput_compares_tls_with_plain_tcp_on_real_clusters(tmp_path):
+    """Both transports side by side; the addresses the client and workers really use say TLS was in use."""
+    out = tmp_path / "t.json"
+    result = CliRunner().invoke(bench, ["--throughput", STUDY, "--tasks", "12", "--rounds", "1", "--executors",
+                                        "direct", "--transports", "tls,tcp", "--json", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["transports"] == ["tcp", "tls"]
+    row = data["executors"]["direct"]
+    assert row["transport"] == "tcp" and row["tls"]["transport"] == "tls"
+    assert row["scheduler_address"].startswith("tcp://")
+    assert row["tls"]["scheduler_address"].startswith("tls://")
+    assert len(row["tls"]["worker_addresses"]) == 2
+    assert all(a.startswith("tls://") for a in row["tls"]["worker_addresses"]), row["tls"]["worker_addresses"]
+    for path in PATHS:
+        for side in (row, row["tls"]):
+            assert [r["tasks"] for r in side["rounds"][path]] == [12]
+            assert side[path]["tasks_per_s"] > 0
+        cost = row["tls_vs_tcp"][path]
+        assert cost["tcp_tasks_per_s"] > 0 and cost["tls_tasks_per_s"] > 0 and cost["ratio"] > 0
+        assert math.isfinite(cost["added_us_per_task"]) and math.isfinite(cost["added_client_cpu_us_per_task"])
+        assert cost["tls_tasks_per_s"] == row["tls"][path]["tasks_per_s"]
+    assert "tls against tcp" in result.output and row["tls"]["scheduler_address"] in result.output
 
 
 @pytest.mark.parametrize("args, message", [

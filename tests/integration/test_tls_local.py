@@ -46,14 +46,11 @@ def certs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tls_cluster(certs, tmp_path_factory):
     """One TLS scheduler and one cold worker, configured only by their environment, as the chart's pods are."""
-    env = dask_tls_env(certs["dir"])
-    cluster = LocalProcessCluster(
+    cluster = LocalProcessCluster.over_tls(
+        certs["dir"], ClientTLS(str(certs["ca"]), str(certs["cert"]), str(certs["key"])),
+        env={"MODELOPS_BUNDLES_DIR": str(REPO / "examples"), "MODELOPS_EXECUTOR_TYPE": "cold"},
         n_workers=1,
-        env={**env, "MODELOPS_BUNDLES_DIR": str(REPO / "examples"), "MODELOPS_EXECUTOR_TYPE": "cold"},
         log_dir=tmp_path_factory.mktemp("tls-cluster"),
-        protocol="tls",
-        scheduler_env=env,
-        client_security=ClientTLS(str(certs["ca"]), str(certs["cert"]), str(certs["key"])).security(),
     )
     try:
         cluster.start()

@@ -248,3 +248,20 @@ def test_bundle_bench_refuses_a_bad_warmup_declaration_naming_it(tmp_path):
 def test_bundle_only_and_builtin_only_options_do_not_mix(bad):
     result = CliRunner().invoke(bench, [a if not a.startswith("examples") else str(REPO / a) for a in bad])
     assert result.exit_code == 2, result.output
+
+
+@pytest.mark.parametrize("value, message", [
+    ("tcp,ssl", "transports 'tcp,ssl': unknown ['ssl']; allowed: a comma list of tcp, tls, each at most once"),
+    ("tls,tls", "transports 'tls,tls': repeated ['tls']; allowed: a comma list of tcp, tls, each at most once"),
+    (",", "transports '': none given; allowed: a comma list of tcp, tls, each at most once"),
+])
+def test_throughput_transports_are_checked_before_any_cluster_starts(value, message):
+    result = CliRunner().invoke(bench, ["--throughput", str(REPO / "examples/sir/study.json"), "--transports", value])
+    assert result.exit_code == 2 and "Invalid value for --transports" in result.output, result.output
+    assert message in " ".join(result.output.split()), result.output
+
+
+def test_transports_apply_to_the_throughput_benchmark_only():
+    result = CliRunner().invoke(bench, ["--transports", "tcp,tls"])
+    assert result.exit_code == 2 and "--transports" in result.output and "applies to --throughput only" in result.output
+

@@ -7,6 +7,12 @@ rounds on that cluster, runs the study's tasks (a) as plain `client.map` of the 
 and (b) through `mops run`'s own code path (`StudyRun`, results file included). Ratios are taken
 within a round, so load drifting on the machine hits both alike; the medians over rounds are kept.
 
+With `transports` ("tcp,tls") it does the same on two clusters per executor, alive side by side:
+plain TCP and mutual TLS as a release has it (a throwaway CA; the pods' certificate and a client
+certificate it signed). Each path runs on one and then at once on the other (which goes first
+alternates by round), and it reports what TLS costs: the TLS/TCP ratio of tasks/s and the wall
+time and client CPU it adds per task, medians of per-round values.
+
 It also reports client CPU per task, client and scheduler peak RSS (VmHWM, reset before each run
 through /proc/PID/clear_refs), and one extra profiled `mops run` pass: cProfile in the client's main
 thread and in its event-loop thread (where distributed (de)serialises and talks to the scheduler).
@@ -24,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from modelops.routing import Requirement
@@ -44,6 +50,8 @@ WAITS = ("<method 'acquire' of '_thread.lock' objects>", "<method 'poll' of 'sel
          "<built-in method time.sleep>", "<method 'wait' of")
 # Issue 15's targets: mops run tasks/s as a fraction of plain Dask's on the same cluster.
 TARGET_RATIO = {"direct": 0.9, "isolated_warm": 0.8}
+# What a cluster's connections use; the first one given is the baseline the other is compared with.
+TRANSPORTS = ("tcp", "tls")
 
 
 class ThroughputError(ValueError):
@@ -63,6 +71,17 @@ def call_entrypoint(params: dict, seed: int, bundle_dir: str, entrypoint: str):
             sys.path.insert(0, bundle_dir)
         fn = _entrypoints[(bundle_dir, entrypoint)] = getattr(importlib.import_module(module), name)
     return fn(params, seed)
+
+
+def check_transports(transports: Sequence[str]) -> tuple[str, ...]:
+    """The transports to measure, tcp first (the baseline), each once."""
+    unknown = [t for t in transports if t not in TRANSPORTS]
+    if unknown or not transports or len(set(transports)) < len(transports):
+        repeated = sorted({t for t in transports if transports.count(t) > 1})
+        problem = f"unknown {unknown}" if unknown else f"repeated {repeated}" if repeated else "none given"
+        raise ThroughputError(f"transports {','.join(transports)!r}: {problem}; allowed: a comma list of "
+                              f"{', '.join(TRANSPORTS)}, each at most once")
+    return tuple(t for t in TRANSPORTS if t in transports)
 
 
 # -- process memory -------------------------------------------------------------------------
@@ -187,15 +206,15 @@ def run_throughput(
     bundles_dir: Path | None = None,
     with_profile: bool = True,
     progress: Callable[[str], None] = lambda message: None,
+    transports: Sequence[str] = ("tcp",),
 ) -> dict:
-    from distributed import Client
-
-    from modelops.local_cluster import LocalProcessCluster
     from modelops.services.dask_simulation import DaskSimulationService
+    from modelops.tls import make_throwaway_tls
 
     unknown = [e for e in executors if e not in EXECUTOR_ENVS]
     if unknown or not executors:
         raise ThroughputError(f"executors {list(executors)}: unknown {unknown}; allowed: {', '.join(EXECUTOR_ENVS)}")
+    transports = check_transports(transports)
     study = expand(Study.load(study_path), n_tasks)
     bundles_dir = Path(bundles_dir or Path(study_path).resolve().parent.parent).resolve()
     bundle_dir = bundles_dir / study.bundle
@@ -204,42 +223,115 @@ def run_throughput(
                               "bundle from its directory, so the throughput bench needs a file bundle)")
     out: dict = {
         "study": str(study_path), "tasks": len(study.parameters) * study.replicates, "workers": workers,
-        "threads": threads, "rounds": rounds, "executors": {},
+        "threads": threads, "rounds": rounds, "transports": list(transports), "executors": {},
     }
-    for name in executors:
-        env = {**EXECUTOR_ENVS[name], "MODELOPS_BUNDLES_DIR": str(bundles_dir)}
-        progress(f"{name}: starting a local cluster ({workers} worker(s) x {threads} thread(s))")
-        with tempfile.TemporaryDirectory(prefix="mops-throughput-") as tmp, LocalProcessCluster(
-            n_workers=workers, nthreads=threads, env=env, log_dir=Path(tmp) / "logs"
-        ) as cluster, Client(cluster.address) as client:
-            entrypoint = study.entrypoint or DaskSimulationService(client).resolve_bundle(study.bundle)["entrypoint"]
-            output = Path(tmp) / "results.jsonl"
-            plain = lambda s=study: run_plain(client, s, str(bundle_dir), entrypoint)  # noqa: E731
-            mops = lambda s=study: run_mops(client, s, output)  # noqa: E731
-            mops_uncounted = lambda s=study: run_mops(client, s, output, count_attempts=False)  # noqa: E731
-            warm = study.model_copy(update={"replicates": 1})
-            run_plain(client, warm, str(bundle_dir), entrypoint)  # imports, pools and zygotes started
-            run_mops(client, warm, output)
-            paths = {"plain_dask": plain, "mops_run": mops, "mops_run_no_attempts": mops_uncounted}
-            runs: dict[str, list[dict]] = {path: [] for path in paths}
-            for r in range(rounds):
-                for path, run in paths.items():
-                    runs[path].append(measure(run, cluster.scheduler.pid))
-                progress(f"{name} round {r + 1}/{rounds}: " + ", ".join(
-                    f"{path} {samples[-1]['tasks_per_s']:.0f} tasks/s" for path, samples in runs.items()))
-            row = {path: _median(samples) for path, samples in runs.items()}
-            for path in paths:
-                row[path]["ratio_vs_plain"] = statistics.median(
-                    m["tasks_per_s"] / p["tasks_per_s"] for p, m in zip(runs["plain_dask"], runs[path])
-                )
-            row["ratio_vs_plain"] = row["mops_run"]["ratio_vs_plain"]
-            row["rounds"] = runs
-            if with_profile:
-                progress(f"{name}: one profiled mops run")
-                row["profile"] = profile(client, mops)
-            out["executors"][name] = row
+    base = transports[0]
+    with tempfile.TemporaryDirectory(prefix="mops-throughput-") as tmp:
+        tls = make_throwaway_tls(Path(tmp) / "tls") if "tls" in transports else None
+        for name in executors:
+            env = {**EXECUTOR_ENVS[name], "MODELOPS_BUNDLES_DIR": str(bundles_dir)}
+            with contextlib.ExitStack() as stack:
+                sides = {}
+                for transport in transports:
+                    progress(f"{name}: starting a local {transport} cluster ({workers} worker(s) x {threads} "
+                             "thread(s))")
+                    sides[transport] = _Side.start(stack, transport, env, workers, threads,
+                                                   Path(tmp) / f"{name}-{transport}", tls)
+                first = sides[base].client
+                entrypoint = study.entrypoint or DaskSimulationService(first).resolve_bundle(study.bundle)["entrypoint"]
+                for side in sides.values():
+                    side.warm_up(study, str(bundle_dir), entrypoint)
+                runs = {t: {path: [] for path in PATH_LABELS} for t in transports}
+                for r in range(rounds):
+                    # each path on one transport, then at once on the other; who goes first alternates by round
+                    order = list(sides.values())[::-1 if r % 2 else 1]
+                    for path in PATH_LABELS:
+                        for side in order:
+                            runs[side.transport][path].append(measure(side.paths[path], side.cluster.scheduler.pid))
+                    progress(f"{name} round {r + 1}/{rounds}: " + "; ".join(
+                        f"{t} " + ", ".join(f"{path} {samples[-1]['tasks_per_s']:.0f}" for path, samples in by.items())
+                        for t, by in runs.items()) + " tasks/s")
+                row = {**_row(runs[base]), **sides[base].addresses()}
+                for transport in transports[1:]:
+                    row[transport] = {**_row(runs[transport]), **sides[transport].addresses()}
+                    row[f"{transport}_vs_{base}"] = transport_cost(runs, base, transport)
+                if with_profile:
+                    progress(f"{name}: one profiled mops run ({base})")
+                    row["profile"] = profile(first, sides[base].paths["mops_run"])
+                out["executors"][name] = row
     out["targets"] = targets(out)
     return out
+
+
+class _Side:
+    """One executor's local cluster on one transport, its client, and the three paths bound to them."""
+
+    def __init__(self, transport: str, cluster, client, output: Path):
+        self.transport, self.cluster, self.client, self.output = transport, cluster, client, output
+        self.paths: dict[str, Callable[[], int]] = {}
+
+    @classmethod
+    def start(cls, stack: contextlib.ExitStack, transport: str, env: dict, workers: int, threads: int,
+              directory: Path, tls) -> _Side:
+        from distributed import Client
+
+        from modelops.local_cluster import LocalProcessCluster
+
+        options = {"n_workers": workers, "nthreads": threads, "env": env, "log_dir": directory / "logs"}
+        cluster = LocalProcessCluster.over_tls(tls.pods_dir, tls.client, **options) if transport == "tls" \
+            else LocalProcessCluster(**options)
+        stack.enter_context(cluster)
+        client = stack.enter_context(Client(cluster.address, security=cluster.client_security))
+        return cls(transport, cluster, client, directory / "results.jsonl")
+
+    def warm_up(self, study: Study, bundle_dir: str, entrypoint: str) -> None:
+        """Bind the paths to the study, then run each once: imports, pools and zygotes started."""
+        client, output = self.client, self.output
+        self.paths = {
+            "plain_dask": lambda: run_plain(client, study, bundle_dir, entrypoint),
+            "mops_run": lambda: run_mops(client, study, output),
+            "mops_run_no_attempts": lambda: run_mops(client, study, output, count_attempts=False),
+        }
+        warm = study.model_copy(update={"replicates": 1})
+        run_plain(client, warm, bundle_dir, entrypoint)
+        run_mops(client, warm, output)
+
+    def addresses(self) -> dict:
+        """Where the client and the workers really talk: a tls:// scheme here is TLS in use, not just asked for."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        return {"transport": self.transport, "scheduler_address": self.client.scheduler.address,
+                "worker_addresses": sorted(workers)}
+
+
+def _row(runs: dict[str, list[dict]]) -> dict:
+    """One transport's medians over rounds, each path's ratio to plain Dask taken within a round."""
+    row: dict = {path: _median(samples) for path, samples in runs.items()}
+    for path in runs:
+        row[path]["ratio_vs_plain"] = statistics.median(
+            m["tasks_per_s"] / p["tasks_per_s"] for p, m in zip(runs["plain_dask"], runs[path])
+        )
+    row["ratio_vs_plain"] = row["mops_run"]["ratio_vs_plain"]
+    row["rounds"] = runs
+    return row
+
+
+def transport_cost(runs: dict[str, dict[str, list[dict]]], base: str, other: str) -> dict:
+    """Per path, what `other` costs against `base`, from the pairs run in the same round: the ratio of tasks/s,
+    the wall time it adds per task (1/tasks-per-s: the 2 workers' parallelism included) and the client CPU it
+    adds per task; medians over rounds."""
+    cost = {}
+    for path in PATH_LABELS:
+        pairs = list(zip(runs[base][path], runs[other][path]))
+        per_round = {
+            f"{base}_tasks_per_s": [b["tasks_per_s"] for b, _ in pairs],
+            f"{other}_tasks_per_s": [o["tasks_per_s"] for _, o in pairs],
+            "ratio": [o["tasks_per_s"] / b["tasks_per_s"] for b, o in pairs],
+            "added_us_per_task": [1e6 * (1 / o["tasks_per_s"] - 1 / b["tasks_per_s"]) for b, o in pairs],
+            "added_client_cpu_us_per_task": [1000 * (o["client_cpu_ms_per_task"] - b["client_cpu_ms_per_task"])
+                                             for b, o in pairs],
+        }
+        cost[path] = {key: statistics.median(values) for key, values in per_round.items()}
+    return cost
 
 
 PATH_LABELS = {"plain_dask": "plain Dask client.map", "mops_run": "mops run",
@@ -265,17 +357,34 @@ def format_table(result: dict) -> str:
         f"Study throughput: {result['tasks']} tasks of {result['study']}, {result['workers']} worker(s) x "
         f"{result['threads']} thread(s), median of {result['rounds']} round(s)",
         "",
-        f"{'executor':<14} {'path':<24} {'tasks/s':>8} {'vs plain':>9} {'client CPU ms/task':>19} "
+        f"{'executor':<18} {'path':<26} {'tasks/s':>8} {'vs plain':>9} {'client CPU ms/task':>19} "
         f"{'client peak MiB':>16} {'sched peak MiB':>15}",
     ]
+    transports = result.get("transports", ["tcp"])
     for name, row in result["executors"].items():
-        for path, label in PATH_LABELS.items():
-            stats = row[path]
-            lines.append(
-                f"{name:<14} {label:<24} {stats['tasks_per_s']:>8.0f} {stats['ratio_vs_plain']:>8.2f}x "
-                f"{stats['client_cpu_ms_per_task']:>19.3f} {stats['client_peak_rss_mib']:>16.1f} "
-                f"{stats['scheduler_peak_rss_mib']:>15.1f}"
-            )
+        for transport in transports:
+            stats_of = row if transport == transports[0] else row[transport]
+            label = name if transports == ["tcp"] else f"{name} {transport}"
+            for path, path_label in PATH_LABELS.items():
+                stats = stats_of[path]
+                lines.append(
+                    f"{label:<18} {path_label:<26} {stats['tasks_per_s']:>8.0f} {stats['ratio_vs_plain']:>8.2f}x "
+                    f"{stats['client_cpu_ms_per_task']:>19.3f} {stats['client_peak_rss_mib']:>16.1f} "
+                    f"{stats['scheduler_peak_rss_mib']:>15.1f}"
+                )
+    base = transports[0]
+    for other in transports[1:]:
+        lines += ["", f"{other} against {base}: clusters side by side, each path on both in every round (who goes "
+                      "first alternates); medians of per-round values; 'added' is per task of the study's wall time",
+                  f"{'executor':<18} {'path':<26} {base + ' tasks/s':>11} {other + ' tasks/s':>11} "
+                  f"{other + '/' + base:>8} {'added us/task':>14} {'added client CPU us/task':>25}"]
+        for name, row in result["executors"].items():
+            lines.append(f"{name:<18} {row['scheduler_address']} and {row[other]['scheduler_address']}")
+            for path, path_label in PATH_LABELS.items():
+                c = row[f"{other}_vs_{base}"][path]
+                lines.append(f"{'':<18} {path_label:<26} {c[base + '_tasks_per_s']:>11.0f} "
+                             f"{c[other + '_tasks_per_s']:>11.0f} {c['ratio']:>7.2f}x {c['added_us_per_task']:>14.0f} "
+                             f"{c['added_client_cpu_us_per_task']:>25.0f}")
     for name, row in result["executors"].items():
         prof = row.get("profile")
         if not prof:
@@ -295,12 +404,14 @@ def format_table(result: dict) -> str:
 
 
 def bench_study(ctx, study_path: Path, n_tasks: int, executor_names: tuple[str, ...], rounds: int,
-                json_path: Path | None) -> None:
-    """`mops bench --study STUDY.json` (without --bundle): this benchmark, from `mops bench`'s options.
+                json_path: Path | None, transports: tuple[str, ...] = ("tcp",)) -> None:
+    """`mops bench --throughput STUDY.json`: this benchmark, from `mops bench`'s options.
     --tasks and --rounds keep their meaning; their defaults here are DEFAULT_TASKS and DEFAULT_ROUNDS."""
     import json
 
     import click
+
+    from modelops.tls import CertificateError
 
     given = lambda option: ctx.get_parameter_source(option) is not click.core.ParameterSource.DEFAULT  # noqa: E731
     for option in ("mode", "heavy_modules", "concurrency", "spawn_tasks", "gap_ms", "warmup_compare"):
@@ -309,12 +420,16 @@ def bench_study(ctx, study_path: Path, n_tasks: int, executor_names: tuple[str, 
                                      param_hint=f"--{option.replace('_', '-')}")
     executors = executor_names if given("executor_names") else tuple(EXECUTOR_ENVS)
     try:
+        transports = check_transports(transports)
+    except ThroughputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--transports") from None
+    try:
         result = run_throughput(
             study_path, n_tasks=n_tasks if given("n_tasks") else DEFAULT_TASKS, executors=executors,
             rounds=rounds if given("rounds") else DEFAULT_ROUNDS,
-            progress=lambda message: click.echo(f"... {message}", err=True),
+            progress=lambda message: click.echo(f"... {message}", err=True), transports=transports,
         )
-    except (ThroughputError, StudyError) as exc:
+    except (ThroughputError, StudyError, CertificateError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(format_table(result))
     if json_path:

@@ -48,6 +48,10 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--throughput", "throughput_path", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Study throughput instead: this study's tasks as plain Dask client.map against mops run, "
                    "per executor on real local clusters (--tasks default 1000, --rounds default 3).")
+@click.option("--transports", default="tcp", show_default=True,
+              help="With --throughput: comma list of tcp, tls. 'tcp,tls' runs each executor's rounds on a plain-TCP "
+                   "and a mutual-TLS local cluster side by side (throwaway CA, openssl CLI) and reports what TLS "
+                   "costs per task.")
 @click.option("--warmup-compare/--no-warmup-compare", default=True, show_default=True,
               help="With --bundle: add a cold-fork column without the declared warm-up (or, when none "
                    "is declared, with a candidate warm-up running the study's first task).")
@@ -58,7 +62,7 @@ def _csv(value: str) -> tuple[str, ...]:
 @target_options
 @click.pass_context
 def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_names, gap_ms, rounds, json_path,
-          bundle_dir, study_path, warmup_compare, targets, throughput_path, environment_compare) -> None:
+          bundle_dir, study_path, warmup_compare, targets, throughput_path, environment_compare, transports) -> None:
     """Benchmark executors side by side: p50/p95 wall, CPU per task, tasks/s, ratio to warm.
 
     Without --bundle: the built-in bench model (--mode). With --bundle DIR: your own bundle."""
@@ -77,7 +81,9 @@ def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_
     if throughput_path is not None:  # issue 15: the path around the executor, whole studies
         from modelops.benchmark.throughput import bench_study
 
-        return bench_study(ctx, throughput_path, n_tasks, executors, rounds, json_path)
+        return bench_study(ctx, throughput_path, n_tasks, executors, rounds, json_path, _csv(transports))
+    if ctx.get_parameter_source("transports") is not click.core.ParameterSource.DEFAULT:
+        raise click.BadParameter("applies to --throughput only", param_hint="--transports")
     if bundle_dir is None:
         if study_path is not None:
             raise click.BadParameter("--study needs --bundle", param_hint="--study")

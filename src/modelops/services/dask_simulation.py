@@ -134,7 +134,9 @@ class DaskSimulationService:
         pending = iter(tasks)
         seen: set[str] = set()
         in_flight: dict[str, Task] = {}
-        queue = as_completed()
+        # on this client's loop: without one, as_completed takes the default client's (the last one made in
+        # the process), and a future of another client's loop then wakes its waiter late
+        queue = as_completed(loop=self.client.loop)
 
         def top_up() -> None:
             batch = []
