@@ -12,16 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from modelops.benchmark.executors import EXECUTOR_ENVS as BENCH_EXECUTOR_ENVS
+
 REPO = Path(__file__).resolve().parent.parent
 TEST_BUNDLES = Path(__file__).resolve().parent / "bundles"
 
-# Executor configurations every behaviour test runs under: (id, env).
-EXECUTOR_ENVS = {
-    "direct": {"MODELOPS_EXECUTOR_TYPE": "direct"},
-    "isolated_warm": {"MODELOPS_EXECUTOR_TYPE": "isolated_warm"},
-    "cold-spawn": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "spawn"},
-    "cold-fork": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"},
-}
+# Executor configurations every behaviour test runs under: id -> env (the names `mops bench` reports).
+EXECUTOR_ENVS = BENCH_EXECUTOR_ENVS
 CHILD_EXECUTORS = ["isolated_warm", "cold-spawn", "cold-fork"]
 COLD_EXECUTORS = ["cold-spawn", "cold-fork"]
 

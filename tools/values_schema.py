@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Writes charts/modelops-dask/values.schema.json (JSON Schema draft-07).
+"""Writes charts/modelops-dask/values.schema.json (JSON Schema draft-07) and the chart's lists of
+settings (templates/_helpers-settings.tpl), both from src/modelops/settings.py, the one registry.
 
 The worker settings appear twice (worker.* and each worker.groups entry, where every key is
 optional), so the schema is generated rather than edited by hand. Every object is closed with
 `additionalProperties: false`, so a misspelt key fails `helm install/upgrade/template/lint`.
 
-    python tools/values_schema.py          # rewrite the schema
-    python tools/values_schema.py --check  # exit 1 if the committed schema is out of date
+    python tools/values_schema.py          # rewrite the schema and the lists
+    python tools/values_schema.py --check  # exit 1 if either committed file is out of date
 """
 
 from __future__ import annotations
@@ -18,8 +19,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "charts" / "modelops-dask" / "values.schema.json"
+LISTS = ROOT / "charts" / "modelops-dask" / "templates" / "_helpers-settings.tpl"
+sys.path.insert(0, str(ROOT / "src"))
 
-EXECUTORS = ["direct", "isolated_warm", "cold"]
+from modelops import settings  # noqa: E402 - the registry: stdlib-only, importable without the package's deps
+
+
+def values(enum) -> list[str]:
+    return [member.value for member in enum]
+
+
+EXECUTORS = values(settings.ExecutorType)
 
 
 def obj(props: dict, required: list[str] | None = None, description: str | None = None) -> dict:
@@ -57,7 +67,7 @@ DEFINITIONS = {
         {
             "type": {"type": "string", "enum": EXECUTORS,
                      "description": "MODELOPS_EXECUTOR_TYPE: " + " | ".join(EXECUTORS)},
-            "coldStart": {"type": "string", "enum": ["fork", "spawn"], "description": "MODELOPS_COLD_START"},
+            "coldStart": {"type": "string", "enum": values(settings.ColdStart), "description": "MODELOPS_COLD_START"},
             "taskTimeoutSeconds": {"type": "number", "minimum": 0,
                                    "description": "MODELOPS_TASK_TIMEOUT_SECONDS (0 = no limit)"},
             "warmMaxTasksPerProcess": dict(INT0, description="MODELOPS_WARM_MAX_TASKS_PER_PROCESS (0 = never recycle)"),
@@ -66,19 +76,19 @@ DEFINITIONS = {
                                    "description": "MODELOPS_COLD_PRELOAD_MODULES (comma-joined)"},
             "bundleImportTimeoutSeconds": {"type": "number", "exclusiveMinimum": 0,
                                            "description": "MODELOPS_BUNDLE_IMPORT_TIMEOUT_SECONDS (> 0)"},
-            "coldImportRng": {"type": "string", "enum": ["refuse", "spawn"],
-                              "description": "MODELOPS_COLD_IMPORT_RNG: refuse | spawn"},
+            "coldImportRng": {"type": "string", "enum": values(settings.ImportRng),
+                              "description": "MODELOPS_COLD_IMPORT_RNG: " + " | ".join(values(settings.ImportRng))},
         }
     ),
     "bundles": obj(
         {
-            "source": {"type": "string", "enum": ["file", "image", "oci"], "description": "MODELOPS_BUNDLE_SOURCE"},
+            "source": {"type": "string", "enum": values(settings.BundleSource), "description": "MODELOPS_BUNDLE_SOURCE"},
             "dir": {"type": "string", "pattern": "^/", "description": "MODELOPS_BUNDLES_DIR (absolute path)"},
             "volume": dict(NULLABLE_OBJECT, description="Volume source mounted read-only at dir; {} or null = none"),
             "oci": obj(
                 {
-                    "plainHttp": {"enum": ["auto", "true", "false", True, False],
-                                  "description": "MODELOPS_REGISTRY_PLAIN_HTTP: auto | true | false"},
+                    "plainHttp": {"enum": [*values(settings.PlainHttp), True, False],
+                                  "description": "MODELOPS_REGISTRY_PLAIN_HTTP: " + " | ".join(values(settings.PlainHttp))},
                     "pullSecret": {"type": "string", "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
                                    "description": "Secret (kubernetes.io/dockerconfigjson) mounted as DOCKER_CONFIG; '' = none"},
                     "cache": obj(
@@ -225,7 +235,7 @@ WORKER_SETTINGS = {
     "image": obj(IMAGE, description="This group's image, laid key by key over the top-level image"),
     "executor": ref("executor"),
     "bundles": ref("bundles"),
-    "logLevel": {"type": "string", "enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
+    "logLevel": {"type": "string", "enum": values(settings.LogLevel)},
     "env": ref("env"),
     "envFrom": K8S_LIST,
     "secretEnv": {"type": ["object", "null"], "additionalProperties": SCALAR},
@@ -488,14 +498,31 @@ def render() -> str:
     return json.dumps(schema(), indent=2) + "\n"
 
 
+def render_lists() -> str:
+    """The registry's lists as named templates the chart's validation includes (JSON arrays)."""
+    worker = [name for s in settings.SETTINGS if s.reader == "worker" for name in s.names]
+    lists = {
+        # every MODELOPS_* name a worker, the scheduler or the entrypoint reads (synonyms included)
+        "variables": list(settings.KNOWN_VARS),
+        # the worker settings: the chart sets each from its own values, so a group's env may not
+        "workerVariables": worker,
+        "executorTypes": EXECUTORS,
+    }
+    out = ["{{/*", "Generated by tools/values_schema.py from src/modelops/settings.py: do not edit.", "*/}}"]
+    for name, items in lists.items():
+        out.append(f'{{{{- define "modelops-dask.settings.{name}" -}}}}{json.dumps(items)}{{{{- end -}}}}')
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str]) -> int:
-    text = render()
+    outputs = {TARGET: render(), LISTS: render_lists()}
     if "--check" in argv:
-        if not TARGET.exists() or TARGET.read_text() != text:
-            print(f"{TARGET.relative_to(ROOT)} is out of date: run python tools/values_schema.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text)
+        stale = [path for path, text in outputs.items() if not path.exists() or path.read_text() != text]
+        for path in stale:
+            print(f"{path.relative_to(ROOT)} is out of date: run python tools/values_schema.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in outputs.items():
+        path.write_text(text)
     return 0
 
 

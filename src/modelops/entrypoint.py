@@ -30,10 +30,10 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from modelops.scheduler import PRELOAD as SCHEDULER_PRELOAD
+from modelops.settings import ENTRYPOINT_NO_INIT_VARIABLE as NO_INIT_VAR
 
 PRELOAD = "modelops.worker.preload"
 TINI_PATHS = ("/usr/bin/tini", "/sbin/tini", "/usr/local/bin/tini", "/usr/bin/tini-static")
-NO_INIT_VAR = "MODELOPS_ENTRYPOINT_NO_INIT"  # defined in modelops.settings, like every MODELOPS_* variable
 
 USAGE = """\
 usage: modelops-entrypoint worker [SCHEDULER_ADDRESS] [DASK_WORKER_ARGS...]

@@ -23,6 +23,15 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "MODELOPS_"
+# The names other modules write: each defined here once and used by its Setting below
+# (tests/unit/test_settings_registry.py fails on a setting's name written as a literal elsewhere).
+EXECUTOR_TYPE_VARIABLE = "MODELOPS_EXECUTOR_TYPE"
+COLD_START_VARIABLE = "MODELOPS_COLD_START"
+BUNDLES_DIR_VARIABLE = "MODELOPS_BUNDLES_DIR"
+BUNDLE_CACHE_DIR_VARIABLE = "MODELOPS_BUNDLE_CACHE_DIR"
+COLD_PRELOAD_MODULES_VARIABLE = "MODELOPS_COLD_PRELOAD_MODULES"
+REGISTRY_PLAIN_HTTP_VARIABLE = "MODELOPS_REGISTRY_PLAIN_HTTP"
+ENTRYPOINT_NO_INIT_VARIABLE = "MODELOPS_ENTRYPOINT_NO_INIT"
 
 
 class ExecutorType(str, Enum):
@@ -301,12 +310,12 @@ def _choices(enum: type[Enum]) -> str:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
-        "MODELOPS_EXECUTOR_TYPE", ExecutorType, ExecutorType.ISOLATED_WARM, _choices(ExecutorType),
+        EXECUTOR_TYPE_VARIABLE, ExecutorType, ExecutorType.ISOLATED_WARM, _choices(ExecutorType),
         "how a task is isolated: in the worker (`direct`), in reused children, or a fresh process per task",
         enum_parser(ExecutorType), field="executor", synonyms=("MODELOPS_EXECUTOR",),
     ),
     Setting(
-        "MODELOPS_COLD_START", ColdStart, ColdStart.FORK, _choices(ColdStart),
+        COLD_START_VARIABLE, ColdStart, ColdStart.FORK, _choices(ColdStart),
         "how `cold` starts each task's process: forked from a per-bundle zygote, or a new interpreter",
         enum_parser(ColdStart), field="cold_start",
     ),
@@ -345,7 +354,7 @@ SETTINGS: tuple[Setting, ...] = (
         enum_parser(BundleSource), field="bundle_source",
     ),
     Setting(
-        "MODELOPS_BUNDLE_CACHE_DIR", Path, Path("/tmp/modelops/bundle-cache"), "a directory path",
+        BUNDLE_CACHE_DIR_VARIABLE, Path, Path("/tmp/modelops/bundle-cache"), "a directory path",
         "source `oci`: where pulled bundles are kept, verified, shared by the worker processes of a pod; "
         "any source: `environments/` under it holds the Python environments of bundles that carry a "
         "`requirements.txt` (created if missing; must be writable)",
@@ -369,19 +378,19 @@ SETTINGS: tuple[Setting, ...] = (
         parse_url, field="package_index_url",
     ),
     Setting(
-        "MODELOPS_REGISTRY_PLAIN_HTTP", PlainHttp, PlainHttp.AUTO,
+        REGISTRY_PLAIN_HTTP_VARIABLE, PlainHttp, PlainHttp.AUTO,
         "`auto`, or a boolean (`1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`)",
         "source `oci`: plain HTTP to the registry; `auto` uses it for loopback hosts only, HTTPS elsewhere "
         "(also read by `mops run` when it resolves a study's tag)",
         parse_plain_http, field="registry_plain_http",
     ),
     Setting(
-        "MODELOPS_BUNDLES_DIR", Path, Path("/opt/modelops/bundles"), "a directory path",
+        BUNDLES_DIR_VARIABLE, Path, Path("/opt/modelops/bundles"), "a directory path",
         "directory with one sub-directory per bundle (must exist when the source is `file`)",
         parse_path, field="bundles_dir",
     ),
     Setting(
-        "MODELOPS_COLD_PRELOAD_MODULES", tuple[str, ...], (), "comma-separated module names",
+        COLD_PRELOAD_MODULES_VARIABLE, tuple[str, ...], (), "comma-separated module names",
         "modules the cold zygote imports besides the entrypoint; each must be installed (checked with "
         "import finders, nothing imported, by `mops config check`, the entrypoint and the preload, before Dask)",
         parse_module_list, field="cold_preload_modules",
@@ -404,7 +413,7 @@ SETTINGS: tuple[Setting, ...] = (
         parse_worker_groups, reader="scheduler",
     ),
     Setting(
-        "MODELOPS_ENTRYPOINT_NO_INIT", bool, False, "boolean (`1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`)",
+        ENTRYPOINT_NO_INIT_VARIABLE, bool, False, "boolean (`1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`)",
         "the image's entrypoint, when PID 1, does not exec Dask under `tini` (use with `docker run --init` "
         "or a shared process namespace)",
         parse_bool, reader="entrypoint",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -12,20 +13,6 @@ from modelops import settings
 from modelops.worker.config import RuntimeConfig, WORKER_SETTINGS
 from tests.helpers import REPO
 
-TEMPLATES = REPO / "charts" / "modelops-dask" / "templates"
-
-
-def chart_reserved_variables() -> set[str]:
-    """The MODELOPS_* names of the chart's one-line `list "MODELOPS_..."` literal (the variables
-    the chart sets itself and refuses in users' extraEnv), wherever the chart keeps it."""
-    found = [
-        line for path in sorted(TEMPLATES.glob("*")) if path.is_file()
-        for line in path.read_text().splitlines() if 'list "MODELOPS_' in line
-    ]
-    assert len(found) == 1, f"expected one reserved-variable list in {TEMPLATES}, found {found}"
-    return {name for name in re.findall(r'"([A-Z0-9_]+)"', found[0]) if name.startswith(settings.PREFIX)}
-
-
 def test_runtime_config_is_built_from_the_registry():
     fields = RuntimeConfig.model_fields
     assert list(fields) == [s.field for s in WORKER_SETTINGS]
@@ -33,13 +20,26 @@ def test_runtime_config_is_built_from_the_registry():
         assert fields[s.field].default == s.default, s.variable
 
 
-def test_the_chart_reserves_exactly_the_worker_settings():
-    worker_names = {name for s in WORKER_SETTINGS for name in s.names}
-    reserved = chart_reserved_variables()
-    assert reserved == worker_names, (
-        f"only in the chart: {sorted(reserved - worker_names)}; only in modelops.settings: "
-        f"{sorted(worker_names - reserved)}"
-    )
+def literal_setting_names(root) -> list[str]:
+    """`path:line NAME` for each string constant that is exactly a setting's name, outside the registry."""
+    names = set(settings.KNOWN_VARS)
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "settings.py" and path.parent.name == "modelops":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.value}")
+    return found
+
+
+def test_no_setting_name_is_written_as_a_literal_outside_the_registry(tmp_path):
+    """Other modules take a setting's name from modelops.settings (its *_VARIABLE constants, `setting()`),
+    so a renamed setting cannot leave a stale copy behind; names inside messages are prose, not copies."""
+    assert literal_setting_names(REPO / "src" / "modelops") == []
+    planted = tmp_path / "planted.py"
+    planted.write_text('env = {"MODELOPS_COLD_START": "fork"}\n')
+    assert literal_setting_names(tmp_path) == ["planted.py:1 MODELOPS_COLD_START"]  # the check sees a planted one
 
 
 def test_the_readme_table_is_generated_from_the_registry():

@@ -13,6 +13,7 @@ modelops-dask.bytes, which parses a memory quantity, also fails on one it cannot
 {{- include "modelops-dask.validateGroup" (dict "root" $root "g" $g "reserved" $.reserved) -}}
 {{- end -}}
 {{- include "modelops-dask.validateDashboardRoutes" $root -}}
+{{- include "modelops-dask.validateSettingNames" (dict "root" $root "path" "scheduler.env" "names" (include "modelops-dask.envNames" $root.Values.scheduler.env | fromJsonArray)) -}}
 {{- if has "MODELOPS_WORKER_GROUPS" (include "modelops-dask.envNames" $root.Values.scheduler.env | fromJsonArray) -}}
 {{- fail "scheduler.env: MODELOPS_WORKER_GROUPS is set by the chart from worker.* and worker.groups (the release's worker groups); drop it" -}}
 {{- end -}}
@@ -101,8 +102,9 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- $c := .g.cfg -}}
 {{- $path := include "modelops-dask.groupPath" .g -}}
 {{- $x := $c.executor -}}
-{{- if not (has $x.type (list "direct" "isolated_warm" "cold")) -}}
-{{- fail (printf "%s.executor.type: %q is not one of direct, isolated_warm, cold" $path (toString $x.type)) -}}
+{{- $executors := include "modelops-dask.settings.executorTypes" .root | fromJsonArray -}}
+{{- if not (has $x.type $executors) -}}
+{{- fail (printf "%s.executor.type: %q is not one of %s" $path (toString $x.type) (join ", " $executors)) -}}
 {{- end -}}
 {{- range $k := keys (default dict $c.secretEnv) -}}
 {{- if has $k $.reserved -}}
@@ -114,6 +116,8 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- fail (printf "%s.env: %s is set by the chart from its own value; set that value instead of the variable" $path $name) -}}
 {{- end -}}
 {{- end -}}
+{{- include "modelops-dask.validateSettingNames" (dict "root" .root "path" (printf "%s.env" $path) "names" (include "modelops-dask.envNames" $c.env | fromJsonArray)) -}}
+{{- include "modelops-dask.validateSettingNames" (dict "root" .root "path" (printf "%s.secretEnv" $path) "names" (keys (default dict $c.secretEnv))) -}}
 {{- include "modelops-dask.validateMemory" (dict "c" $c "path" $path) -}}
 {{- include "modelops-dask.validateAutoscaling" (dict "root" .root "c" $c "path" $path) -}}
 {{- if $c.drain.enabled -}}
@@ -142,7 +146,7 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- $masked = regexReplaceAll "^([A-Za-z][A-Za-z0-9+.-]*://)([^:/?#@]*):[^/?#]*@" $masked "${1}${2}:***@" -}}
 {{- fail (printf "%s.bundles.environments.packageIndexUrl: %s holds credentials, which would be in the Deployment in clear text; put the URL in a Secret and set packageIndexUrlSecret: {name: <secret>, key: <key>}" $path $masked) -}}
 {{- end -}}
-{{- $chartVolumes := list "tmp" "dask-config" "bundles" "bundle-cache" "docker-config" -}}
+{{- $chartVolumes := list "tmp" "dask-config" "dask-tls" "bundles" "bundle-cache" "docker-config" -}}
 {{- range $i, $v := default list $c.extraVolumes -}}
 {{- if has $v.name $chartVolumes -}}
 {{- fail (printf "%s.extraVolumes[%d].name: %q is a volume of the chart (%s); choose another name" $path $i $v.name (join ", " $chartVolumes)) -}}
@@ -207,6 +211,46 @@ ScaledObject API in the cluster. Args: dict "root" "c" (group config) "path".
 {{- end -}}
 {{- if not (.root.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject") -}}
 {{- fail (printf "%s.autoscaling.enabled: this cluster has no keda.sh/v1alpha1 ScaledObject: install KEDA (its CRDs and operator), or pass --api-versions keda.sh/v1alpha1/ScaledObject to helm template, or set %s.autoscaling.enabled=false and %s.replicas" .path .path .path) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A MODELOPS_* name that no modelops process reads (a misspelt setting would otherwise roll the pods and
+only warn in the worker's log) fails the render, naming the closest known one: the known name sharing
+the longest start and end with it. Args: dict "root" "path" "names".
+*/}}
+{{- define "modelops-dask.validateSettingNames" -}}
+{{- $known := include "modelops-dask.settings.variables" .root | fromJsonArray -}}
+{{- range $name := .names -}}
+{{- if and (hasPrefix "MODELOPS_" (toString $name)) (not (has $name $known)) -}}
+{{- $best := "" -}}
+{{- $bestScore := -1 -}}
+{{- range $k := $known -}}
+{{- $score := 0 -}}
+{{- $n := min (len $k) (len $name) -}}
+{{- $prefixDone := false -}}
+{{- range $i := until (int $n) -}}
+{{- if and (not $prefixDone) (eq (substr 0 (int (add1 $i)) $k) (substr 0 (int (add1 $i)) $name)) -}}
+{{- $score = add1 $i -}}
+{{- else -}}
+{{- $prefixDone = true -}}
+{{- end -}}
+{{- end -}}
+{{- $suffixDone := false -}}
+{{- range $i := until (int (sub $n $score)) -}}
+{{- if and (not $suffixDone) (eq (substr (int (sub (len $k) (add1 $i))) (len $k) $k) (substr (int (sub (len $name) (add1 $i))) (len $name) $name)) -}}
+{{- $score = add $score 1 -}}
+{{- else -}}
+{{- $suffixDone = true -}}
+{{- end -}}
+{{- end -}}
+{{- if gt $score $bestScore -}}
+{{- $best = $k -}}
+{{- $bestScore = $score -}}
+{{- end -}}
+{{- end -}}
+{{- fail (printf "%s: %s is not a modelops setting (did you mean %s?); the settings are: %s" $.path $name $best (join ", " $known)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}

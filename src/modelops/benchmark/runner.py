@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelops.benchmark.accounting import tree_cpu_s
+from modelops.benchmark.executors import EXECUTOR_ENVS
 from modelops.benchmark.bench_bundle import (
     BUNDLE_NAME,
     DEFAULT_HEAVY,
@@ -37,16 +38,12 @@ from modelops.benchmark.bench_bundle import (
     write_environment_bundle,
 )
 from modelops.benchmark.targets import Targets, check_targets
+from modelops.settings import BUNDLE_CACHE_DIR_VARIABLE, BUNDLES_DIR_VARIABLE
 from modelops.tasks import Task
 from modelops.worker.config import RuntimeConfig
 from modelops.worker.runtime import WorkerRuntime
 
-EXECUTORS = {
-    "direct": {"MODELOPS_EXECUTOR_TYPE": "direct"},
-    "isolated_warm": {"MODELOPS_EXECUTOR_TYPE": "isolated_warm"},
-    "cold-spawn": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "spawn"},
-    "cold-fork": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"},
-}
+EXECUTORS = tuple(EXECUTOR_ENVS)  # the names, in the report's order
 
 
 # ---- one measurement -------------------------------------------------------------------
@@ -121,7 +118,7 @@ def _run_batch(runtime: WorkerRuntime, tasks: list[Task], concurrency: int, gap_
 class Variant:
     """What one column of the bench runs: an executor's env and the bundle (directory name)."""
 
-    executor: str  # a key of EXECUTORS
+    executor: str  # one of EXECUTORS
     bundle: str = BUNDLE_NAME
 
 
@@ -135,8 +132,8 @@ class Bench:
                  variant: Variant | None = None, tasks=None):
         variant = variant or Variant(executor)
         # the bench's own cache: a bundle environment is built by the first column that needs it
-        env = {"MODELOPS_BUNDLES_DIR": str(bundles_dir), "MODELOPS_BUNDLE_CACHE_DIR": str(bundles_dir / ".cache"),
-               **EXECUTORS[variant.executor]}
+        env = {BUNDLES_DIR_VARIABLE: str(bundles_dir), BUNDLE_CACHE_DIR_VARIABLE: str(bundles_dir / ".cache"),
+               **EXECUTOR_ENVS[variant.executor]}
         self.runtime = WorkerRuntime(RuntimeConfig.from_env(env), f"bench-{executor}", slots=concurrency)
         self.bundle_name = variant.bundle
         self.bundle = self.runtime.resolver.resolve(variant.bundle)

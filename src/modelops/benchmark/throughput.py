@@ -33,15 +33,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from modelops.benchmark.executors import EXECUTOR_ENVS as ALL_EXECUTOR_ENVS
 from modelops.routing import Requirement
+from modelops.settings import BUNDLES_DIR_VARIABLE
 from modelops.study import Study, StudyError
 
-# bench name -> the workers' environment (the names `mops bench` uses for executors)
-EXECUTOR_ENVS = {
-    "direct": {"MODELOPS_EXECUTOR_TYPE": "direct"},
-    "isolated_warm": {"MODELOPS_EXECUTOR_TYPE": "isolated_warm"},
-    "cold-fork": {"MODELOPS_EXECUTOR_TYPE": "cold", "MODELOPS_COLD_START": "fork"},
-}
+# the executors a throughput run may compare (cold spawn is measured by `mops bench` alone)
+EXECUTOR_ENVS = {name: env for name, env in ALL_EXECUTOR_ENVS.items() if name != "cold-spawn"}
 DEFAULT_TASKS = 1000
 DEFAULT_ROUNDS = 3
 PROFILE_TOP = 15
@@ -229,7 +227,7 @@ def run_throughput(
     with tempfile.TemporaryDirectory(prefix="mops-throughput-") as tmp:
         tls = make_throwaway_tls(Path(tmp) / "tls") if "tls" in transports else None
         for name in executors:
-            env = {**EXECUTOR_ENVS[name], "MODELOPS_BUNDLES_DIR": str(bundles_dir)}
+            env = {**EXECUTOR_ENVS[name], BUNDLES_DIR_VARIABLE: str(bundles_dir)}
             with contextlib.ExitStack() as stack:
                 sides = {}
                 for transport in transports:

@@ -22,7 +22,13 @@ from pathlib import Path
 import click
 
 from modelops.routing import Requirement
-from modelops.settings import ConfigError, ExecutorType
+from modelops.settings import (
+    BUNDLES_DIR_VARIABLE,
+    COLD_START_VARIABLE,
+    EXECUTOR_TYPE_VARIABLE,
+    ConfigError,
+    ExecutorType,
+)
 from modelops.cli.tls_options import security_or_usage_error, tls_options
 from modelops.study import Study, StudyError
 from modelops.worker.config import RuntimeConfig
@@ -191,10 +197,10 @@ def _start_local(study_path, workers, threads, executor, cold_start, bundles_dir
 
     env = {}
     if executor:
-        env["MODELOPS_EXECUTOR_TYPE"] = executor
+        env[EXECUTOR_TYPE_VARIABLE] = executor
     if cold_start:
-        env["MODELOPS_COLD_START"] = cold_start
-    env["MODELOPS_BUNDLES_DIR"] = str(Path(bundles_dir or Path(study_path).resolve().parent.parent).resolve())
+        env[COLD_START_VARIABLE] = cold_start
+    env[BUNDLES_DIR_VARIABLE] = str(Path(bundles_dir or Path(study_path).resolve().parent.parent).resolve())
     try:
         RuntimeConfig.from_env({**os.environ, **env})
     except ConfigError as exc:

@@ -13,12 +13,12 @@ import os
 from modelops.bundles.bundle import BundleError
 from modelops.bundles.oci import RegistryClient, RegistryError, parse_reference
 from modelops.bundles.resolver import is_oci_reference
-from modelops.settings import setting
+from modelops.settings import REGISTRY_PLAIN_HTTP_VARIABLE, setting
 
 
 def client_plain_http() -> bool | None:
     """MODELOPS_REGISTRY_PLAIN_HTTP as this client's environment sets it (same rules as the workers)."""
-    return setting("MODELOPS_REGISTRY_PLAIN_HTTP").read(os.environ).as_option()
+    return setting(REGISTRY_PLAIN_HTTP_VARIABLE).read(os.environ).as_option()
 
 
 def pin_reference(bundle: str, client: RegistryClient | None = None) -> str:

@@ -15,7 +15,17 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, create_model
 
-from modelops.settings import KNOWN_VARS, PREFIX, SETTINGS, BundleSource, ConfigError, mask_credentials
+from modelops.settings import (
+    BUNDLE_CACHE_DIR_VARIABLE,
+    BUNDLES_DIR_VARIABLE,
+    COLD_PRELOAD_MODULES_VARIABLE,
+    KNOWN_VARS,
+    PREFIX,
+    SETTINGS,
+    BundleSource,
+    ConfigError,
+    mask_credentials,
+)
 
 logger = logging.getLogger("modelops.config")
 
@@ -48,7 +58,7 @@ class _RuntimeConfigBase(BaseModel):
             problem = module_problem(name)
             if problem:
                 raise ConfigError(
-                    "MODELOPS_COLD_PRELOAD_MODULES",
+                    COLD_PRELOAD_MODULES_VARIABLE,
                     ",".join(self.cold_preload_modules),
                     "modules installed in the worker's environment",
                     f"{name!r}: {problem}",
@@ -58,7 +68,7 @@ class _RuntimeConfigBase(BaseModel):
         """A file-bundle worker without its bundles directory could run nothing: fail at start."""
         if self.bundle_source is BundleSource.FILE and not self.bundles_dir.is_dir():
             raise ConfigError(
-                "MODELOPS_BUNDLES_DIR",
+                BUNDLES_DIR_VARIABLE,
                 str(self.bundles_dir),
                 "an existing directory when MODELOPS_BUNDLE_SOURCE=file",
                 "directory not found",
@@ -74,7 +84,7 @@ class _RuntimeConfigBase(BaseModel):
         except OSError as exc:
             problem = f"cannot create it: {exc.strerror or exc}"
         if problem:
-            raise ConfigError("MODELOPS_BUNDLE_CACHE_DIR", str(self.bundle_cache_dir),
+            raise ConfigError(BUNDLE_CACHE_DIR_VARIABLE, str(self.bundle_cache_dir),
                               "a writable directory when MODELOPS_BUNDLE_SOURCE=oci", problem)
 
     def summary(self) -> dict[str, object]:
