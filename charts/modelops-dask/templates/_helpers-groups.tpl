@@ -32,12 +32,7 @@ one; digest wins over tag, tag defaults to appVersion. Args: dict "root" "c".
 */}}
 {{- define "modelops-dask.groupImage" -}}
 {{- $img := include "modelops-dask.deepMerge" (dict "base" .root.Values.image "over" (default dict .c.image)) | fromJson -}}
-{{- $ref := "" -}}
-{{- if $img.digest -}}
-{{- $ref = printf "%s@%s" $img.repository $img.digest -}}
-{{- else -}}
-{{- $ref = printf "%s:%s" $img.repository (default .root.Chart.AppVersion (include "modelops-dask.num" $img.tag)) -}}
-{{- end -}}
+{{- $ref := include "modelops-dask.imageRef" (dict "image" $img "root" .root) -}}
 {{- toJson (dict "ref" $ref "pullPolicy" $img.pullPolicy) -}}
 {{- end -}}
 

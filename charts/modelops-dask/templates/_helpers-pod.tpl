@@ -4,15 +4,22 @@ Pod and container building blocks shared by the scheduler, the workers and the t
 */}}
 
 {{/*
-The image reference: digest wins over tag; tag defaults to the chart's appVersion.
+An image reference, built here only: digest wins over tag; tag defaults to the chart's appVersion.
+Args: dict "image" (repository, tag, digest) "root" $.
+*/}}
+{{- define "modelops-dask.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion (include "modelops-dask.num" .image.tag)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The release's image (scheduler, results server, runner and test pods; a worker group may have its own).
 */}}
 {{- define "modelops-dask.image" -}}
-{{- $img := .Values.image -}}
-{{- if $img.digest -}}
-{{- printf "%s@%s" $img.repository $img.digest -}}
-{{- else -}}
-{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag | toString) -}}
-{{- end -}}
+{{- include "modelops-dask.imageRef" (dict "image" .Values.image "root" .) -}}
 {{- end -}}
 
 {{- define "modelops-dask.imagePullSecrets" -}}
