@@ -19,6 +19,7 @@ modelops-dask.bytes, which parses a memory quantity, also fails on one it cannot
 {{- end -}}
 {{- include "modelops-dask.validateAppLabel" (dict "labels" $root.Values.scheduler.podLabels "path" "scheduler.podLabels" "component" "scheduler") -}}
 {{- include "modelops-dask.validateJobs" $root -}}
+{{- include "modelops-dask.validateNetworkPolicy" $root -}}
 {{- include "modelops-dask.validateTls" $root -}}
 {{- end -}}
 
@@ -251,6 +252,24 @@ the longest start and end with it. Args: dict "root" "path" "names".
 {{- end -}}
 {{- end -}}
 {{- fail (printf "%s: %s is not a modelops setting (did you mean %s?); the settings are: %s" $.path $name $best (join ", " $known)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Restricted worker egress (networkPolicy.restrictWorkerEgress) needs a way to the cluster's DNS and, for
+each group that pulls OCI bundles, to its registry: an empty list would block them, or open too much.
+*/}}
+{{- define "modelops-dask.validateNetworkPolicy" -}}
+{{- $np := .Values.networkPolicy -}}
+{{- if and $np.enabled $np.restrictWorkerEgress -}}
+{{- if not $np.dnsTo -}}
+{{- fail "networkPolicy.dnsTo: empty, but networkPolicy.restrictWorkerEgress is true: name the cluster's DNS (default: the k8s-app=kube-dns pods in kube-system); port 53 to any address would let workers reach anything on that port" -}}
+{{- end -}}
+{{- range $g := (include "modelops-dask.workerGroups" . | fromJson).groups -}}
+{{- if and (eq $g.cfg.bundles.source "oci") (not $g.cfg.bundles.oci.registryEgress) -}}
+{{- fail (printf "%s.bundles.oci.registryEgress: empty, but the group pulls OCI bundles and networkPolicy.restrictWorkerEgress is true: give the egress rules that reach the registry, e.g. [{to: [{ipBlock: {cidr: 10.0.0.5/32}}], ports: [{port: 443, protocol: TCP}]}]" (include "modelops-dask.groupPath" $g)) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
