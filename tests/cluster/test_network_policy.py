@@ -94,7 +94,8 @@ def addresses(rel, target) -> dict[str, str]:
     }
 
 
-def blocked(result: dict[str, str], *names: str) -> list[str]:
+def opened(result: dict[str, str], *names: str) -> list[str]:
+    """Those of `names` whose connection opened (each one a test expects to be blocked)."""
     return [n for n in names if result[n] == "open"]
 
 
@@ -110,7 +111,7 @@ def test_only_labelled_clients_scrapers_and_the_release_reach_the_scheduler_and_
     assert client == {"scheduler": "open", "dashboard": "open", "worker_http": "open"}, client
     assert scraper["dashboard"] == "open" and scraper["worker_http"] == "open", scraper
     assert scraper["scheduler"].startswith("blocked"), scraper
-    assert not blocked(stranger, "scheduler", "dashboard", "worker_http"), stranger
+    assert not opened(stranger, "scheduler", "dashboard", "worker_http"), stranger
 
     with policies_deleted(guarded):
         stranger = probe(guarded, "stranger", wanted)
@@ -127,7 +128,7 @@ def test_restricted_worker_egress_reaches_the_scheduler_peers_dns_and_registry_a
     got = probe(guarded, a["worker0"], wanted, container="worker")
     assert {k: got[k] for k in ("scheduler", "worker1_http", "registry")} == {
         "scheduler": "open", "worker1_http": "open", "registry": "open"}, got
-    assert not blocked(got, "coredns_health", "object_store", "api_server"), got
+    assert not opened(got, "coredns_health", "object_store", "api_server"), got
 
     with policies_deleted(guarded):
         got = probe(guarded, a["worker0"], wanted, container="worker")

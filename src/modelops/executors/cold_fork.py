@@ -394,7 +394,7 @@ class ColdForkExecutor(Executor):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            zygotes = self._live_zygotes() + self._retired
+            zygotes = self._current_zygotes() + self._retired
             for line in self._lines.values():
                 line.zygote = None
             self._retired = []
@@ -405,13 +405,13 @@ class ColdForkExecutor(Executor):
     def child_pids(self) -> list[int]:
         """Live zygote, spare and running-child PIDs."""
         with self._lock:
-            zygotes = self._live_zygotes() + self._retired
+            zygotes = self._current_zygotes() + self._retired
         return [pid for zygote in zygotes for pid in zygote.pids()]
 
     def zygote_pids(self) -> list[int]:
         with self._lock:
-            return [z.pid for z in self._live_zygotes() if z.alive]
+            return [z.pid for z in self._current_zygotes() if z.alive]
 
-    def _live_zygotes(self) -> list[ZygoteHandle]:
-        """The current zygote of every bundle (call with `_lock` held)."""
+    def _current_zygotes(self) -> list[ZygoteHandle]:
+        """The zygote serving each bundle, alive or not (call with `_lock` held)."""
         return [line.zygote for line in self._lines.values() if line.zygote is not None]

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from modelops.bundles import BundleError
+from modelops.results.summary import Summary
 from modelops.routing import NoWorkerForRequirement
 from modelops.services.worker_wait import wait_for_workers
-from modelops.results.summary import Summary
 from modelops.study import Study
 from modelops.tasks import TaskResult
 

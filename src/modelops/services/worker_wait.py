@@ -38,10 +38,10 @@ def wait_for_workers(service, requirement: Requirement, say: Callable[[str], Non
     """Addresses of connected workers meeting `requirement`, once there is one. Raises
     NoWorkerForRequirement (at once: no group of the release meets it, or the scheduler lists no groups
     and no connected worker does) or WorkersNotReady after `timeout` seconds (None: no bound)."""
-    demand = service.group_demand()
     try:
         return service.check_requirement(requirement)
     except NoWorkerForRequirement as connected:
+        demand = service.group_demand()  # asked only when the connected workers do not serve the study
         if not demand:  # as before groups were known (`mops run` waited for a first worker)
             if not requirement:
                 return []
