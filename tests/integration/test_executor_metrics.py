@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelops.services.dask_simulation import DaskSimulationService
 from modelops.study import Study
-from modelops.worker.runtime import describe_worker
+from modelops.worker.task_bodies import describe_worker
 
 pytestmark = pytest.mark.cluster
 

@@ -41,6 +41,18 @@ def test_code_in_children_does_not_import_worker_side_executors_or_handles():
     assert not {m for m in loaded if m.startswith("modelops.worker")}
 
 
+def test_the_client_does_not_import_executors_or_environments():
+    """What a client loads to run a study (the CLI, the study loop, the service, the task bodies it
+    pickles by reference): never the executors, the bundle environments or the worker's runtime,
+    which only workers need (and which pull in process machinery and Prometheus)."""
+    loaded = imported_after(["modelops.cli.run", "modelops.cli.doctor", "modelops.services.study_run",
+                             "modelops.services.dask_simulation", "modelops.worker.task_bodies"])
+    worker_only = {m for m in loaded if m.startswith("modelops.executors")} | (loaded & {
+        "modelops.bundles.environments", "modelops.worker.runtime", "modelops.worker.executor_factory",
+        "modelops.worker.metrics", "modelops.worker.plugin"})
+    assert not worker_only, sorted(worker_only)
+
+
 # The floors of the package, lowest first: a module imports its own floor and the floors below it,
 # never one above (written once, here). Each unit is a top-level module or sub-package of `modelops`.
 LAYERS = (

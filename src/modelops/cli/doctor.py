@@ -16,7 +16,7 @@ import click
 from modelops.cli.tls_options import security_or_usage_error, tls_options
 from modelops.tasks import Task, TaskResult
 from modelops.settings import ExecutorType
-from modelops.worker.runtime import describe_worker, resolve_bundle, run_task
+from modelops.worker.task_bodies import describe_worker, resolve_bundle, run_task
 
 PROBE_BUNDLE = "modelops:probe"
 

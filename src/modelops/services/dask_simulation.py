@@ -19,7 +19,7 @@ from distributed import Client, as_completed
 from modelops.failures import Failure
 from modelops.routing import Requirement, check_requirement
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
-from modelops.worker.runtime import ATTEMPTS, describe_worker, resolve_bundle, run_task
+from modelops.worker.task_bodies import ATTEMPTS, describe_worker, resolve_bundle, run_task
 
 logger = logging.getLogger("modelops.service")
 

@@ -2,7 +2,7 @@
 
 distributed warns on every connection with a table of every package that differs anywhere (a
 laptop's Python 3.11.7 against the image's 3.11.2, pandas absent in the image, ...), most of which
-cannot affect a study: the client sends plain task dicts to `modelops.worker.runtime.run_task` and
+cannot affect a study: the client sends plain task dicts to `modelops.worker.task_bodies.run_task` and
 gets JSON-mode results back. What can matter is the Dask protocol (dask, distributed, msgpack,
 cloudpickle, tornado, toolz), the Python minor version (pickles), and modelops itself (the task and
 result models). `describe` says once what differs and whether it matters; nothing when nothing differs.

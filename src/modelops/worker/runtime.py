@@ -1,14 +1,12 @@
-"""The per-worker runtime the plugin builds, and the functions Dask runs on workers.
+"""The per-worker runtime the plugin builds and attaches to the Dask worker.
 
-`run_task` is what every simulation task executes on a worker: it finds the
-runtime the plugin attached and hands the task to its executor. A worker without
-a runtime fails the task with the reason; it never runs the task some other way.
+The task bodies (`modelops.worker.task_bodies.run_task` and friends) find it with
+`current_runtime` and hand each task to its executor. A worker without a runtime
+fails the task with the reason; it never runs the task some other way.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import dataclasses
 import logging
 import os
@@ -162,7 +160,7 @@ def attached_runtime(worker) -> WorkerRuntime | None:
     return getattr(worker, _RUNTIME_ATTR, None)
 
 
-def _missing_reason(worker) -> str:
+def missing_reason(worker) -> str:
     return getattr(worker, _SETUP_ERROR_ATTR, None) or "the modelops plugin is not loaded"
 
 
@@ -170,83 +168,7 @@ def current_runtime(worker) -> WorkerRuntime:
     runtime = attached_runtime(worker)
     if runtime is None:
         raise RuntimeError(
-            f"worker {worker.address} has no modelops runtime ({_missing_reason(worker)}); start workers "
+            f"worker {worker.address} has no modelops runtime ({missing_reason(worker)}); start workers "
             "with `--preload modelops.worker.preload` so their own environment picks the executor"
         )
     return runtime
-
-
-ATTEMPTS = "modelops-attempts"  # scheduler metadata: {submission: {task_id: starts}}
-
-
-def start_counting(worker, submission: str, task_id: str) -> concurrent.futures.Future:
-    """Count one more start of this task on the scheduler; the future gives the count. The messages
-    go out at once, from the worker's event loop, while the task already runs in this thread: two
-    blocking scheduler round trips per task would otherwise set the pace of short tasks (issue 15).
-    A key runs on one worker at a time, so the read-then-write needs no lock; the submitter clears
-    its entry."""
-
-    async def bump() -> int:
-        started = await worker.scheduler.get_metadata(keys=[ATTEMPTS, submission, task_id], default=0)
-        await worker.scheduler.set_metadata(keys=[ATTEMPTS, submission, task_id], value=started + 1)
-        return started + 1
-
-    return asyncio.run_coroutine_threadsafe(bump(), worker.loop.asyncio_loop)
-
-
-def counted(counting: concurrent.futures.Future | None) -> int | None:
-    return counting.result() if counting is not None else None
-
-
-def run_task(task: dict, submission: str | None = None) -> dict:
-    """Dask task body: run one simulation task on this worker's executor. With `submission` (set by
-    DaskSimulationService), the result's provenance says how many times the task was started."""
-    from distributed import get_worker
-
-    from distributed import Reschedule
-
-    worker = get_worker()
-    runtime = current_runtime(worker)
-    parsed = Task.model_validate(task)
-    counting = start_counting(worker, submission, parsed.task_id) if submission else None
-    try:
-        result = runtime.execute(parsed)
-    except ExecutorClosed:
-        counted(counting)  # this start is on record before another worker can start the task
-        raise Reschedule() from None
-    if runtime.closing and not result.ok and result.error.kind in RESCHEDULE_KINDS:
-        # the worker is shutting down and killed this task's process: it is not the task's
-        # fault, so hand it back to the scheduler instead of reporting a failure
-        logger.warning("Worker closing: handing task %s back to the scheduler", result.task_id)
-        counted(counting)
-        raise Reschedule()
-    result.provenance.attempt = counted(counting)
-    return result.model_dump(mode="json")
-
-
-def resolve_bundle(name: str) -> dict:
-    """Dask task body: how this worker sees bundle `name` (digest, entrypoint, version)."""
-    from distributed import get_worker
-
-    bundle: Bundle = current_runtime(get_worker()).resolver.resolve(name)
-    return {
-        "name": bundle.name,
-        "version": bundle.version,
-        "entrypoint": bundle.entrypoint,
-        "digest": bundle.digest,
-        "source": bundle.source,
-    }
-
-
-def describe_worker(dask_worker) -> dict:
-    """For `Client.run`: the executor and config this worker really runs, read on the worker."""
-    runtime = attached_runtime(dask_worker)
-    if runtime is None:
-        return {
-            "worker": dask_worker.address,
-            "pid": os.getpid(),
-            "executor": None,
-            "modelops_version": modelops.__version__,
-            "error": _missing_reason(dask_worker),
-        }
-    return runtime.describe()
