@@ -20,6 +20,7 @@ from modelops.local_cluster import LocalProcessCluster
 from modelops.routing import Requirement
 from modelops.services.dask_simulation import DaskSimulationService
 from modelops.services.study_run import StudyRejected, StudyRun
+from modelops.jobs.status import runner_waiting
 from modelops.services.worker_wait import WorkersNotReady
 from modelops.settings import WORKER_GROUPS_VARIABLE
 from modelops.study import Study
@@ -114,6 +115,12 @@ def test_a_study_requiring_a_group_at_zero_waits_for_its_workers(release):
     assert "waiting for workers of group cold: 0/1 ready" in lines, lines
     assert desired == [1]
     assert outcome.complete and outcome.summary.by_executor == {"cold": 6}
+    # the runner's log as `mops jobs status` reads it: waiting while it waited, nothing once workers came
+    waited = lines.index("waiting for workers of group cold: 0/1 ready")
+    log = "\n".join(f"2026-12-03 12:00:00 {line}" for line in lines)
+    assert runner_waiting("\n".join(lines[:waited + 1])) == "waiting for workers of group cold: 0/1 ready"
+    assert any(line.startswith("workers ready after ") for line in lines[waited:]), lines
+    assert runner_waiting(log) is None
 
 
 def test_a_group_at_zero_that_never_comes_fails_after_the_bound(release):

@@ -22,6 +22,7 @@ from modelops.cli.run import EXECUTORS, with_requirement
 
 POLL_S = 2.0
 PROGRESS_EVERY_S = 10.0
+WAIT_LOG_LINES = 200  # how much of a running runner's log `status` reads for its latest waiting line
 
 
 def kube_options(command):
@@ -222,6 +223,19 @@ def _info(kube, job: dict):
     return job_info(job, pods)
 
 
+def _waiting(kube, pod: str) -> str | None:
+    """The runner's latest `waiting for workers of group ...` line, from its log's tail."""
+    from modelops.jobs.kube import KubeError
+    from modelops.jobs.status import runner_waiting
+
+    try:
+        log = kube.bytes(kube.ns_path("pods", pod) + "/log", {"tailLines": WAIT_LOG_LINES},
+                         what=f"reading the log of {pod}")
+    except KubeError as exc:  # e.g. no `get pods/log` for this user: the rest of the status still stands
+        return f"(whether it waits for workers is unknown: {exc})"
+    return runner_waiting(log.decode(errors="replace"))
+
+
 def _release_of(kube, job: dict):
     from modelops.jobs.release import ReleaseJobs
 
@@ -278,6 +292,8 @@ def status(name, namespace, kubeconfig, context, via):
         click.echo(f"  runner pod {pod.describe()}")
         if pod.exit_code not in (None, 0) and pod.message:
             click.echo("    " + pod.message.strip().splitlines()[-1][:300])
+        if pod.phase == "Running" and (waiting := _waiting(kube, pod.name)):
+            click.echo(f"    {waiting}")
     counts = _counts(kube, job, via)
     click.echo(f"tasks: {counts.describe()}")
     for group, executors in sorted(counts.by_group.items()):

@@ -108,8 +108,8 @@ class Kube:
     def items(self, path: str, selector: str = "", what: str = "") -> list[dict]:
         return self.get(path, {"labelSelector": selector} if selector else None, what=what).get("items", [])
 
-    def bytes(self, path: str, timeout: float = 60, what: str = "") -> bytes:
-        return self.request("GET", path, timeout=timeout, what=what).read()
+    def bytes(self, path: str, query: dict | None = None, timeout: float = 60, what: str = "") -> bytes:
+        return self.request("GET", path, query=query, timeout=timeout, what=what).read()
 
     def lines(self, path: str, query: dict, what: str = "") -> Iterator[str]:
         """A streamed body's lines (e.g. a followed pod log), as they arrive."""

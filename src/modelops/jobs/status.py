@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pyarrow.compute as pc
 
 from modelops.jobs.manifests import STUDY_NAME_ANNOTATION
+from modelops.services.worker_wait import READY, WAITING
 
 FINISHED = ("Complete", "Failed")
 
@@ -113,3 +114,14 @@ def task_counts(store, job: str) -> TaskCounts:
     n_ok, n_retryable = pc.sum(ok).as_py() or 0, pc.sum(retryable).as_py() or 0
     return TaskCounts(record.tasks, n_ok, table.num_rows - n_ok - n_retryable, n_retryable,
                       pc.sum(pc.invert(pc.is_null(table["reused_from"]))).as_py() or 0, by_group)
+
+
+def runner_waiting(log: str) -> str | None:
+    """What a running runner waits for: its log's latest waiting line (`waiting for workers of group cold:
+    0/4 ready`), unless the wait ended after it; None when it waits for nothing."""
+    for line in reversed(log.splitlines()):
+        if WAITING in line:
+            return line[line.index(WAITING):].strip()
+        if READY in line:
+            return None
+    return None

@@ -21,6 +21,9 @@ from modelops.routing import NoGroupForRequirement, NoWorkerForRequirement, Requ
 
 POLL_S = 1.0
 SAY_EVERY_S = 10.0
+# How the waiting and the end of the wait read in a runner's log (`mops jobs status` finds the latest).
+WAITING = "waiting for workers of "
+READY = "workers ready after "
 
 
 class WorkersNotReady(TimeoutError):
@@ -29,7 +32,7 @@ class WorkersNotReady(TimeoutError):
 
 def waiting_line(groups: list[str], demand: dict[str, dict]) -> str:
     """`waiting for workers of group cold: 0/4 ready` (ready pods / desired replicas), one part per group."""
-    return "waiting for workers of " + "; ".join(
+    return WAITING + "; ".join(
         f"group {g}: {demand[g]['ready']}/{max(1, demand[g]['desired'])} ready" for g in groups)
 
 
@@ -50,14 +53,19 @@ def wait_for_workers(service, requirement: Requirement, say: Callable[[str], Non
             groups = serving_groups(requirement, {g: d["executor"] for g, d in demand.items()})
         except NoGroupForRequirement as exc:
             raise NoGroupForRequirement(f"{exc}; {str(connected).split('; ', 1)[-1]}") from None
-    deadline = None if timeout is None else time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
     last_line, said_at, marker = None, 0.0, None
     try:
         while True:
             try:
-                return service.check_requirement(requirement)
+                workers = service.check_requirement(requirement)
             except NoWorkerForRequirement:
                 pass
+            else:
+                if last_line is not None:  # said it waited: say that it stopped (a pod log's last word)
+                    say(f"{READY}{time.monotonic() - started:.0f} s: {len(workers)} worker(s) serve the study")
+                return workers
             if marker is None:
                 marker = service.client.submit(demand_marker, key=f"modelops-wait-{uuid.uuid4().hex}", pure=False,
                                                resources=requirement.resources())
