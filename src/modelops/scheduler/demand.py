@@ -8,7 +8,7 @@ with no requirement. Desired replicas are ceil(tasks / slots per pod), within th
 
 Computed on demand (a poll every pollingInterval, a Prometheus scrape), not kept current through
 every transition: one pass over the scheduler's tasks, counting by requirement first, so the per-task
-cost is a state test and a dict increment (see `mops demand` and the README for the measured cost).
+cost is a state test and a dict increment (see `mops demand`, and docs/operations.md for the measured cost).
 """
 
 from __future__ import annotations
