@@ -121,7 +121,7 @@ class DeletionCostKeeper:
                  clock=time.monotonic):
         self.api, self.selector = api, selector
         self.interval, self.retry_interval, self.clock = interval, retry_interval, clock
-        self.written: dict[str, int] = {}  # pod name -> the cost last patched
+        self.written: dict[str, int | None] = {}  # pod name -> its cost as last listed or patched (None: unreadable)
         self.pods: dict[str, str] = {}  # pod IP -> name
         self.unmatched: set[str] = set()  # worker addresses no listed pod had (a worker outside the release)
         self.next_pass = 0.0
