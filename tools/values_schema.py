@@ -219,6 +219,12 @@ POD_SETTINGS = {
 
 WORKER_SETTINGS = {
     "replicas": INT0,
+    "replicasOwner": dict(
+        {"type": "string", "enum": ["values", "cluster"]},
+        description="who sets the group's pod count: `values` (replicas, at every upgrade) or `cluster` "
+                    "(replicas at install, then kubectl scale or an external autoscaler; the chart keeps the "
+                    "live count); with autoscaling.enabled, KEDA",
+    ),
     "nworkers": INT1,
     "nthreads": INT1,
     "memoryLimit": {
@@ -285,6 +291,11 @@ def scheduler_schema() -> dict:
                     "tls": K8S_LIST,
                 },
                 description="Ingress to the scheduler's dashboard",
+            ),
+            "podDeletionCost": dict(
+                {"type": "string", "enum": ["auto", "enabled", "disabled"]},
+                description="the scheduler keeps the worker pods' pod-deletion-cost at their running tasks "
+                            "(auto: when a group autoscales)",
             ),
             "httpRoute": obj(
                 {

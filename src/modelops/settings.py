@@ -272,6 +272,20 @@ def parse_worker_groups(variable: str, raw: str) -> tuple[GroupSpec, ...]:
     return tuple(groups)
 
 
+# The scheduler keeps controller.kubernetes.io/pod-deletion-cost current on the worker pods this label
+# selector names (modelops.scheduler.deletion_cost); empty: it does not.
+DELETION_COST_SELECTOR_VARIABLE = "MODELOPS_POD_DELETION_COST_SELECTOR"
+_SELECTOR_TERM = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=|==|!=)([A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?$")
+
+
+def parse_label_selector(variable: str, raw: str) -> str:
+    """An equality-based label selector (`key=value,key2!=value2`), or empty."""
+    selector = raw.strip()
+    if selector and not all(_SELECTOR_TERM.match(term.strip()) for term in selector.split(",")):
+        raise ConfigError(variable, raw, "empty, or a label selector of key=value terms joined by commas")
+    return ",".join(term.strip() for term in selector.split(",")) if selector else ""
+
+
 # ---- the registry ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setting:
@@ -411,6 +425,12 @@ SETTINGS: tuple[Setting, ...] = (
         "the scheduler serves each one's desired replicas (`/modelops/demand`, `mops demand`), and a study "
         "requiring a listed group at zero pods waits for it instead of failing",
         parse_worker_groups, reader="scheduler",
+    ),
+    Setting(
+        DELETION_COST_SELECTOR_VARIABLE, str, "", "empty, or a label selector (`key=value,...`; the chart writes it)",
+        "worker pods whose `controller.kubernetes.io/pod-deletion-cost` the scheduler keeps at their running tasks, "
+        "so that a scale-down removes idle pods first (needs get, list and patch on pods; empty: off)",
+        parse_label_selector, reader="scheduler",
     ),
     Setting(
         ENTRYPOINT_NO_INIT_VARIABLE, bool, False, "boolean (`1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`)",

@@ -116,8 +116,90 @@ are not listed: changing them (their executor included) then rolls only their ow
 {{- end -}}
 
 {{/*
-The pods a group always has: its replicas, or with autoscaling its minReplicas (`helm test` asks those).
+Who owns a group's `.spec.replicas` and what the chart renders for it, as JSON {"owner", "render", "replicas",
+"live"}: owner "values" (replicasOwner: values), "cluster" (replicasOwner: cluster: kubectl scale, an HPA of
+the user's) or "autoscaler" (autoscaling.enabled: KEDA's HPA); render: whether the Deployment carries
+`replicas`; replicas: what it carries; live: the Deployment's count in the cluster (-1 where none is found:
+install, `helm template`, --dry-run=client). Args: dict "root" "g" (a workerGroups entry).
+
+The values always render `replicas`. For the cluster's owners, Helm must not fight the owner nor reset the
+count: under server-side apply (Helm 4) a manifest that sets `replicas` to another value than the one another
+manager wrote is a conflict (the upgrade fails), and a manifest that drops a field Helm alone owned resets it to
+its default (1). So, from the live Deployment (`lookup`):
+- none yet: `replicas` for "cluster" (the starting count), nothing for "autoscaler" (KEDA scales it);
+- another manager (kubectl scale, the HPA) owns the count and Helm applied server-side before (a manager
+  "helm" with operation Apply): nothing; Helm's ownership ends, the count stays the owner's;
+- otherwise (Helm alone owns it, or Helm applies client-side: Helm 3, or a release Helm 3 installed): the live
+  count, unchanged; Helm 3's three-way merge would otherwise reset a dropped field too.
+*/}}
+{{- define "modelops-dask.groupReplicas" -}}
+{{- $c := .g.cfg -}}
+{{- $owner := ternary "autoscaler" $c.replicasOwner $c.autoscaling.enabled -}}
+{{- $out := dict "owner" $owner "render" true "replicas" (int64 $c.replicas) "live" -1 -}}
+{{- if ne $owner "values" -}}
+{{- $name := include "modelops-dask.groupDeploymentName" . -}}
+{{- $live := lookup "apps/v1" "Deployment" .root.Release.Namespace $name -}}
+{{- if not $live -}}
+{{- $_ := set $out "render" (eq $owner "cluster") -}}
+{{- else -}}
+{{- $count := int64 (dig "spec" "replicas" 1 $live) -}}
+{{- $_ := set $out "live" $count -}}
+{{- $_ := set $out "replicas" $count -}}
+{{- $helmApplies := false -}}
+{{- $others := false -}}
+{{- range $m := (dig "metadata" "managedFields" list $live) -}}
+{{- $isHelm := eq (lower (toString $m.manager)) "helm" -}}
+{{- if and $isHelm (eq (toString $m.operation) "Apply") -}}
+{{- $helmApplies = true -}}
+{{- end -}}
+{{- if and (not $isHelm) (hasKey (dig "fieldsV1" "f:spec" dict $m) "f:replicas") -}}
+{{- $others = true -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $out "render" (not (and $helmApplies $others)) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/*
+The pods a group always has (`helm test` asks those): for the values, replicas; for the cluster, the live
+count (replicas at install); with autoscaling, minReplicas. Args: dict "root" "g".
 */}}
 {{- define "modelops-dask.groupStandingReplicas" -}}
-{{- ternary (int64 .autoscaling.minReplicas) (int64 .replicas) .autoscaling.enabled -}}
+{{- $r := include "modelops-dask.groupReplicas" . | fromJson -}}
+{{- $c := .g.cfg -}}
+{{- if eq $r.owner "autoscaler" -}}
+{{- int64 $c.autoscaling.minReplicas -}}
+{{- else if eq $r.owner "cluster" -}}
+{{- ternary (int64 $r.live) (int64 $c.replicas) (ge (int64 $r.live) 0) -}}
+{{- else -}}
+{{- int64 $c.replicas -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Whether the scheduler keeps the worker pods' pod-deletion-cost current (scheduler.podDeletionCost: enabled,
+or auto with a group that autoscales): "true" or "".
+*/}}
+{{- define "modelops-dask.podDeletionCost" -}}
+{{- $mode := .Values.scheduler.podDeletionCost -}}
+{{- if eq $mode "enabled" -}}true
+{{- else if eq $mode "auto" -}}
+{{- range $g := (include "modelops-dask.workerGroups" . | fromJson).groups -}}
+{{- if $g.cfg.autoscaling.enabled -}}true{{- break -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The label selector of the release's worker pods (MODELOPS_POD_DELETION_COST_SELECTOR).
+*/}}
+{{- define "modelops-dask.workerPodSelector" -}}
+{{- $labels := include "modelops-dask.selectorLabels" (dict "root" . "component" "worker") | fromYaml -}}
+{{- $terms := list -}}
+{{- range $k := keys $labels | sortAlpha -}}
+{{- $terms = append $terms (printf "%s=%s" $k (get $labels $k)) -}}
+{{- end -}}
+{{- join "," $terms -}}
 {{- end -}}

@@ -36,6 +36,13 @@ Resource names (Kubernetes names are limited to 63 characters) and addresses.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The scheduler's own ServiceAccount (and Role), made only when it keeps the pods' deletion cost.
+*/}}
+{{- define "modelops-dask.schedulerAccountName" -}}
+{{- include "modelops-dask.schedulerName" . -}}
+{{- end -}}
+
 {{- define "modelops-dask.daskConfigName" -}}
 {{- printf "%s-dask-config" (include "modelops-dask.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

@@ -17,6 +17,12 @@ modelops-dask.bytes, which parses a memory quantity, also fails on one it cannot
 {{- if has "MODELOPS_WORKER_GROUPS" (include "modelops-dask.envNames" $root.Values.scheduler.env | fromJsonArray) -}}
 {{- fail "scheduler.env: MODELOPS_WORKER_GROUPS is set by the chart from worker.* and worker.groups (the release's worker groups); drop it" -}}
 {{- end -}}
+{{- if has "MODELOPS_POD_DELETION_COST_SELECTOR" (include "modelops-dask.envNames" $root.Values.scheduler.env | fromJsonArray) -}}
+{{- fail "scheduler.env: MODELOPS_POD_DELETION_COST_SELECTOR is set by the chart from scheduler.podDeletionCost (with the RBAC it needs); drop it and set scheduler.podDeletionCost" -}}
+{{- end -}}
+{{- if not (has (toString $root.Values.scheduler.podDeletionCost) (list "auto" "enabled" "disabled")) -}}
+{{- fail (printf "scheduler.podDeletionCost: %q is not one of auto (when a worker group autoscales), enabled, disabled" (toString $root.Values.scheduler.podDeletionCost)) -}}
+{{- end -}}
 {{- include "modelops-dask.validateAppLabel" (dict "labels" $root.Values.scheduler.podLabels "path" "scheduler.podLabels" "component" "scheduler") -}}
 {{- include "modelops-dask.validateJobs" $root -}}
 {{- include "modelops-dask.validateNetworkPolicy" $root -}}
@@ -106,6 +112,9 @@ The checks of one worker group. Args: dict "root" "g" (a workerGroups entry) "re
 {{- $executors := include "modelops-dask.settings.executorTypes" .root | fromJsonArray -}}
 {{- if not (has $x.type $executors) -}}
 {{- fail (printf "%s.executor.type: %q is not one of %s" $path (toString $x.type) (join ", " $executors)) -}}
+{{- end -}}
+{{- if not (has (toString $c.replicasOwner) (list "values" "cluster")) -}}
+{{- fail (printf "%s.replicasOwner: %q is not one of values (the chart sets replicas at every upgrade), cluster (replicas at install, then kubectl scale or your autoscaler)" $path (toString $c.replicasOwner)) -}}
 {{- end -}}
 {{- range $k := keys (default dict $c.secretEnv) -}}
 {{- if has $k $.reserved -}}
