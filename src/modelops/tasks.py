@@ -86,6 +86,12 @@ TaskError = create_model(
 )
 
 
+# The message a worker's task body sends the scheduler, on the worker's batched stream, as it starts a task
+# ({"op": ..., "key": Dask key, "tasks": [task id]}); the scheduler's AttemptsPlugin (scheduler/attempts.py)
+# counts them into provenance `attempt`.
+ATTEMPT_STARTED_OP = "modelops-task-started"
+
+
 class Provenance(BaseModel):
     executor: str
     cold_start: str | None = None
@@ -98,7 +104,7 @@ class Provenance(BaseModel):
     duration_s: float
     # How many times a Dask worker started this task in this submission (1 = never restarted): counted
     # on the scheduler, so a task restarted after its worker was lost says 2. None: not submitted
-    # through DaskSimulationService (e.g. doctor probes), so not counted.
+    # through DaskSimulationService (e.g. doctor probes), or a scheduler without modelops' preload.
     attempt: int | None = None
     # The bundle's own Python environment (a requirements.txt beside bundle.json): its lock digest, and
     # whether this task paid for building it (`built`, `build_seconds`). None: the worker's environment.

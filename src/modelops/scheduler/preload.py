@@ -24,9 +24,11 @@ DELETION_COST_SELECTOR = setting(DELETION_COST_SELECTOR_VARIABLE).read(os.enviro
 
 
 async def dask_setup(scheduler) -> None:
+    from modelops.scheduler.attempts import AttemptsPlugin
     from modelops.scheduler.plugin import DemandPlugin
 
     scheduler.add_plugin(DemandPlugin(GROUPS), idempotent=True)  # the scheduler starts it after its preloads
+    scheduler.add_plugin(AttemptsPlugin(), idempotent=True)  # provenance `attempt` (scheduler/attempts.py)
     logger.info("Worker groups of the release: %s", ", ".join(g.name for g in GROUPS) or "none listed")
     if DELETION_COST_SELECTOR:
         from modelops.scheduler.deletion_cost import DeletionCostPlugin

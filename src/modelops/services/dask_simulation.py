@@ -7,9 +7,9 @@ churn it on every worker). It keeps a bounded number of tasks in flight.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError
 from typing import NamedTuple
@@ -19,7 +19,8 @@ from distributed import Client, as_completed
 from modelops.failures import Failure
 from modelops.routing import Requirement, check_requirement
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
-from modelops.worker.task_bodies import ATTEMPTS, describe_worker, resolve_bundle, run_task
+from modelops.scheduler import PRELOAD
+from modelops.worker.task_bodies import describe_worker, resolve_bundle, run_task
 
 logger = logging.getLogger("modelops.service")
 
@@ -31,6 +32,7 @@ class DaskSimulationService:
     def __init__(self, client: Client):
         self.client = client
         self._versions_checked = False
+        self._counts_attempts: bool | None = None  # asked of the scheduler once
 
     def version_mismatch(self) -> str | None:
         """One line naming what differs between this client's versions and the cluster's (scheduler and
@@ -73,22 +75,38 @@ class DaskSimulationService:
         """Bounded, so a 100,000-task study does not sit in the scheduler's memory at once."""
         return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * self.total_threads())
 
-    def submit(self, task: Task, submission: str | None = None, requirement: Requirement | None = None):
-        """One task, keyed by its task_id. `submission` names the run whose starts are counted
-        (provenance `attempt`); `requirement` restricts it to workers that provide it."""
+    def submit(self, task: Task, requirement: Requirement | None = None, count: bool = False):
+        """One task, keyed by its task_id. `count`: its worker reports its start to the scheduler (provenance
+        `attempt`; only for a scheduler with the AttemptsPlugin); `requirement` restricts it to workers that
+        provide it."""
         return self.client.submit(
-            run_task, wire(task), submission, key=task.task_id, pure=False,
+            run_task, wire(task), count, key=task.task_id, pure=False,
             resources=requirement.resources() if requirement else None,
         )
 
-    def submit_many(self, tasks: list[Task], submission: str | None = None,
-                    requirement: Requirement | None = None) -> list:
+    def submit_many(self, tasks: list[Task], requirement: Requirement | None = None, count: bool = False) -> list:
         """Many tasks in one `client.map` (one message to the scheduler, not one per task), each keyed
         by its task_id."""
         return self.client.map(
-            run_task, [wire(t) for t in tasks], submission=submission, key=[t.task_id for t in tasks],
+            run_task, [wire(t) for t in tasks], count=count, key=[t.task_id for t in tasks],
             pure=False, resources=requirement.resources() if requirement else None,
         )
+
+    def counts_attempts(self) -> bool:
+        """Whether the scheduler counts starts (modelops' AttemptsPlugin, from the scheduler preload). Without
+        it, one warning naming the preload, and provenance `attempt` stays None: workers must then not
+        report starts (a stream message the scheduler has no handler for would cost it the worker)."""
+        from modelops.scheduler.attempts import HANDLER
+
+        if self._counts_attempts is None:
+            self._counts_attempts = self.client.sync(getattr(self.client.scheduler, HANDLER), keys=[]) is not None
+            if not self._counts_attempts:
+                logger.warning(
+                    "The scheduler at %s does not count task starts: it runs without modelops' scheduler preload "
+                    "(dask scheduler --preload %s, which the image's entrypoint and `mops run --local` add); "
+                    "provenance `attempt` is left empty (None) for this run's results",
+                    self.client.scheduler.address, PRELOAD)
+        return self._counts_attempts
 
     def run(
         self,
@@ -130,7 +148,7 @@ class DaskSimulationService:
             logger.warning(message)
         limit = max_in_flight or self.default_in_flight()
         refill = max(1, limit // REFILL_FRACTION)
-        submission = uuid.uuid4().hex if count_attempts else None
+        count = count_attempts and self.counts_attempts()
         pending = iter(tasks)
         seen: set[str] = set()
         in_flight: dict[str, Task] = {}
@@ -149,7 +167,7 @@ class DaskSimulationService:
                 if len(in_flight) >= limit:
                     break
             if batch:
-                queue.update(self.submit_many(batch, submission, requirement))
+                queue.update(self.submit_many(batch, requirement, count))
 
         bar = _progress_bar(progress)
         try:
@@ -157,12 +175,13 @@ class DaskSimulationService:
             while in_flight:
                 futures = self._next_results(queue, min(refill, len(in_flight)))
                 finished = {f.key: f for f in futures if f.status == "finished"}
-                # errors="skip": a future that errs or is lost meanwhile comes back as None
-                payloads = self.client.gather(finished, errors="skip") if finished else {}
+                payloads, starts = self._collect(finished, count)
                 batch: list[tuple[TaskResult, dict]] = []
                 for future in futures:
                     record = payloads.get(future.key)
                     if record is not None:
+                        if count:
+                            record["provenance"]["attempt"] = (starts.get(future.key) or {}).get(future.key)
                         batch.append((TaskResult.model_validate(record), record))
                     elif future.status in ("error", "cancelled"):
                         result = task_error_result(in_flight[future.key], _future_exception(future))
@@ -181,9 +200,25 @@ class DaskSimulationService:
         finally:
             if bar is not None:
                 bar.close()
-            if submission:  # the scheduler keeps one start count per task of this run: drop them with it
-                self.client.set_metadata([ATTEMPTS, submission], None)
+            # Future.release() queues its key's release on the client's loop: once this no-op has run
+            # there, so have they, and the client holds nothing of the stream's when it ends
+            self.client.sync(_nothing)
 
+    def _collect(self, finished: dict, count: bool) -> tuple[dict, dict]:
+        """The finished futures' payloads and, with `count`, their starts on record at the scheduler: one
+        gather and one count lookup, together (one round trip's wait for both). A future that errs or is
+        lost meanwhile has no payload (errors="skip")."""
+        if not finished:
+            return {}, {}
+        from modelops.scheduler.attempts import HANDLER
+
+        async def both():
+            gathering = self.client._gather(finished, errors="skip")
+            if not count:
+                return await gathering, {}
+            return await asyncio.gather(gathering, getattr(self.client.scheduler, HANDLER)(keys=list(finished)))
+
+        return self.client.sync(both)
 
     @staticmethod
     def _next_results(queue, wanted: int) -> list:
@@ -207,6 +242,10 @@ REFILL_FRACTION = 4
 # a result of a long task is never delayed more than this.
 GATHER_WINDOW_S = 0.25
 GATHER_POLL_S = 0.005
+
+
+async def _nothing() -> None:
+    pass
 
 
 class Completed(NamedTuple):

@@ -8,63 +8,59 @@ where the plugin has already imported it.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import os
 
 import modelops
-from modelops.tasks import Task
+from modelops.tasks import ATTEMPT_STARTED_OP, Task
 
 logger = logging.getLogger("modelops.runtime")
 
-ATTEMPTS = "modelops-attempts"  # scheduler metadata: {submission: {task_id: starts}}
+def report_start(worker, task_id: str) -> None:
+    """Tell the scheduler this task starts (its AttemptsPlugin counts provenance `attempt`): one message on
+    the worker's batched stream, queued from this task thread onto the worker's event loop, so before the
+    task's own `task-finished`; no round trip (scheduler/attempts.py)."""
+    message = {"op": ATTEMPT_STARTED_OP, "key": worker.get_current_task(), "tasks": [task_id]}
+    worker.loop.add_callback(worker.batched_send, message)
 
 
-def start_counting(worker, submission: str, task_id: str) -> concurrent.futures.Future:
-    """Count one more start of this task on the scheduler; the future gives the count. The messages
-    go out at once, from the worker's event loop, while the task already runs in this thread: two
-    blocking scheduler round trips per task would otherwise set the pace of short tasks (issue 15).
-    A key runs on one worker at a time, so the read-then-write needs no lock; the submitter clears
-    its entry."""
-
-    async def bump() -> int:
-        started = await worker.scheduler.get_metadata(keys=[ATTEMPTS, submission, task_id], default=0)
-        await worker.scheduler.set_metadata(keys=[ATTEMPTS, submission, task_id], value=started + 1)
-        return started + 1
-
-    return asyncio.run_coroutine_threadsafe(bump(), worker.loop.asyncio_loop)
+class HandBack(Exception):
+    """The worker is closing: the task was not run (or its process was killed by the closing), and goes back."""
 
 
-def counted(counting: concurrent.futures.Future | None) -> int | None:
-    return counting.result() if counting is not None else None
-
-
-def run_task(task: dict, submission: str | None = None) -> dict:
-    """Dask task body: run one simulation task on this worker's executor. With `submission` (set by
-    DaskSimulationService), the result's provenance says how many times the task was started."""
-    from distributed import Reschedule, get_worker
-
+def _run_one(worker, runtime, task: dict, count: bool) -> dict:
+    """One task through the worker's executor, as the JSON-mode result; HandBack when the worker closes."""
     from modelops.executors.base import ExecutorClosed
-    from modelops.worker.runtime import RESCHEDULE_KINDS, current_runtime
+    from modelops.worker.runtime import RESCHEDULE_KINDS
 
-    worker = get_worker()
-    runtime = current_runtime(worker)
     parsed = Task.model_validate(task)
-    counting = start_counting(worker, submission, parsed.task_id) if submission else None
+    if count:
+        report_start(worker, parsed.task_id)
     try:
         result = runtime.execute(parsed)
     except ExecutorClosed:
-        counted(counting)  # this start is on record before another worker can start the task
-        raise Reschedule() from None
+        raise HandBack() from None
     if runtime.closing and not result.ok and result.error.kind in RESCHEDULE_KINDS:
         # the worker is shutting down and killed this task's process: it is not the task's
         # fault, so hand it back to the scheduler instead of reporting a failure
         logger.warning("Worker closing: handing task %s back to the scheduler", result.task_id)
-        counted(counting)
-        raise Reschedule()
-    result.provenance.attempt = counted(counting)
+        raise HandBack()
     return result.model_dump(mode="json")
+
+
+def run_task(task: dict, count: bool = False) -> dict:
+    """Dask task body: run one simulation task on this worker's executor. With `count` (set by
+    DaskSimulationService once the scheduler has modelops' AttemptsPlugin), its start is reported to the
+    scheduler, which the client asks for the result's provenance `attempt`."""
+    from distributed import Reschedule, get_worker
+
+    from modelops.worker.runtime import current_runtime
+
+    worker = get_worker()
+    try:
+        return _run_one(worker, current_runtime(worker), task, count)
+    except HandBack:
+        raise Reschedule() from None
 
 
 def resolve_bundle(name: str) -> dict:
