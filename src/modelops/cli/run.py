@@ -85,13 +85,18 @@ class UnreachableError(click.ClickException):
 @click.option("--require-executor", type=click.Choice(EXECUTORS), help="Run only on workers running this executor; "
               "overrides the study's requires.executor.")
 @click.option("--max-in-flight", type=click.IntRange(1), help="Tasks submitted at once [default: max(200, 4 x cluster threads)].")
+@click.option("--chunk-size", default="auto", show_default=True, metavar="N|auto",
+              help="Tasks per Dask task: 'auto' puts short tasks together (about 0.15 s of work per Dask task, sized "
+              "from the durations measured in the run; tasks that long run one each); N fixes it; 1 runs one task "
+              "per Dask task. Each task keeps its own result, seed, provenance and failure either way.")
 @click.option("--progress", type=click.Choice(["bar", "lines", "none"]), help="How progress is shown "
               "[default: a bar on a terminal, else a line every 10 s].")
 @tls_options
 def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume, store_url,
-        job, recompute, store_wait, wait_workers, require_group, require_executor, max_in_flight, progress,
-        tls_ca_file, tls_cert, tls_key):
+        job, recompute, store_wait, wait_workers, require_group, require_executor, max_in_flight, chunk_size,
+        progress, tls_ca_file, tls_cert, tls_key):
     """Run a study and print a summary (tasks, failures, executor per worker, child PIDs)."""
+    chunk_size = parse_chunk_size(chunk_size)
     if bool(scheduler) == bool(local):
         raise click.UsageError("give exactly one of --scheduler ADDRESS or --local")
     if not local and (executor or cold_start or bundles_dir):
@@ -125,7 +130,7 @@ def run(study_path, scheduler, local, workers, threads, executor, cold_start, bu
             cluster = _start_local(study_path, workers, threads, executor, cold_start, bundles_dir)
             scheduler = cluster.address
         _run_study(study, scheduler, output, resume, store, job, recompute, max_in_flight, wait_workers, progress,
-                   security)
+                   security, chunk_size)
         if cluster is not None:
             _print_worker_log_lines(cluster)
     except Terminated:
@@ -153,6 +158,21 @@ class Terminated(BaseException):
 def _terminate(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
     raise Terminated()
+
+
+def parse_chunk_size(value: str) -> int | None:
+    """`--chunk-size`: 'auto' (None: sized from measured durations) or a whole number from 1 to CHUNK_MAX."""
+    from modelops.services.dask_simulation import CHUNK_MAX, check_chunk_size
+
+    text = value.strip().lower()
+    if text == "auto":
+        return None
+    try:
+        return check_chunk_size(int(text))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not allowed: give 'auto' (sized from measured task durations) or a "
+                                 f"whole number from 1 to {CHUNK_MAX} (1: one task per Dask task)",
+                                 param_hint="--chunk-size") from None
 
 
 def with_requirement(study: Study, group: str | None, executor: str | None) -> Study:
@@ -245,7 +265,7 @@ def connect(scheduler: str, wait_workers: float, security=None):
 
 
 def _run_study(study: Study, scheduler: str, output, resume: bool, store, job, recompute: bool, max_in_flight,
-               wait_workers: float, progress: str | None, security=None) -> None:
+               wait_workers: float, progress: str | None, security=None, chunk_size: int | None = None) -> None:
     from modelops.results.url import StoreError
     from modelops.services.study_run import StudyRejected, StudyRun
     from modelops.services.worker_wait import WorkersNotReady
@@ -254,7 +274,7 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, store, job, r
     show = progress or ("bar" if sys.stderr.isatty() else "lines")
     with connect(scheduler, wait_workers, security) as client:
         study_run = StudyRun(client, study, output=output, resume=resume, store=store, job=job, recompute=recompute,
-                             max_in_flight=max_in_flight, progress={"bar": True, "lines": "lines"}.get(show, False),
+                             max_in_flight=max_in_flight, chunk_size=chunk_size, progress={"bar": True, "lines": "lines"}.get(show, False),
                              say=click.echo, warn=lambda text: click.echo(text, err=True), worker_wait_s=wait_workers)
         try:
             outcome = study_run.run()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError
 from typing import NamedTuple
@@ -20,7 +23,7 @@ from modelops.failures import Failure
 from modelops.routing import Requirement, check_requirement
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
 from modelops.scheduler import PRELOAD
-from modelops.worker.task_bodies import describe_worker, resolve_bundle, run_task
+from modelops.worker.task_bodies import describe_worker, resolve_bundle, run_chunk, run_task
 
 logger = logging.getLogger("modelops.service")
 
@@ -92,6 +95,15 @@ class DaskSimulationService:
             pure=False, resources=requirement.resources() if requirement else None,
         )
 
+    def submit_chunks(self, chunks: list[list[Task]], requirement: Requirement | None = None,
+                      count: bool = False) -> list:
+        """Chunks of consecutive tasks, one Dask task each (`run_chunk`), in one `client.map`."""
+        return self.client.map(
+            run_chunk, [[wire(t) for t in chunk] for chunk in chunks], count=count,
+            key=[f"{CHUNK_KEY_PREFIX}{uuid.uuid4().hex}" for _ in chunks],
+            pure=False, resources=requirement.resources() if requirement else None,
+        )
+
     def counts_attempts(self) -> bool:
         """Whether the scheduler counts starts (modelops' AttemptsPlugin, from the scheduler preload). Without
         it, one warning naming the preload, and provenance `attempt` stays None: workers must then not
@@ -115,12 +127,13 @@ class DaskSimulationService:
         on_result: Callable[[TaskResult], None] | None = None,
         progress: bool = False,
         requirement: Requirement | None = None,
+        chunk_size: int | None = None,
     ) -> list[TaskResult]:
         """Run tasks with at most `max_in_flight` submitted at once; results in completion order.
         With a `requirement` (executor and/or worker group), tasks run only on workers whose own
         environment provides it (workers joining later included); none connected: an error at once."""
         results: list[TaskResult] = []
-        for done in self.stream(tasks, max_in_flight, progress, requirement):
+        for done in self.stream(tasks, max_in_flight, progress, requirement, chunk_size=chunk_size):
             results.append(done.result)
             if on_result:
                 on_result(done.result)
@@ -133,69 +146,121 @@ class DaskSimulationService:
         progress: bool | int = False,
         requirement: Requirement | None = None,
         count_attempts: bool = True,
+        chunk_size: int | None = None,
+        expected: int | None = None,
     ) -> Iterator[Completed]:
         """Results as they complete, holding only the tasks in flight: a 10^6-task study runs in
         bounded client memory when `tasks` is an iterator and the caller keeps no list of results.
 
         Tasks go out in batches (one `client.map` each) whenever a quarter of the in-flight bound
-        is free; duplicates (same task_id) run once. `progress`: True or the number of tasks
-        expected, for a progress bar updated once per completed batch. `count_attempts=False`
-        leaves provenance `attempt` None: the worker then skips its two scheduler round trips per
-        task that count starts (see the README's throughput table for what they cost)."""
+        is free; duplicates (same task_id) run once. Short tasks go several to a Dask task (a chunk,
+        `run_chunk`): `chunk_size` None sizes chunks from the durations measured so far (ChunkSizer: a
+        first wave one task per Dask task, then ~CHUNK_TARGET_S of work per chunk); 1 is one task per Dask
+        task throughout; N fixes it. Every task still has its own result, seed, provenance and failure.
+        `expected`: how many tasks `tasks` yields (default: `progress` when it is a number), so the last
+        chunks stay small enough to keep every thread busy. `progress`: True or the number of tasks
+        expected, for a progress bar updated once per completed batch. `count_attempts=False` leaves
+        provenance `attempt` None (no start reports, no count lookup per batch)."""
+        if chunk_size is not None:
+            check_chunk_size(chunk_size)
         if requirement:
             self.check_requirement(requirement)
         if not self._versions_checked and (message := self.version_mismatch()):
             logger.warning(message)
-        limit = max_in_flight or self.default_in_flight()
-        refill = max(1, limit // REFILL_FRACTION)
         count = count_attempts and self.counts_attempts()
+        threads = self.total_threads()
+        sizer = ChunkSizer(chunk_size, threads)
+        if expected is None and progress is not True and progress is not False:
+            expected = int(progress)
         pending = iter(tasks)
+        returned: deque[Task] = deque()  # handed back by a closing worker: they go out first
+        carried: dict[str, int] = {}  # starts a handed-back task already had under its former chunk's key
         seen: set[str] = set()
-        in_flight: dict[str, Task] = {}
+        in_flight: dict[str, list[Task]] = {}  # Dask key -> its tasks (one, or a chunk's)
+        state = {"tasks": 0, "taken": 0}  # tasks in flight; tasks taken from `pending`
         # on this client's loop: without one, as_completed takes the default client's (the last one made in
         # the process), and a future of another client's loop then wakes its waiter late
         queue = as_completed(loop=self.client.loop)
 
-        def top_up() -> None:
-            batch = []
+        def limit_now(size: int) -> int:
+            return max_in_flight or max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * threads * size)
+
+        def next_task() -> Task | None:
+            if returned:
+                return returned.popleft()
             for task in pending:
-                if task.task_id in seen:
-                    continue
-                seen.add(task.task_id)
-                in_flight[task.task_id] = task
+                state["taken"] += 1
+                if task.task_id not in seen:
+                    seen.add(task.task_id)
+                    return task
+            return None
+
+        def top_up() -> None:
+            remaining = None if expected is None else max(0, expected - state["taken"]) + len(returned)
+            size = sizer.size(remaining, max_in_flight)
+            room = limit_now(size) - state["tasks"]
+            if not sizer.measured:  # the first wave, one task per Dask task, measures how long tasks take
+                room = min(room, PROBE_PER_THREAD * threads - state["tasks"])
+            batch: list[Task] = []
+            while len(batch) < room and (task := next_task()) is not None:
                 batch.append(task)
-                if len(in_flight) >= limit:
-                    break
-            if batch:
-                queue.update(self.submit_many(batch, requirement, count))
+            if not batch:
+                return
+            state["tasks"] += len(batch)
+            if size == 1:
+                futures = self.submit_many(batch, requirement, count)
+                in_flight.update((t.task_id, [t]) for t in batch)
+            else:
+                chunks = [batch[i:i + size] for i in range(0, len(batch), size)]
+                futures = self.submit_chunks(chunks, requirement, count)
+                in_flight.update((f.key, chunk) for f, chunk in zip(futures, chunks))
+            queue.update(futures)
 
         bar = _progress_bar(progress)
         try:
             top_up()
             while in_flight:
-                futures = self._next_results(queue, min(refill, len(in_flight)))
+                size = sizer.size(None, max_in_flight)  # a refill's worth of results, in Dask tasks
+                wanted = math.ceil(limit_now(size) // REFILL_FRACTION / size)
+                futures = self._next_results(queue, max(1, min(wanted, len(in_flight))))
                 finished = {f.key: f for f in futures if f.status == "finished"}
                 payloads, starts = self._collect(finished, count)
                 batch: list[tuple[TaskResult, dict]] = []
                 for future in futures:
-                    record = payloads.get(future.key)
-                    if record is not None:
-                        if count:
-                            record["provenance"]["attempt"] = (starts.get(future.key) or {}).get(future.key)
-                        batch.append((TaskResult.model_validate(record), record))
+                    chunk = in_flight[future.key]
+                    payload = payloads.get(future.key)
+                    if payload is not None:
+                        chunked = future.key.startswith(CHUNK_KEY_PREFIX)
+                        records = payload["results"] if chunked else [payload]
+                        back = chunk[payload["handed_back"]:] if chunked else []
                     elif future.status in ("error", "cancelled"):
-                        result = task_error_result(in_flight[future.key], _future_exception(future))
-                        batch.append((result, result.model_dump(mode="json")))
+                        exc = _future_exception(future)
+                        records = [task_error_result(t, exc).model_dump(mode="json") for t in chunk]
+                        back = []
                     else:  # lost with its worker: the scheduler runs it again; wait for it again
                         queue.add(future)
                         continue
+                    counted = starts.get(future.key) or {}
+                    for record in records:
+                        task_id = record["task_id"]
+                        before = carried.pop(task_id, 0)
+                        if count and payload is not None:
+                            record["provenance"]["attempt"] = (counted.get(task_id, 0) + before) or None
+                        result = TaskResult.model_validate(record)
+                        sizer.observe(result)
+                        batch.append((result, record))
+                    for task in back:  # the worker closed before running them: they go out again
+                        carried[task.task_id] = carried.get(task.task_id, 0) + counted.get(task.task_id, 0)
+                        returned.append(task)
                     del in_flight[future.key]
+                    state["tasks"] -= len(chunk)
                     future.release()
                 for i, (result, record) in enumerate(batch):
                     yield Completed(result, record, i == len(batch) - 1)
                 if bar is not None:
                     bar.update(len(batch))
-                if limit - len(in_flight) >= refill:
+                refill = limit_now(sizer.size(None, max_in_flight)) // REFILL_FRACTION
+                if limit_now(sizer.size(None, max_in_flight)) - state["tasks"] >= refill or returned or not in_flight:
                     top_up()
         finally:
             if bar is not None:
@@ -242,6 +307,56 @@ REFILL_FRACTION = 4
 # a result of a long task is never delayed more than this.
 GATHER_WINDOW_S = 0.25
 GATHER_POLL_S = 0.005
+
+
+# Chunks of short tasks (run_chunk): the work one Dask task aims at once durations are known (tasks that
+# long or longer go one per Dask task, keeping Dask's load balancing), the most tasks in one, and the first
+# wave (this many tasks per thread, one per Dask task) that measures them.
+CHUNK_TARGET_S = 0.15
+CHUNK_MAX = 10_000
+PROBE_PER_THREAD = 2
+# Near a study's end chunks shrink so that what is left still makes this many chunks per thread.
+CHUNKS_PER_THREAD = 4
+CHUNK_KEY_PREFIX = "modelops-chunk-"
+
+
+def check_chunk_size(size) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= CHUNK_MAX:
+        raise ValueError(f"chunk size {size!r}: give a whole number from 1 to {CHUNK_MAX} (1: one task per Dask "
+                         "task), or none to size chunks from measured task durations")
+    return size
+
+
+class ChunkSizer:
+    """How many consecutive tasks one Dask task runs: `fixed`, or ~CHUNK_TARGET_S of work by the durations
+    measured so far (a running mean of provenance `duration_s`), 1 until one is known. With `remaining`
+    known, small enough that the rest makes CHUNKS_PER_THREAD chunks per thread; with a `bound` on tasks in
+    flight, small enough that two chunks per thread fit in it."""
+
+    def __init__(self, fixed: int | None, threads: int):
+        self.fixed, self.threads = fixed, max(1, threads)
+        self.per_task_s: float | None = None
+
+    @property
+    def measured(self) -> bool:
+        return self.fixed is not None or self.per_task_s is not None
+
+    def observe(self, result: TaskResult) -> None:
+        if self.fixed is None and result.provenance.executor != "unknown":  # not a Dask-level failure
+            d = max(result.provenance.duration_s, 1e-6)
+            self.per_task_s = d if self.per_task_s is None else 0.8 * self.per_task_s + 0.2 * d
+
+    def size(self, remaining: int | None = None, bound: int | None = None) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        if self.per_task_s is None:
+            return 1
+        n = int(CHUNK_TARGET_S / self.per_task_s)
+        if remaining is not None:
+            n = min(n, math.ceil(remaining / (self.threads * CHUNKS_PER_THREAD)))
+        if bound is not None:
+            n = min(n, bound // (2 * self.threads))
+        return max(1, min(CHUNK_MAX, n))
 
 
 async def _nothing() -> None:

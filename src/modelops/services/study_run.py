@@ -62,6 +62,7 @@ class StudyRun:
     max_in_flight: int | None = None
     progress: bool | str = True  # True: a progress bar; "lines": a line every PROGRESS_EVERY_S; False: none
     count_attempts: bool = True
+    chunk_size: int | None = None  # tasks per Dask task: None sizes chunks from measured durations; 1: one each
     say: Callable[[str], None] = print
     warn: Callable[[str], None] = print
     on_result: Callable[[TaskResult], None] | None = None
@@ -122,7 +123,8 @@ class StudyRun:
             bar = self.progress is True and n_tasks
             progress = _ProgressLines(self.say, n_tasks) if self.progress == "lines" else None
             for completed in service.stream(tasks, max_in_flight=self.max_in_flight, progress=bar,
-                                            requirement=requirement, count_attempts=self.count_attempts):
+                                            requirement=requirement, count_attempts=self.count_attempts,
+                                            chunk_size=self.chunk_size, expected=n_tasks):
                 if self._writer is not None:
                     self._writer.add(completed.record)
                 if results_file:

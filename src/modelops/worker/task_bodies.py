@@ -16,6 +16,7 @@ from modelops.tasks import ATTEMPT_STARTED_OP, Task
 
 logger = logging.getLogger("modelops.runtime")
 
+
 def report_start(worker, task_id: str) -> None:
     """Tell the scheduler this task starts (its AttemptsPlugin counts provenance `attempt`): one message on
     the worker's batched stream, queued from this task thread onto the worker's event loop, so before the
@@ -61,6 +62,36 @@ def run_task(task: dict, count: bool = False) -> dict:
         return _run_one(worker, current_runtime(worker), task, count)
     except HandBack:
         raise Reschedule() from None
+
+
+CLOSING = ("closing_gracefully", "closing", "closed", "failed")
+
+
+def run_chunk(tasks: list[dict], count: bool = False) -> dict:
+    """Dask task body: consecutive tasks of one study, each run as `run_task` runs it (its own executor
+    call: under cold, its own forked child), each with its own result, failure and start count.
+
+    Returns {"results": [result per task run], "handed_back": i}: tasks[i:] were not run because the
+    worker is closing (a drain, SIGTERM) and go back to the client, which submits them again; the results
+    of the tasks already run are kept. A chunk closed before any task finished is rescheduled whole."""
+    from distributed import Reschedule, get_worker
+
+    from modelops.worker.runtime import current_runtime
+
+    worker = get_worker()
+    runtime = current_runtime(worker)
+    results: list[dict] = []
+    for i, task in enumerate(tasks):
+        try:
+            if runtime.closing or worker.status.value in CLOSING:
+                raise HandBack()
+            results.append(_run_one(worker, runtime, task, count))
+        except HandBack:
+            if not results:
+                raise Reschedule() from None
+            logger.warning("Worker closing: %d task(s) of a chunk handed back, %d finished", len(tasks) - i, i)
+            return {"results": results, "handed_back": i}
+    return {"results": results, "handed_back": len(tasks)}
 
 
 def resolve_bundle(name: str) -> dict:
