@@ -64,3 +64,21 @@ def test_mops_run_chunk_size_refuses_a_bad_value_naming_the_option_the_value_and
     text = " ".join(out.output.split())
     assert "--chunk-size" in text and repr(bad) in text and f"whole number from 1 to {CHUNK_MAX}" in text
     assert "'auto'" in text
+
+
+def test_a_chunk_looks_its_bundle_up_once_and_each_task_keeps_its_own_result(make_runtime):
+    from tests.helpers import make_task
+
+    runtime = make_runtime(MODELOPS_EXECUTOR_TYPE="direct")
+    tasks = [make_task(runtime, "faulty", {"i": i, "fault": "exception" if i == 1 else "none"}, seed=i)
+             for i in range(3)]
+    alone = [runtime.execute(t) for t in tasks]
+    looked_up = []
+    resolve = runtime.resolver.resolve
+    runtime.resolver.resolve = lambda name: looked_up.append(name) or resolve(name)
+    prepared: dict = {}
+    chunked = [runtime.execute(t, prepared) for t in tasks]
+    assert looked_up == ["faulty"]
+    assert [r.status for r in chunked] == [r.status for r in alone] == ["ok", "failed", "ok"]
+    assert [(r.task_id, r.seed, r.outputs and r.outputs["seed"]) for r in chunked] == \
+        [(r.task_id, r.seed, r.outputs and r.outputs["seed"]) for r in alone]

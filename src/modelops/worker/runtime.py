@@ -47,16 +47,24 @@ class WorkerRuntime:
     def cold_start(self) -> str | None:
         return self.config.cold_start.value if self.config.executor is ExecutorType.COLD else None
 
-    def execute(self, task: Task) -> TaskResult:
+    def execute(self, task: Task, prepared: dict | None = None) -> TaskResult:
+        """Run one task on the executor. `prepared`: a memo the tasks of one chunk share (task_bodies.run_chunk),
+        so a bundle is looked up (its files stat'ed, its manifest read) and its environment prepared once per
+        chunk instead of once per task; the digest check stays per task."""
         started = time.time()
         try:
-            bundle = self.resolver.resolve(task.bundle)
+            if prepared is not None and task.bundle in prepared:
+                bundle, environment = prepared[task.bundle]
+            else:
+                bundle = self.resolver.resolve(task.bundle)
+                environment = self._environment(bundle)
+                if prepared is not None:  # the chunk's later tasks did not pay for building the environment
+                    prepared[task.bundle] = (bundle, environment and dataclasses.replace(environment, built=False))
             if bundle.digest != task.bundle_digest:
                 raise BundleError(
                     f"bundle {task.bundle!r} on this worker has digest {bundle.digest}, "
                     f"the task was made for {task.bundle_digest}: the bundle changed mid-study"
                 )
-            environment = self._environment(bundle)
         except BundleError as exc:
             outcome = RunOutcome(
                 # retryable: an OCI registry that is unreachable, or an artifact not there yet

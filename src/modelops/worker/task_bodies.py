@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import modelops
 from modelops.tasks import ATTEMPT_STARTED_OP, Task
@@ -18,19 +19,49 @@ logger = logging.getLogger("modelops.runtime")
 
 
 def report_start(worker, task_id: str) -> None:
-    """Tell the scheduler this task starts (its AttemptsPlugin counts provenance `attempt`): one message on
-    the worker's batched stream, queued from this task thread onto the worker's event loop, so before the
-    task's own `task-finished`; no round trip (scheduler/attempts.py)."""
-    message = {"op": ATTEMPT_STARTED_OP, "key": worker.get_current_task(), "tasks": [task_id]}
-    worker.loop.add_callback(worker.batched_send, message)
+    """Tell the scheduler this task starts (its AttemptsPlugin counts provenance `attempt`): on the worker's
+    batched stream, queued from this task thread onto the worker's event loop before the task runs, so ahead
+    of the task's own `task-finished`; no round trip (scheduler/attempts.py). Starts reported by any thread
+    while a flush is already queued go with it: one wake-up of the event loop, not one per task."""
+    reports = getattr(worker, _REPORTS_ATTR, None)
+    if reports is None:
+        reports = _StartReports(worker)
+        setattr(worker, _REPORTS_ATTR, reports)
+    reports.add(worker.get_current_task(), task_id)
+
+
+_REPORTS_ATTR = "_modelops_start_reports"
+
+
+class _StartReports:
+    def __init__(self, worker) -> None:
+        self.worker = worker
+        self.lock = threading.Lock()
+        self.pending: dict[str, list[str]] = {}  # Dask key -> task ids started, not yet sent
+        self.queued = False  # a flush is queued on the event loop
+
+    def add(self, key: str, task_id: str) -> None:
+        with self.lock:
+            self.pending.setdefault(key, []).append(task_id)
+            if self.queued:
+                return
+            self.queued = True
+        self.worker.loop.add_callback(self.flush)
+
+    def flush(self) -> None:  # on the event loop
+        with self.lock:
+            pending, self.pending, self.queued = self.pending, {}, False
+        for key, tasks in pending.items():
+            self.worker.batched_send({"op": ATTEMPT_STARTED_OP, "key": key, "tasks": tasks})
 
 
 class HandBack(Exception):
     """The worker is closing: the task was not run (or its process was killed by the closing), and goes back."""
 
 
-def _run_one(worker, runtime, task: dict, count: bool) -> dict:
-    """One task through the worker's executor, as the JSON-mode result; HandBack when the worker closes."""
+def _run_one(worker, runtime, task: dict, count: bool, prepared: dict | None = None) -> dict:
+    """One task through the worker's executor, as the JSON-mode result; HandBack when the worker closes.
+    `prepared`: the chunk's bundle memo (WorkerRuntime.execute)."""
     from modelops.executors.base import ExecutorClosed
     from modelops.worker.runtime import RESCHEDULE_KINDS
 
@@ -38,7 +69,7 @@ def _run_one(worker, runtime, task: dict, count: bool) -> dict:
     if count:
         report_start(worker, parsed.task_id)
     try:
-        result = runtime.execute(parsed)
+        result = runtime.execute(parsed, prepared)
     except ExecutorClosed:
         raise HandBack() from None
     if runtime.closing and not result.ok and result.error.kind in RESCHEDULE_KINDS:
@@ -81,11 +112,12 @@ def run_chunk(tasks: list[dict], count: bool = False) -> dict:
     worker = get_worker()
     runtime = current_runtime(worker)
     results: list[dict] = []
+    prepared: dict = {}  # each bundle looked up once for the chunk
     for i, task in enumerate(tasks):
         try:
             if runtime.closing or worker.status.value in CLOSING:
                 raise HandBack()
-            results.append(_run_one(worker, runtime, task, count))
+            results.append(_run_one(worker, runtime, task, count, prepared))
         except HandBack:
             if not results:
                 raise Reschedule() from None
