@@ -33,6 +33,14 @@ class Targets:
         50.0, "--bundle: cold-spawn's p50 overhead over warm at least this x cold-fork's")
     # trivial and --bundle
     spawn_vs_fork_x: float = _target(50.0, "cold-fork at least this x faster than cold-spawn (p50)")
+    # --throughput STUDY (issue 23): whole studies, `mops run` tasks/s against plain Dask `client.map` (one task
+    # per future) on the same cluster, ratios taken within a round, medians over rounds
+    throughput_direct_x: float = _target(3.0, "--throughput: direct mops run at least this x plain Dask tasks/s")
+    throughput_warm_x: float = _target(2.0, "--throughput: isolated_warm mops run at least this x plain Dask tasks/s")
+    throughput_cold_floor_x: float = _target(
+        1.2, "--throughput: cold-fork mops run within this x of its floor (cluster threads / median task duration)")
+    throughput_long_direct_x: float = _target(
+        0.97, "--throughput: ~200 ms tasks, direct mops run at least this x plain Dask tasks/s (load balance kept)")
 
     @staticmethod
     def option_name(name: str) -> str:
@@ -103,4 +111,31 @@ def check_targets(row: dict[str, dict], mode: str, targets: Targets = Targets())
     if fork and spawn and mode == "trivial":
         add(f"cold-fork >= {t.spawn_vs_fork_x:g}x faster than cold-spawn (p50)", speedup(),
             t.spawn_vs_fork_x, speedup() >= t.spawn_vs_fork_x, unit="x")
+    return checks
+
+
+def check_throughput_targets(result: dict, targets: Targets = Targets()) -> list[dict]:
+    """`mops bench --throughput`'s targets, for the executors measured: each as {target, value, limit, unit, met}."""
+    t, rows = targets, result["executors"]
+    checks = []
+
+    def add(name: str, value: float, limit: float, ok: bool, unit: str = "x") -> None:
+        checks.append({"target": name, "value": round(value, 3), "limit": round(limit, 3), "unit": unit, "met": ok})
+
+    for name, minimum in (("direct", t.throughput_direct_x), ("isolated_warm", t.throughput_warm_x)):
+        if name in rows:
+            got = rows[name]["ratio_vs_plain"]
+            add(f"{name}: mops run >= {minimum:g}x plain Dask tasks/s", got, minimum, got >= minimum)
+    if "cold-fork" in rows and rows["cold-fork"].get("floor"):
+        floor = rows["cold-fork"]["floor"]
+        ratio = floor["floor_tasks_per_s"] / rows["cold-fork"]["mops_run"]["tasks_per_s"]
+        add(f"cold-fork: mops run within {t.throughput_cold_floor_x:g}x of its floor "
+            f"({floor['floor_tasks_per_s']:.0f} tasks/s: {floor['slots']} threads / "
+            f"{1000 * floor['task_s']:.2f} ms median task)", ratio, t.throughput_cold_floor_x,
+            ratio <= t.throughput_cold_floor_x)
+    long = result.get("long_tasks")
+    if long:
+        got = long["ratio_vs_plain"]
+        add(f"direct, {1000 * long['task_s']:.0f} ms tasks: mops run >= {t.throughput_long_direct_x:g}x plain Dask "
+            "tasks/s", got, t.throughput_long_direct_x, got >= t.throughput_long_direct_x)
     return checks

@@ -81,7 +81,7 @@ def bench(ctx, mode, n_tasks, spawn_tasks, concurrency, heavy_modules, executor_
     if throughput_path is not None:  # issue 15: the path around the executor, whole studies
         from modelops.benchmark.throughput import bench_study
 
-        return bench_study(ctx, throughput_path, n_tasks, executors, rounds, json_path, _csv(transports))
+        return bench_study(ctx, throughput_path, n_tasks, executors, rounds, json_path, _csv(transports), targets)
     if ctx.get_parameter_source("transports") is not click.core.ParameterSource.DEFAULT:
         raise click.BadParameter("applies to --throughput only", param_hint="--transports")
     if bundle_dir is None:
