@@ -389,3 +389,47 @@ def make_tls_dir(directory: Path) -> dict[str, Path]:
     mounted = mount_dir(directory / "release", ca[0], leaf)
     return {"dir": mounted, "ca": mounted / "ca.crt", "cert": mounted / "tls.crt", "key": mounted / "tls.key",
             "ca_key": ca[1], "foreign_ca": foreign_ca[0], "foreign_cert": foreign[0], "foreign_key": foreign[1]}
+
+
+def sleepy_study_in_background(service, n_tasks: int, seconds: float, **run_options):
+    """Start `service.run` of `n_tasks` tasks of the `faulty` bundle, each sleeping `seconds`, on a thread;
+    (address of the worker of group `victim`, the started thread, a dict that gets the results at `results`)."""
+    import threading
+
+    from modelops.study import Study
+
+    victim = next(a for a, i in service.worker_runtime().items() if i["worker_group"] == "victim")
+    bundle = service.resolve_bundle("faulty")
+    study = Study(name="sleepy", bundle="faulty",
+                  parameters=[{"fault": "sleep", "seconds": seconds, "i": i} for i in range(n_tasks)])
+    out: dict = {}
+    runner = threading.Thread(target=lambda: out.update(results=service.run(
+        study.tasks(bundle["digest"], bundle["entrypoint"]), **run_options)))
+    runner.start()
+    return victim, runner, out
+
+
+def start_victim(cluster_factory, tmp_path, **env):
+    """Two 2-thread workers (env: `cluster_factory`'s), the second of group `victim` with its own TMPDIR, so
+    `mops_drain(victim_tmp)` finds it alone; (cluster, the victim's process, victim_tmp)."""
+    cluster = cluster_factory(n_workers=1, nthreads=2, TMPDIR=str(tmp_path / "other-tmp"), **env)
+    victim_tmp = tmp_path / "victim-tmp"
+    for d in (tmp_path / "other-tmp", victim_tmp):
+        d.mkdir()
+    victim_proc = cluster.start_worker(env={"MODELOPS_WORKER_GROUP": "victim", "TMPDIR": str(victim_tmp)})
+    cluster.wait_for_workers(2)
+    return cluster, victim_proc, victim_tmp
+
+
+def executing(client, address: str) -> int:
+    """How many tasks the worker at `address` runs right now."""
+    return client.run(lambda dask_worker: len(dask_worker.state.executing), workers=[address])[address]
+
+
+def mops_drain(tmp: os.PathLike, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`mops drain` as a pod's preStop hook runs it, finding the worker processes whose TMPDIR is `tmp`."""
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    return subprocess.run([sys.executable, "-m", "modelops.cli.main", "drain", "--timeout", str(timeout)],
+                          env=env, capture_output=True, text=True, timeout=timeout + 30)

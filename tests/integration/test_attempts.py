@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -18,6 +17,7 @@ from modelops.scheduler import PRELOAD
 from modelops.scheduler.attempts import PLUGIN_NAME
 from modelops.services.dask_simulation import DaskSimulationService
 from modelops.study import Study
+from tests.helpers import sleepy_study_in_background
 
 pytestmark = pytest.mark.cluster
 
@@ -46,15 +46,7 @@ def test_a_task_restarted_after_its_worker_is_killed_says_2_and_one_assigned_but
     victim_proc = cluster.start_worker(env={"MODELOPS_WORKER_GROUP": "victim"})
     cluster.wait_for_workers(2)
     with Client(cluster.address) as client:
-        service = DaskSimulationService(client)
-        victim = next(a for a, i in service.worker_runtime().items() if i["worker_group"] == "victim")
-        bundle = service.resolve_bundle("faulty")
-        study = Study(name="attempts", bundle="faulty",
-                      parameters=[{"fault": "sleep", "seconds": SECONDS, "i": i} for i in range(4)])
-        out: dict = {}
-        runner = threading.Thread(target=lambda: out.update(results=service.run(
-            study.tasks(bundle["digest"], bundle["entrypoint"]))))
-        runner.start()
+        victim, runner, out = sleepy_study_in_background(DaskSimulationService(client), 4, SECONDS)
         deadline = time.monotonic() + 60
         while not (running := executing(client, victim)):
             assert time.monotonic() < deadline, "the victim never started a task"

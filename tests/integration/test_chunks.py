@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -16,6 +15,7 @@ from distributed import Client
 
 from modelops.services.dask_simulation import DaskSimulationService
 from modelops.study import Study
+from tests.helpers import executing, mops_drain, sleepy_study_in_background, start_victim
 
 pytestmark = pytest.mark.cluster
 
@@ -85,32 +85,11 @@ def test_one_failing_task_in_a_chunk_fails_alone(cluster_factory, executor):
     assert {r.provenance.attempt for r in results} == {1}
 
 
-def start_victim(cluster_factory, tmp_path, executor: str = "isolated_warm"):
-    """Two 2-thread workers; the second (group `victim`, its own TMPDIR for `mops drain`) will be hit."""
-    cluster = cluster_factory(n_workers=1, nthreads=2, MODELOPS_EXECUTOR_TYPE=executor,
-                              TMPDIR=str(tmp_path / "other-tmp"))
-    victim_tmp = tmp_path / "victim-tmp"
-    for d in (tmp_path / "other-tmp", victim_tmp):
-        d.mkdir()
-    victim_proc = cluster.start_worker(env={"MODELOPS_WORKER_GROUP": "victim", "TMPDIR": str(victim_tmp)})
-    cluster.wait_for_workers(2)
-    return cluster, victim_proc, victim_tmp
-
-
 def run_chunks_and_hit(cluster, hit, n_tasks: int, seconds: float, chunk: int):
     """Run sleeping tasks `chunk` to a Dask task; once the victim runs two chunks, `hit()`."""
-    from tests.integration.test_drain_local import executing
-
     with Client(cluster.address) as client:
-        service = DaskSimulationService(client)
-        victim = next(a for a, i in service.worker_runtime().items() if i["worker_group"] == "victim")
-        bundle = service.resolve_bundle("faulty")
-        study = Study(name="chunks", bundle="faulty",
-                      parameters=[{"fault": "sleep", "seconds": seconds, "i": i} for i in range(n_tasks)])
-        out: dict = {}
-        runner = threading.Thread(target=lambda: out.update(results=service.run(
-            study.tasks(bundle["digest"], bundle["entrypoint"]), chunk_size=chunk)))
-        runner.start()
+        victim, runner, out = sleepy_study_in_background(DaskSimulationService(client), n_tasks, seconds,
+                                                         chunk_size=chunk)
         deadline = time.monotonic() + 60
         while executing(client, victim) < 2:
             assert time.monotonic() < deadline, "the victim never ran two chunks at once"
@@ -128,7 +107,7 @@ def run_chunks_and_hit(cluster, hit, n_tasks: int, seconds: float, chunk: int):
 
 
 def test_a_chunk_whose_worker_is_killed_mid_chunk_completes_exactly_once(cluster_factory, tmp_path):
-    cluster, victim_proc, _ = start_victim(cluster_factory, tmp_path)
+    cluster, victim_proc, _ = start_victim(cluster_factory, tmp_path, MODELOPS_EXECUTOR_TYPE="isolated_warm")
     results, victim, killed_at, _ = run_chunks_and_hit(
         cluster, lambda: os.killpg(victim_proc.pid, signal.SIGKILL), n_tasks=40, seconds=0.3, chunk=8)
     assert victim_proc.wait(timeout=10) == -signal.SIGKILL
@@ -141,9 +120,7 @@ def test_a_chunk_whose_worker_is_killed_mid_chunk_completes_exactly_once(cluster
 
 
 def test_a_worker_drained_mid_chunk_keeps_finished_results_and_hands_back_the_rest(cluster_factory, tmp_path):
-    from tests.integration.test_drain_local import mops_drain
-
-    cluster, victim_proc, victim_tmp = start_victim(cluster_factory, tmp_path)
+    cluster, victim_proc, victim_tmp = start_victim(cluster_factory, tmp_path, MODELOPS_EXECUTOR_TYPE="isolated_warm")
     seconds = 0.4
 
     def drain():

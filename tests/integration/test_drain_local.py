@@ -5,18 +5,14 @@ how many times a task was started, so a restart is visible."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 
 import pytest
 from distributed import Client
 
 from modelops.services.dask_simulation import DaskSimulationService
-from modelops.study import Study
+from tests.helpers import executing, mops_drain, sleepy_study_in_background, start_victim
 
 pytestmark = pytest.mark.cluster
 
@@ -24,28 +20,11 @@ N_TASKS = 8
 SECONDS = 4.0
 
 
-def executing(client: Client, address: str) -> int:
-    return client.run(lambda dask_worker: len(dask_worker.state.executing), workers=[address])[address]
-
-
 def run_study_and_stop_victim(cluster_factory, tmp_path, stop):
     """Two 2-thread warm workers; once the `victim` runs two tasks, `stop(victim_proc, victim_tmp)`."""
-    cluster = cluster_factory(n_workers=1, nthreads=2, TMPDIR=str(tmp_path / "other-tmp"))
-    victim_tmp = tmp_path / "victim-tmp"
-    for d in (tmp_path / "other-tmp", victim_tmp):
-        d.mkdir()
-    victim_proc = cluster.start_worker(env={"MODELOPS_WORKER_GROUP": "victim", "TMPDIR": str(victim_tmp)})
-    cluster.wait_for_workers(2)
+    cluster, victim_proc, victim_tmp = start_victim(cluster_factory, tmp_path)
     with Client(cluster.address) as client:
-        service = DaskSimulationService(client)
-        victim = next(a for a, i in service.worker_runtime().items() if i["worker_group"] == "victim")
-        bundle = service.resolve_bundle("faulty")
-        study = Study(name="drain", bundle="faulty",
-                      parameters=[{"fault": "sleep", "seconds": SECONDS, "i": i} for i in range(N_TASKS)])
-        out: dict = {}
-        runner = threading.Thread(target=lambda: out.update(results=service.run(
-            study.tasks(bundle["digest"], bundle["entrypoint"]))))
-        runner.start()
+        victim, runner, out = sleepy_study_in_background(DaskSimulationService(client), N_TASKS, SECONDS)
         deadline = time.monotonic() + 60
         while executing(client, victim) < 2:
             assert time.monotonic() < deadline, "the victim never ran two tasks at once"
@@ -58,12 +37,6 @@ def run_study_and_stop_victim(cluster_factory, tmp_path, stop):
     assert len(results) == N_TASKS and len({r.task_id for r in results}) == N_TASKS
     assert not [r.error for r in results if not r.ok]
     return results, victim, stopped_at, info
-
-
-def mops_drain(tmp: os.PathLike, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TMPDIR": str(tmp)}
-    return subprocess.run([sys.executable, "-m", "modelops.cli.main", "drain", "--timeout", str(timeout)],
-                          env=env, capture_output=True, text=True, timeout=timeout + 30)
 
 
 def test_drained_worker_finishes_running_tasks_and_takes_no_new_ones(cluster_factory, tmp_path):

@@ -221,7 +221,8 @@ class DaskSimulationService:
             top_up()
             while in_flight:
                 size = sizer.size(None, max_in_flight)  # a refill's worth of results, in Dask tasks
-                wanted = math.ceil(limit_now(size) // REFILL_FRACTION / size)
+                # ... or, in the first wave, the first results: they size the rest, which then goes out at once
+                wanted = math.ceil(limit_now(size) // REFILL_FRACTION / size) if sizer.measured else 1
                 futures = self._next_results(queue, max(1, min(wanted, len(in_flight))))
                 finished = {f.key: f for f in futures if f.status == "finished"}
                 payloads, starts = self._collect(finished, count)
