@@ -35,6 +35,7 @@ from pathlib import Path
 
 from modelops.benchmark.executors import EXECUTOR_ENVS as ALL_EXECUTOR_ENVS
 from modelops.benchmark.targets import Targets, check_throughput_targets
+from modelops.bundles.bundle import read_manifest
 from modelops.routing import Requirement
 from modelops.settings import BUNDLES_DIR_VARIABLE
 from modelops.study import Study, StudyError
@@ -290,7 +291,7 @@ def _long_tasks(side: _Side, bundles_dir: Path, slots: int, rounds: int, progres
     study = Study(name="long", bundle=LONG_BUNDLE,
                   parameters=[{"seconds": LONG_TASK_S, "i": i} for i in range(LONG_TASKS_PER_THREAD * slots)])
     bundle_dir = str(bundles_dir / LONG_BUNDLE)
-    entrypoint = json_entrypoint(bundles_dir / LONG_BUNDLE)
+    entrypoint = read_manifest(bundles_dir / LONG_BUNDLE)["entrypoint"]
     paths = {"plain_dask": lambda: run_plain(side.client, study, bundle_dir, entrypoint),
              "mops_run": lambda: run_mops(side.client, study, side.output)}
     runs: dict[str, list[dict]] = {path: [] for path in paths}
@@ -301,12 +302,6 @@ def _long_tasks(side: _Side, bundles_dir: Path, slots: int, rounds: int, progres
             f"{path} {samples[-1]['tasks_per_s']:.1f}" for path, samples in runs.items()) + " tasks/s")
     row = _row(runs)
     return {"tasks": len(study.parameters), "task_s": LONG_TASK_S, **row}
-
-
-def json_entrypoint(bundle_dir: Path) -> str:
-    import json
-
-    return json.loads((bundle_dir / "bundle.json").read_text())["entrypoint"]
 
 
 class _Side:

@@ -31,6 +31,12 @@ IN_FLIGHT_PER_THREAD = 4
 IN_FLIGHT_MIN = 200  # enough to hide the client round trip for ms-long tasks
 
 
+def in_flight_bound(threads: int, chunk_size: int = 1) -> int:
+    """Tasks submitted at once by default: enough to keep every thread busy, bounded so that a 100,000-task
+    study does not sit in the scheduler's memory; with chunks, that many Dask tasks' worth of tasks."""
+    return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * threads * chunk_size)
+
+
 class DaskSimulationService:
     def __init__(self, client: Client):
         self.client = client
@@ -76,7 +82,7 @@ class DaskSimulationService:
 
     def default_in_flight(self) -> int:
         """Bounded, so a 100,000-task study does not sit in the scheduler's memory at once."""
-        return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * self.total_threads())
+        return in_flight_bound(self.total_threads())
 
     def submit(self, task: Task, requirement: Requirement | None = None, count: bool = False):
         """One task, keyed by its task_id. `count`: its worker reports its start to the scheduler (provenance
@@ -183,7 +189,7 @@ class DaskSimulationService:
         queue = as_completed(loop=self.client.loop)
 
         def limit_now(size: int) -> int:
-            return max_in_flight or max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * threads * size)
+            return max_in_flight or in_flight_bound(threads, size)
 
         def next_task() -> Task | None:
             if returned:
@@ -260,8 +266,8 @@ class DaskSimulationService:
                     yield Completed(result, record, i == len(batch) - 1)
                 if bar is not None:
                     bar.update(len(batch))
-                refill = limit_now(sizer.size(None, max_in_flight)) // REFILL_FRACTION
-                if limit_now(sizer.size(None, max_in_flight)) - state["tasks"] >= refill or returned or not in_flight:
+                limit = limit_now(sizer.size(None, max_in_flight))
+                if limit - state["tasks"] >= limit // REFILL_FRACTION or returned or not in_flight:
                     top_up()
         finally:
             if bar is not None:

@@ -17,7 +17,7 @@ import modelops
 
 from modelops.bundles import Bundle, BundleError, BundleResolver
 from modelops.bundles.environments import LOCK_FILE, BundleEnvironments, PreparedEnvironment
-from modelops.executors.base import Executor, ExecutorClosed, RunOutcome
+from modelops.executors.base import Executor, RunOutcome
 from modelops.executors.protocol import Reply
 from modelops.failures import Failure
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
