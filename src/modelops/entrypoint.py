@@ -11,6 +11,10 @@ Roles:
     Validates the scheduler's environment (``MODELOPS_WORKER_GROUPS``, the release's worker groups) and
     exits 2 with the error before Dask starts; then execs
     ``dask scheduler --preload modelops.scheduler.preload ...`` (each group's demand, for autoscalers).
+``deletion-cost [--scheduler-url URL]``
+    The scheduler pod's sidecar (chart: scheduler.podDeletionCost): execs
+    ``python -m modelops.sidecar.deletion_cost``, which keeps the worker pods' pod-deletion-cost at their
+    running tasks, read from the scheduler over the pod's loopback. Only this container holds a token.
 anything else
     Exec'd as is (for example ``mops doctor ...`` in the ``helm test`` pod).
 
@@ -33,11 +37,13 @@ from modelops.scheduler import PRELOAD as SCHEDULER_PRELOAD
 from modelops.settings import ENTRYPOINT_NO_INIT_VARIABLE as NO_INIT_VAR
 
 PRELOAD = "modelops.worker.preload"
+DELETION_COST_SIDECAR = "modelops.sidecar.deletion_cost"
 TINI_PATHS = ("/usr/bin/tini", "/sbin/tini", "/usr/local/bin/tini", "/usr/bin/tini-static")
 
 USAGE = """\
 usage: modelops-entrypoint worker [SCHEDULER_ADDRESS] [DASK_WORKER_ARGS...]
        modelops-entrypoint scheduler [DASK_SCHEDULER_ARGS...]
+       modelops-entrypoint deletion-cost [--scheduler-url URL]
        modelops-entrypoint COMMAND [ARGS...]     (exec'd as is, e.g. mops doctor ...)
 """
 
@@ -75,6 +81,8 @@ def build_command(argv: Sequence[str]) -> list[str]:
     if role == "scheduler":
         preload = [] if _has_preload(rest, SCHEDULER_PRELOAD) else ["--preload", SCHEDULER_PRELOAD]
         return ["dask", "scheduler", *preload, *rest]
+    if role == "deletion-cost":
+        return [sys.executable, "-m", DELETION_COST_SIDECAR, *rest]
     return [role, *rest]
 
 

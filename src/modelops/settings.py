@@ -272,8 +272,8 @@ def parse_worker_groups(variable: str, raw: str) -> tuple[GroupSpec, ...]:
     return tuple(groups)
 
 
-# The scheduler keeps controller.kubernetes.io/pod-deletion-cost current on the worker pods this label
-# selector names (modelops.scheduler.deletion_cost); empty: it does not.
+# The scheduler pod's sidecar keeps controller.kubernetes.io/pod-deletion-cost current on the worker pods
+# this label selector names (modelops.sidecar.deletion_cost); the chart sets it in that container only.
 DELETION_COST_SELECTOR_VARIABLE = "MODELOPS_POD_DELETION_COST_SELECTOR"
 _SELECTOR_TERM = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?(=|==|!=)([A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?$")
 
@@ -298,7 +298,8 @@ class Setting:
     field: str | None = None  # RuntimeConfig's field; None: read by `reader` only
     synonyms: tuple[str, ...] = ()  # must agree with `variable` when both are set
     reader: str = "worker"  # "worker": RuntimeConfig (the chart sets it); "entrypoint": the image's entrypoint;
-    # "scheduler": the scheduler's preload (modelops.scheduler)
+    # "scheduler": the scheduler's preload (modelops.scheduler); "sidecar": the scheduler pod's deletion-cost
+    # sidecar (modelops.sidecar)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -428,9 +429,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         DELETION_COST_SELECTOR_VARIABLE, str, "", "empty, or a label selector (`key=value,...`; the chart writes it)",
-        "worker pods whose `controller.kubernetes.io/pod-deletion-cost` the scheduler keeps at their running tasks, "
-        "so that a scale-down removes idle pods first (needs get, list and patch on pods; empty: off)",
-        parse_label_selector, reader="scheduler",
+        "worker pods whose `controller.kubernetes.io/pod-deletion-cost` the scheduler pod's sidecar keeps at their "
+        "running tasks, so that a scale-down removes idle pods first (needs get, list and patch on pods; required)",
+        parse_label_selector, reader="sidecar",
     ),
     Setting(
         ENTRYPOINT_NO_INIT_VARIABLE, bool, False, "boolean (`1`/`true`/`yes`/`on`, `0`/`false`/`no`/`off`)",

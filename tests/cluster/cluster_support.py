@@ -197,10 +197,10 @@ class Release:
         """Pod IP -> (pod name, its whole log), for every running worker pod."""
         return {p["status"]["podIP"]: (p["metadata"]["name"], self.logs(p["metadata"]["name"])) for p in self.pods()}
 
-    def wait_for_log(self, pod: str, text: str, timeout: float = 120) -> str:
+    def wait_for_log(self, pod: str, text: str, timeout: float = 120, container: str | None = None) -> str:
         deadline = time.monotonic() + timeout
         while True:
-            log = self.logs(pod)
+            log = self.logs(pod, container)
             if text in log:
                 return log
             if time.monotonic() > deadline:

@@ -1,24 +1,25 @@
-"""The scheduler's pod-deletion-cost keeper without Kubernetes: the cost of each pod from its workers' running
-tasks, the throttle (a pass at most every interval, a patch only on change), the API calls' shapes against
-a local HTTP server, and a failing API logged once without raising."""
+"""The pod-deletion-cost sidecar without Kubernetes: the cost of each pod from its workers' running tasks (the
+scheduler's side), the checks on the scheduler's page, the throttle (a pass at most every interval, a patch
+only on change), the API calls' shapes against a local HTTP server, a failing API logged once without
+raising, and a sidecar that loads no Dask."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
 
-from modelops.scheduler.deletion_cost import (
-    ANNOTATION,
-    ApiError,
-    DeletionCostKeeper,
-    InClusterApi,
-    pod_costs,
-)
+from modelops.scheduler.pod_costs import pod_costs
+from modelops.sidecar.deletion_cost import DeletionCostKeeper, SchedulerUnavailable, parse_costs
+from modelops.sidecar.kube_api import DELETION_COST as ANNOTATION
+from modelops.sidecar.kube_api import ApiError, InClusterApi
 
 
 def worker(host: str, processing: int, nthreads: int = 1):
@@ -46,7 +47,7 @@ class FakeApi:
         self.listed += 1
         return dict(self.found)
 
-    def set_cost(self, pod, cost):
+    def set_deletion_cost(self, pod, cost):
         if self.fail:
             raise ApiError(self.fail)
         self.patched.append((pod, cost))
@@ -97,7 +98,7 @@ def test_a_failing_api_is_logged_once_retried_later_and_its_recovery_logged(capl
     api.fail = "GET /api/v1/namespaces/sims/pods: HTTP 403 Forbidden: pods is forbidden"
     clock = Clock()
     keeper = DeletionCostKeeper(api, "sel", interval=2.0, retry_interval=60.0, clock=clock)
-    with caplog.at_level(logging.INFO, logger="modelops.scheduler.deletion_cost"):
+    with caplog.at_level(logging.INFO, logger="modelops.sidecar.deletion_cost"):
         for _ in range(5):
             assert keeper.sync({"10.0.0.1": 1}) == {}
             clock.now += 2.0
@@ -159,7 +160,7 @@ def service_account(tmp_path):
 def test_the_api_calls_list_by_selector_and_merge_patch_the_annotation(tmp_path, api_server):
     api = InClusterApi(service_account(tmp_path), host=api_server)
     assert api.pods("app.kubernetes.io/component=worker,app.kubernetes.io/instance=rel") == {"10.0.0.1": ("w-a", 2)}
-    api.set_cost("w-a", 0)
+    api.set_deletion_cost("w-a", 0)
     (get, patch) = ApiServer.calls
     assert get[:3] == ("GET", "/api/v1/namespaces/sims/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Dworker"
                               "%2Capp.kubernetes.io%2Finstance%3Drel", "Bearer tok")
@@ -174,6 +175,29 @@ def test_api_failures_are_api_errors_naming_the_call_and_cause(tmp_path, api_ser
         api.pods("a=b")
     unreachable = InClusterApi(service_account(tmp_path), host="http://127.0.0.1:9", timeout=2)
     with pytest.raises(ApiError, match="PATCH /api/v1/namespaces/sims/pods/w-a"):
-        unreachable.set_cost("w-a", 1)
+        unreachable.set_deletion_cost("w-a", 1)
     with pytest.raises(ApiError, match="no ServiceAccount token"):
         InClusterApi(tmp_path / "nowhere")
+
+
+def test_the_scheduler_page_is_checked_before_anything_is_patched():
+    assert parse_costs(b'{"pods": {"10.0.0.1": 0, "10.0.0.2": 3}}') == {"10.0.0.1": 0, "10.0.0.2": 3}
+    for page, says in [
+        (b"<html>", "not a pod-costs page"),
+        (b'{"groups": {}}', "not a pod-costs page"),
+        (b'{"pods": []}', "'pods' is a list"),
+        (b'{"pods": {"10.0.0.1": -1}}', "cost -1 is not an integer from 0"),
+        (b'{"pods": {"10.0.0.1": "7"}}', "cost '7' is not an integer"),
+        (b'{"pods": {"10.0.0.1": true}}', "cost True is not an integer"),
+        (b'{"pods": {"10.0.0.1": 1e12}}', "is not an integer from 0 to 1000000"),
+    ]:
+        with pytest.raises(SchedulerUnavailable, match=re.escape(says)):
+            parse_costs(page)
+
+
+def test_the_sidecar_loads_no_dask():
+    """The process that holds the token runs no Dask code: importing it loads neither dask nor distributed."""
+    code = ("import sys, modelops.sidecar.deletion_cost; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'cloudpickle')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

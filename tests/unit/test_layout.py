@@ -60,7 +60,7 @@ LAYERS = (
     ("tasks", "routing", "study"),
     ("bundles",),
     ("executors",),
-    ("worker", "scheduler"),
+    ("worker", "scheduler", "sidecar"),
     ("results",),
     ("services", "jobs", "local_cluster"),
     ("benchmark",),

@@ -6,31 +6,28 @@ the chart writes) at import: an invalid value stops `dask scheduler` before it s
 swallows exceptions raised in `dask_setup`, not at import), with the error naming the variable. Unset,
 the scheduler knows no groups: studies then check their requirement against the connected workers only.
 
-With MODELOPS_POD_DELETION_COST_SELECTOR (the chart's scheduler.podDeletionCost) it also keeps the worker
-pods' pod-deletion-cost at their running tasks (modelops.scheduler.deletion_cost).
+It also serves each worker pod's running tasks (modelops.scheduler.pod_costs) to the pod-deletion-cost
+sidecar the chart adds with scheduler.podDeletionCost; the scheduler itself holds no Kubernetes credential.
 """
 
 from __future__ import annotations
 
 import os
 
-from modelops.settings import DELETION_COST_SELECTOR_VARIABLE, WORKER_GROUPS_VARIABLE, setting
+from modelops.settings import WORKER_GROUPS_VARIABLE, setting
 from modelops.worker.logs import configure_logging
 
 logger = configure_logging()  # Dask configures only distributed.* loggers
 
 GROUPS = setting(WORKER_GROUPS_VARIABLE).read(os.environ)
-DELETION_COST_SELECTOR = setting(DELETION_COST_SELECTOR_VARIABLE).read(os.environ)
 
 
 async def dask_setup(scheduler) -> None:
     from modelops.scheduler.attempts import AttemptsPlugin
     from modelops.scheduler.plugin import DemandPlugin
+    from modelops.scheduler.pod_costs import PodCostsPlugin
 
     scheduler.add_plugin(DemandPlugin(GROUPS), idempotent=True)  # the scheduler starts it after its preloads
     scheduler.add_plugin(AttemptsPlugin(), idempotent=True)  # provenance `attempt` (scheduler/attempts.py)
     logger.info("Worker groups of the release: %s", ", ".join(g.name for g in GROUPS) or "none listed")
-    if DELETION_COST_SELECTOR:
-        from modelops.scheduler.deletion_cost import DeletionCostPlugin
-
-        scheduler.add_plugin(DeletionCostPlugin(DELETION_COST_SELECTOR), idempotent=True)
+    scheduler.add_plugin(PodCostsPlugin(), idempotent=True)  # for the deletion-cost sidecar (sidecar/)
