@@ -85,6 +85,13 @@ def test_a_study_whose_executor_goes_away_waits_naming_the_change_then_fails_at_
     # what arrived is written, and only cold ran: none of its tasks went to the warm worker
     assert 3 <= len(records) < N_TASKS
     assert {r["provenance"]["executor"] for r in records} == {"cold"}
+    # resuming it while only warm workers are there keeps to cold too: refused at once, nothing mixed in
+    with Client(cluster.address) as client, pytest.raises(StudyRejected) as resumed:
+        StudyRun(client, sleep_study(), output=str(tmp_path / "results.jsonl"), resume=True, progress=False,
+                 say=lines.append, worker_wait_s=3).run()
+    assert "no connected worker provides executor 'cold'" in str(resumed.value)
+    assert "the executor of the results already in --output" in str(resumed.value)
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == len(records)
 
 
 def test_a_worker_of_the_executor_coming_back_within_the_bound_finishes_the_study_on_it(cluster_factory, tmp_path):

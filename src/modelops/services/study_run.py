@@ -1,8 +1,9 @@
 """StudyRun: one run of a study on a connected Dask client, as `mops run` and the runner pods of
 `mops jobs` do it, without the CLI (it reports through callbacks and raises typed errors).
 
-    keep to one executor (the study's requirement, or the one executor of the workers serving it at the
-    start, or the one its job recorded when it first started; --any-executor: none)
+    keep to one executor (the study's requirement, or the one its job recorded when it first started or the
+    results file it resumes holds, or the one executor of the workers serving it at the start;
+    --any-executor: none)
     -> pin the bundle (an OCI tag -> one digest; a digest pinned at submit must be the workers')
     -> plan: a results file's resume, and/or the job's own rows and reusable rows in a results store
     -> copy reused results into the job -> stream the rest through DaskSimulationService
@@ -45,19 +46,23 @@ class RunsOn:
     executors (with their groups) of the workers serving it when it started."""
 
     requirement: Requirement
-    how: str  # "required" (by the study or its options), "pinned" (at start), "recorded" (by its job), "any"
+    how: str  # "required" (by the study or its options), "pinned" (at start), "recorded" (by its job), "resumed"
+    # (by the results file it resumes), "any" (--any-executor)
     started_on: dict  # {executor: [groups]}
 
     def describe(self) -> str:
-        """`executor: cold (pinned at start; --any-executor to allow others), group default`."""
+        """`executor: cold (pinned at start; --any-executor to allow others), group: default`."""
         executor = self.requirement.executor.value if self.requirement.executor else "any"
-        why = {"required": "required",
-               "pinned": "pinned at start; --any-executor to allow others",
-               "recorded": "pinned when the job first started; --any-executor to allow others",
-               "any": "--any-executor: tasks may run on workers of any executor"}[self.how]
         groups = sorted({g for gs in self.started_on.values() for g in gs})
         group = self.requirement.group or ", ".join(groups) or "none"
-        return f"executor: {executor} ({why}), group: {group}"
+        return f"executor: {executor} ({self.why()}), group: {group}"
+
+    def why(self) -> str:
+        return {"required": "required",
+                "pinned": "pinned at start; --any-executor to allow others",
+                "recorded": "the executor the job started on; --any-executor to allow others",
+                "resumed": "the executor of the results already in --output; --any-executor to allow others",
+                "any": "--any-executor: tasks may run on workers of any executor"}[self.how]
 
 
 @dataclass
@@ -197,17 +202,40 @@ class StudyRun:
 
     def _runs_on(self, service) -> RunsOn:
         """The requirement the study keeps to (see RunsOn), once a worker serving it is connected."""
-        requirement, how = self.study.requires, "required" if self.study.requires.executor else "pinned"
-        recorded = self.store.job(self.job) if self.store is not None else None
-        if recorded is not None and recorded.executor and not requirement.executor and not self.any_executor:
-            # a later runner of the job keeps to what the first one started on, whatever is connected now
-            requirement, how = requirement.model_copy(update={"executor": ExecutorType(recorded.executor)}), "recorded"
-        wait_for_workers(service, requirement, self.say, self.worker_wait_s)
+        requirement = self.study.requires
+        if self.any_executor and requirement.executor:
+            raise ValueError(f"any_executor lets study {self.study.name!r} run on any executor, but it requires "
+                             f"executor {requirement.executor.value!r}: give one or the other")
+        how, earlier = ("required" if requirement.executor else "pinned"), self._earlier_executor()
+        if earlier is not None and not requirement.executor and not self.any_executor:
+            # a later run keeps to what the first one started on, whatever is connected now
+            requirement, how = requirement.model_copy(update={"executor": earlier[0]}), earlier[1]
+        try:
+            wait_for_workers(service, requirement, self.say, self.worker_wait_s)
+        except NoWorkerForRequirement as exc:
+            if how in ("recorded", "resumed"):
+                raise NoWorkerForRequirement(f"{exc}; {RunsOn(requirement, how, {}).why()}") from None
+            raise
         workers = service.client.scheduler_info(n_workers=-1)["workers"]
         started_on = serving_executors(requirement, workers)
-        if self.any_executor and not requirement.executor:
+        if self.any_executor:
             return RunsOn(requirement, "any", started_on)
         return RunsOn(pin_executor(requirement, workers), how, started_on)
+
+    def _earlier_executor(self) -> tuple[ExecutorType, str] | None:
+        """(executor, how) an earlier run of this study kept to: its job's record ("recorded"), or the one
+        executor of the results file's successful results when resuming it ("resumed"); None otherwise."""
+        if self.store is not None:
+            record = self.store.job(self.job)
+            if record is not None and record.executor:
+                return ExecutorType(record.executor), "recorded"
+        elif self.resume and self.output:
+            from modelops.services.results_file import ResultsFile
+
+            executors = ResultsFile(self.output).ok_executors()
+            if len(executors) == 1 and (executor := executors.pop()) in {e.value for e in ExecutorType}:
+                return ExecutorType(executor), "resumed"
+        return None
 
     def _pin(self, service, study: Study, requirement: Requirement) -> tuple[str, str, str, Study]:
         """(bundle digest, entrypoint, bundle name, the study with its bundle pinned) as the workers see

@@ -4,6 +4,8 @@ finds. The behaviour through a real change of executor mid-study: tests/integrat
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from modelops.jobs.manifests import runner_args
@@ -64,7 +66,7 @@ def test_serving_executors_leave_out_workers_that_do_not_meet_the_requirement():
 @pytest.mark.parametrize("how, said", [
     ("pinned", "executor: cold (pinned at start; --any-executor to allow others), group: default"),
     ("required", "executor: cold (required), group: default"),
-    ("recorded", "executor: cold (pinned when the job first started; --any-executor to allow others), group: default"),
+    ("recorded", "executor: cold (the executor the job started on; --any-executor to allow others), group: default"),
 ])
 def test_the_summary_line_says_which_executor_and_why(how, said):
     assert RunsOn(Requirement(executor="cold"), how, {"cold": ["default"]}).describe() == said
@@ -106,3 +108,14 @@ def test_mops_run_refuses_any_executor_with_a_required_executor():
                 "--require-executor", "cold")
     assert done.returncode == 2
     assert "--any-executor" in done.stderr and "requires executor 'cold'" in done.stderr
+
+
+def test_a_resumed_results_file_names_the_executor_of_its_successful_results(tmp_path):
+    from modelops.services.results_file import ResultsFile
+
+    path = tmp_path / "r.jsonl"
+    lines = [{"task_id": "a", "status": "ok", "provenance": {"executor": "cold"}},
+             {"task_id": "b", "status": "failed", "provenance": {"executor": "unknown"}}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert ResultsFile(path).ok_executors() == {"cold"}
+    assert ResultsFile(tmp_path / "none.jsonl").ok_executors() == set()
