@@ -139,16 +139,23 @@ def pin_executor(requirement: Requirement, workers: dict[str, dict]) -> Requirem
     if requirement.executor is not None:
         return requirement
     executors = serving_executors(requirement, workers)
-    if len(executors) > 1:
-        choices = "|".join(executors)
-        raise ExecutorNotChosen(
-            f"workers of several executors could run it: {describe_executors(executors)}; a study keeps to one "
-            f"executor: choose it with --require-executor {choices} (requires.executor in the study file), or "
-            "pass --any-executor to let its tasks run on all of them (its results then mix executors)")
     if not executors:
         raise NoWorkerForRequirement(
             "no connected worker" + (f" that provides {requirement.describe()}" if requirement else "")
-            + " reports its executor (workers without "
-            "modelops' preload?), so the study cannot keep to one executor; pass --any-executor to run anyway")
+            + " reports its executor (workers without modelops' preload?), so the study cannot keep to one "
+            "executor; pass --any-executor to run anyway")
+    return one_executor(requirement, executors)
+
+
+def one_executor(requirement: Requirement, executors: dict[str, list[str]], flag: str = "--require-executor",
+                 where: str = "workers") -> Requirement:
+    """`requirement` with the one executor of `executors` ({executor: groups} that could serve it, at least
+    one); ExecutorNotChosen naming them, `flag` (the option that chooses one) and --any-executor when there
+    are several."""
+    if len(executors) > 1:
+        raise ExecutorNotChosen(
+            f"{where} of several executors could run it: {describe_executors(executors)}; a study keeps to one "
+            f"executor: choose it with {flag} {'|'.join(executors)} (requires.executor in the study file), or "
+            "pass --any-executor to let its tasks run on all of them (its results then mix executors)")
     (executor,) = executors
     return requirement.model_copy(update={"executor": ExecutorType(executor)})

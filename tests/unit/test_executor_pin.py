@@ -119,3 +119,24 @@ def test_a_resumed_results_file_names_the_executor_of_its_successful_results(tmp
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     assert ResultsFile(path).ok_executors() == {"cold"}
     assert ResultsFile(tmp_path / "none.jsonl").ok_executors() == set()
+
+
+def release_with(groups: dict):
+    from modelops.jobs.release import ReleaseJobs
+
+    return ReleaseJobs(release="sims", namespace="ns", scheduler="tcp://s:8786", store="file:///r",
+                       results_service={}, groups={n: {"executor": e} for n, e in groups.items()}, job_template={})
+
+
+def test_jobs_submit_refuses_a_study_two_executors_of_the_release_could_serve():
+    from modelops.jobs.kube import JobsError
+
+    release = release_with({"default": "isolated_warm", "cold": "cold"})
+    with pytest.raises(JobsError) as err:
+        release.check_one_executor(Requirement())
+    assert ("release 'sims': worker groups of several executors could run it: cold (group cold), isolated_warm "
+            "(group default)") in str(err.value)
+    assert "--executor cold|isolated_warm" in str(err.value) and "--any-executor" in str(err.value)
+    release.check_one_executor(Requirement(group="cold"))  # one group: one executor
+    release.check_one_executor(Requirement(executor="cold"))
+    release_with({"default": "cold", "more": "cold"}).check_one_executor(Requirement())

@@ -106,6 +106,8 @@ def submit(study_path, release, namespace, kubeconfig, context, group, executor,
     try:
         target = ReleaseJobs.find(kube, release)
         target.check_requirement(study.requires)
+        if not any_executor:
+            target.check_one_executor(study.requires)
         study = _pin(study, study_path, bundles_dir, no_pin)
         spec = study_json(study)
         if len(spec.encode()) > STUDY_MAX_BYTES:
