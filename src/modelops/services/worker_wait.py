@@ -9,6 +9,9 @@ no groups (no modelops preload, a plain `dask scheduler`): the connected workers
 While it waits, one marker task with the study's requirement is pending on the scheduler: the group's
 demand (what the autoscaler reads) is then at least one pod, so a group at zero is scaled up before any
 of the study's tasks is submitted; they follow once a worker is there, and raise the demand further.
+
+Mid-study (ServingWatch), the same lines say when no connected worker serves the study any more (the
+workers changed executor under it), naming what it started on and what is connected now.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from modelops.routing import (
 
 POLL_S = 1.0
 SAY_EVERY_S = 10.0
+# While results flow, ServingWatch asks the scheduler which workers are connected this rarely; once it waits,
+# every POLL_S.
+WATCH_EVERY_S = 5.0
 # How the waiting and the end of the wait read in a runner's log (`mops jobs status` finds the latest).
 WAITING = "waiting for workers of "
 READY = "workers ready after "
@@ -95,10 +101,6 @@ def demand_marker() -> None:
     """The task that stands for a waiting study in its group's demand (it does nothing where it runs)."""
 
 
-# While results flow the watch asks the scheduler this rarely; once it waits, every POLL_S.
-WATCH_EVERY_S = 5.0
-
-
 class WorkersGone(NoWorkerForRequirement):
     """Mid-study, no connected worker served the study's requirement for the user's bound (--wait-workers):
     names the requirement, what the study started on, what is connected now and the bound."""
@@ -116,7 +118,7 @@ class ServingWatch:
         self.service, self.requirement, self.started_on = service, requirement, started_on
         self.say, self.bound = say, bound
         self.waiting_since: float | None = None
-        self.said_at = 0.0
+        self.said_at: float | None = None
         self.next_check = time.monotonic() + POLL_S
 
     def __call__(self) -> None:
@@ -137,8 +139,8 @@ class ServingWatch:
         self.next_check = now + POLL_S
         connected = describe_executors(serving_executors(Requirement(), workers))
         if self.waiting_since is None:
-            self.waiting_since, self.said_at = now, 0.0
-        if now - self.said_at >= SAY_EVERY_S:
+            self.waiting_since, self.said_at = now, None
+        if self.said_at is None or now - self.said_at >= SAY_EVERY_S:
             self.say(f"{WAITING}{self.wanted()}: 0 ready; the study started on {describe_executors(self.started_on)}; "
                      f"connected now: {connected}")
             self.said_at = now
