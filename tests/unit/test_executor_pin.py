@@ -98,9 +98,11 @@ def test_jobs_status_finds_the_mid_study_waiting_line_until_workers_are_back():
     assert runner_waiting(log + "workers ready after 12 s: 1 worker(s) serve the study\n") is None
 
 
-def test_a_job_passes_any_executor_to_its_runner():
+def test_a_job_passes_any_executor_and_the_wait_bound_to_its_runner():
     assert runner_args("/s.json", "tcp://s:8786", "file:///r", "j", any_executor=True)[-1] == "--any-executor"
     assert "--any-executor" not in runner_args("/s.json", "tcp://s:8786", "file:///r", "j")
+    bounded = runner_args("/s.json", "tcp://s:8786", "file:///r", "j", wait_workers=30.0)
+    assert bounded[-2:] == ["--wait-workers", "30"]
 
 
 def test_mops_run_refuses_any_executor_with_a_required_executor():

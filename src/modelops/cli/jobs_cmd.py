@@ -77,10 +77,13 @@ def jobs() -> None:
               "the same inputs from another job.")
 @click.option("--name", "job", help="The job's name [default: the study's name and a random suffix].")
 @click.option("--max-in-flight", type=click.IntRange(1), help="The runner's bound on tasks submitted at once.")
+@click.option("--wait-workers", type=click.FloatRange(min=1), help="The runner's bound, in seconds, on waiting for "
+              "workers that can serve the study: at its start, and mid-study when none of its executor is left (then "
+              "it fails naming what changed) [default: mops run's, 120].")
 @click.option("--wait", "wait_done", is_flag=True, help="Wait for the job to finish, printing its progress.")
 @click.option("--timeout", type=click.FloatRange(min=1), help="With --wait: give up waiting after this many seconds.")
 def submit(study_path, release, namespace, kubeconfig, context, group, executor, any_executor, bundles_dir, no_pin,
-           recompute, job, max_in_flight, wait_done, timeout):
+           recompute, job, max_in_flight, wait_workers, wait_done, timeout):
     """Submit STUDY to a release: a runner pod runs it against the release's scheduler."""
     from modelops.jobs.kube import JobsError, KubeError
     from modelops.jobs.manifests import (STUDY_DIR, STUDY_KEY, STUDY_MAX_BYTES, job_name, runner_args, runner_job,
@@ -121,7 +124,7 @@ def submit(study_path, release, namespace, kubeconfig, context, group, executor,
     for attempt in range(5):
         name = job or job_name(study.name)
         args = runner_args(f"{STUDY_DIR}/{STUDY_KEY}", target.scheduler, target.store, name, recompute, max_in_flight,
-                           target.tls, any_executor)
+                           target.tls, any_executor, wait_workers)
         try:
             created = kube.json("POST", kube.ns_path("jobs", group="batch/v1"),
                                 runner_job(target.job_template, name, study.name, args), what=f"creating Job {name}")
