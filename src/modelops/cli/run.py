@@ -3,8 +3,9 @@ itself is `modelops.services.study_run.StudyRun`; this module parses options and
 
 Exit codes (the runner Jobs of `mops jobs` fail at once on 1 and 2, and retry a new pod otherwise):
 0 every task succeeded; 1 some task failed (or has no result), or the study was rejected (a bad study
-file, no worker for its requirement, no such bundle, a job name taken by another study): running it
-again would end the same way; 2 bad usage; 4 the scheduler, its workers or the results store could
+file, no worker for its requirement, no such bundle, a job name taken by another study, workers of
+several executors and none chosen, no worker of its executor left mid-study for --wait-workers): running
+it again would end the same way; 2 bad usage; 4 the scheduler, its workers or the results store could
 not be reached (a new runner may succeed); 5 an unexpected error (a traceback is printed; a new
 runner may succeed: never 1, which Python gives an uncaught exception); 143 stopped by SIGTERM."""
 
