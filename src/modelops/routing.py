@@ -105,3 +105,57 @@ def serving_groups(requirement: Requirement, release: dict[str, str]) -> list[st
         raise NoGroupForRequirement(f"no worker group of this release provides {requirement.describe()}; "
                                     f"the release's autoscaled worker groups (executor): {groups}")
     return found
+
+
+class ExecutorNotChosen(RuntimeError):
+    """A study without an executor requirement could run on workers of several executors: it would mix
+    them (results of one study computed under different isolation), so the user must choose."""
+
+
+def serving_executors(requirement: Requirement, workers: dict[str, dict]) -> dict[str, list[str]]:
+    """{executor: its groups} of the connected workers (scheduler_info()["workers"]) meeting `requirement`;
+    workers that advertise no executor (no modelops plugin) are left out."""
+    wanted = requirement.resources() or {}
+    found: dict[str, set[str]] = {}
+    for w in workers.values():
+        resources = w.get("resources") or {}
+        executor, group = provided(resources)
+        if executor is not None and all(k in resources for k in wanted):
+            found.setdefault(executor, set()).add(group or "?")
+    return {e: sorted(g) for e, g in sorted(found.items())}
+
+
+def describe_executors(executors: dict[str, list[str]]) -> str:
+    """`cold (group a), isolated_warm (groups b, c)`, or `none`."""
+    return ", ".join(f"{e} (group{'s' if len(g) > 1 else ''} {', '.join(g)})" for e, g in executors.items()) or "none"
+
+
+def pin_executor(requirement: Requirement, workers: dict[str, dict]) -> Requirement:
+    """The requirement a study keeps to for its whole run: its own when it names an executor; otherwise the
+    one executor the connected workers serving it run, added to it, so that no task of the study ever runs
+    on workers of another executor (a `helm upgrade` that changes the workers' executor mid-study then
+    makes the study wait, instead of mixing executors). Raises ExecutorNotChosen when several executors
+    serve it, and NoWorkerForRequirement when no serving worker reports an executor."""
+    if requirement.executor is not None:
+        return requirement
+    executors = serving_executors(requirement, workers)
+    if not executors:
+        raise NoWorkerForRequirement(
+            "no connected worker" + (f" that provides {requirement.describe()}" if requirement else "")
+            + " reports its executor (workers without modelops' preload?), so the study cannot keep to one "
+            "executor; pass --any-executor to run anyway")
+    return one_executor(requirement, executors)
+
+
+def one_executor(requirement: Requirement, executors: dict[str, list[str]], flag: str = "--require-executor",
+                 where: str = "workers") -> Requirement:
+    """`requirement` with the one executor of `executors` ({executor: groups} that could serve it, at least
+    one); ExecutorNotChosen naming them, `flag` (the option that chooses one) and --any-executor when there
+    are several."""
+    if len(executors) > 1:
+        raise ExecutorNotChosen(
+            f"{where} of several executors could run it: {describe_executors(executors)}; a study keeps to one "
+            f"executor: choose it with {flag} {'|'.join(executors)} (requires.executor in the study file), or "
+            "pass --any-executor to let its tasks run on all of them (its results then mix executors)")
+    (executor,) = executors
+    return requirement.model_copy(update={"executor": ExecutorType(executor)})

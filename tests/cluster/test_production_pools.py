@@ -30,9 +30,15 @@ def test_a_study_routed_to_the_cold_group_runs_only_there(release):
     assert "tasks per executor: {'cold': 12}" in out, out[-3000:]
 
 
-def test_without_a_requirement_both_pools_may_run_it(release):
-    out = release.run_client_job(f"mops run {STUDY} --scheduler @SCHEDULER@ --wait-workers 120")
+def test_without_a_requirement_a_study_chooses_an_executor_or_allows_both_pools(release):
+    """Both pools connected and no executor required: the study would mix executors, so it does not start
+    (docs/studies.md, when the workers change under a study) unless --any-executor lets both pools run it."""
+    refused = release.run_client_job(f"mops run {STUDY} --scheduler @SCHEDULER@ --wait-workers 120 2>&1; echo exit=$?")
+    assert "exit=1" in refused, refused[-3000:]
+    assert "workers of several executors could run it: cold (group cold), isolated_warm (group default)" in refused
+    out = release.run_client_job(f"mops run {STUDY} --scheduler @SCHEDULER@ --any-executor --wait-workers 120")
     assert "tasks: 12  succeeded: 12" in out, out[-3000:]
+    assert "executor: any (--any-executor" in out, out[-3000:]
 
 
 def test_a_group_no_worker_provides_fails_at_once_naming_the_groups(release):

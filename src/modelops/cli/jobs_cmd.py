@@ -1,6 +1,6 @@
 """`mops jobs`: studies submitted to a release of the chart, run there by a runner pod (a Kubernetes Job).
 
-    mops jobs submit STUDY.json --release NAME [-n NS] [--group G] [--executor E] [--wait]
+    mops jobs submit STUDY.json --release NAME [-n NS] [--group G] [--executor E | --any-executor] [--wait]
     mops jobs list | status JOB | logs JOB [-f] | cancel JOB | resume JOB | wait JOB | delete JOB
 
 `submit` validates everything it can before creating anything (the study file, the release, the group
@@ -65,7 +65,10 @@ def jobs() -> None:
 @kube_options
 @click.option("--group", help="Run only on this worker group of the release (overrides the study's requires.group).")
 @click.option("--executor", type=click.Choice(EXECUTORS), help="Run only on workers running this executor "
-              "(overrides the study's requires.executor; workers keep their own executor).")
+              "(overrides the study's requires.executor; workers keep their own executor). Without it the job keeps "
+              "to the executor of the workers serving it when its runner first starts.")
+@click.option("--any-executor", is_flag=True, help="Do not keep the job to one executor: its tasks may run on workers "
+              "of any executor (its results may then mix executors).")
 @click.option("--bundles-dir", type=click.Path(file_okay=False), help="Where this machine's copy of a file bundle "
               "is, to pin its digest [default: the parent of the study's directory].")
 @click.option("--no-pin", is_flag=True, help="Do not pin a file bundle here (e.g. one only the image has): the "
@@ -74,10 +77,13 @@ def jobs() -> None:
               "the same inputs from another job.")
 @click.option("--name", "job", help="The job's name [default: the study's name and a random suffix].")
 @click.option("--max-in-flight", type=click.IntRange(1), help="The runner's bound on tasks submitted at once.")
+@click.option("--wait-workers", type=click.FloatRange(min=1), help="The runner's bound, in seconds, on waiting for "
+              "workers that can serve the study: at its start, and mid-study when none of its executor is left (then "
+              "it fails naming what changed) [default: mops run's, 120].")
 @click.option("--wait", "wait_done", is_flag=True, help="Wait for the job to finish, printing its progress.")
 @click.option("--timeout", type=click.FloatRange(min=1), help="With --wait: give up waiting after this many seconds.")
-def submit(study_path, release, namespace, kubeconfig, context, group, executor, bundles_dir, no_pin, recompute, job,
-           max_in_flight, wait_done, timeout):
+def submit(study_path, release, namespace, kubeconfig, context, group, executor, any_executor, bundles_dir, no_pin,
+           recompute, job, max_in_flight, wait_workers, wait_done, timeout):
     """Submit STUDY to a release: a runner pod runs it against the release's scheduler."""
     from modelops.jobs.kube import JobsError, KubeError
     from modelops.jobs.manifests import (STUDY_DIR, STUDY_KEY, STUDY_MAX_BYTES, job_name, runner_args, runner_job,
@@ -90,6 +96,10 @@ def submit(study_path, release, namespace, kubeconfig, context, group, executor,
         study = with_requirement(Study.load(study_path), group, executor)
     except (StudyError, ValueError) as exc:
         raise click.ClickException(f"nothing was submitted: {exc}") from None
+    if any_executor and study.requires.executor:
+        raise click.UsageError(f"--any-executor lets a job run on any executor, but the study requires executor "
+                               f"{study.requires.executor.value!r} (--executor or its requires.executor): give one or "
+                               "the other")
     if job:
         try:
             check_job_name(job)
@@ -99,6 +109,8 @@ def submit(study_path, release, namespace, kubeconfig, context, group, executor,
     try:
         target = ReleaseJobs.find(kube, release)
         target.check_requirement(study.requires)
+        if not any_executor:
+            target.check_one_executor(study.requires)
         study = _pin(study, study_path, bundles_dir, no_pin)
         spec = study_json(study)
         if len(spec.encode()) > STUDY_MAX_BYTES:
@@ -112,7 +124,7 @@ def submit(study_path, release, namespace, kubeconfig, context, group, executor,
     for attempt in range(5):
         name = job or job_name(study.name)
         args = runner_args(f"{STUDY_DIR}/{STUDY_KEY}", target.scheduler, target.store, name, recompute, max_in_flight,
-                           target.tls)
+                           target.tls, any_executor, wait_workers)
         try:
             created = kube.json("POST", kube.ns_path("jobs", group="batch/v1"),
                                 runner_job(target.job_template, name, study.name, args), what=f"creating Job {name}")
@@ -296,6 +308,8 @@ def status(name, namespace, kubeconfig, context, via):
             click.echo(f"    {waiting}")
     counts = _counts(kube, job, via)
     click.echo(f"tasks: {counts.describe()}")
+    if counts.executor:
+        click.echo(f"keeps to executor {counts.executor} (it started on group(s) {', '.join(counts.groups) or '?'})")
     for group, executors in sorted(counts.by_group.items()):
         click.echo(f"  worker group {group}: " + ", ".join(f"{n} task(s) on {e}" for e, n in sorted(executors.items())))
     click.echo(f"release worker groups (executor): {release.describe_groups()}")

@@ -3,8 +3,9 @@ itself is `modelops.services.study_run.StudyRun`; this module parses options and
 
 Exit codes (the runner Jobs of `mops jobs` fail at once on 1 and 2, and retry a new pod otherwise):
 0 every task succeeded; 1 some task failed (or has no result), or the study was rejected (a bad study
-file, no worker for its requirement, no such bundle, a job name taken by another study): running it
-again would end the same way; 2 bad usage; 4 the scheduler, its workers or the results store could
+file, no worker for its requirement, no such bundle, a job name taken by another study, workers of
+several executors and none chosen, no worker of its executor left mid-study for --wait-workers): running
+it again would end the same way; 2 bad usage; 4 the scheduler, its workers or the results store could
 not be reached (a new runner may succeed); 5 an unexpected error (a traceback is printed; a new
 runner may succeed: never 1, which Python gives an uncaught exception); 143 stopped by SIGTERM."""
 
@@ -79,11 +80,16 @@ class UnreachableError(click.ClickException):
 @click.option("--wait-workers", default=120.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds to wait for at least one worker, or, when the scheduler lists the release's worker "
               "groups, for a first worker of a group the study can run on (one scaling from zero), before "
-              f"giving up (exit {EXIT_UNREACHABLE}).")
+              f"giving up (exit {EXIT_UNREACHABLE}); and, mid-study, for a worker of the study's executor again when "
+              f"none is left (e.g. a `helm upgrade` changed the workers' executor), before failing (exit {EXIT_FAILED}) "
+              "naming what changed.")
 @click.option("--group", "require_group", help="Run only on workers of this worker group (MODELOPS_WORKER_GROUP); "
               "overrides the study's requires.group.")
 @click.option("--require-executor", type=click.Choice(EXECUTORS), help="Run only on workers running this executor; "
-              "overrides the study's requires.executor.")
+              "overrides the study's requires.executor. Without it (and without requires.executor) the study keeps to "
+              "the executor of the workers that serve it when it starts, and refuses to start when they run several.")
+@click.option("--any-executor", is_flag=True, help="Do not keep to one executor: the study's tasks may run on workers "
+              "of any executor, before and after the workers change (its results may then mix executors).")
 @click.option("--max-in-flight", type=click.IntRange(1), help="Tasks submitted at once [default: max(200, 4 x cluster threads)].")
 @click.option("--chunk-size", default="auto", show_default=True, metavar="N|auto",
               help="Tasks per Dask task: 'auto' puts short tasks together (about 0.15 s of work per Dask task, sized "
@@ -93,8 +99,8 @@ class UnreachableError(click.ClickException):
               "[default: a bar on a terminal, else a line every 10 s].")
 @tls_options
 def run(study_path, scheduler, local, workers, threads, executor, cold_start, bundles_dir, output, resume, store_url,
-        job, recompute, store_wait, wait_workers, require_group, require_executor, max_in_flight, chunk_size,
-        progress, tls_ca_file, tls_cert, tls_key):
+        job, recompute, store_wait, wait_workers, require_group, require_executor, any_executor, max_in_flight,
+        chunk_size, progress, tls_ca_file, tls_cert, tls_key):
     """Run a study and print a summary (tasks, failures, executor per worker, child PIDs)."""
     chunk_size = parse_chunk_size(chunk_size)
     if bool(scheduler) == bool(local):
@@ -118,6 +124,10 @@ def run(study_path, scheduler, local, workers, threads, executor, cold_start, bu
     except StudyError as exc:
         raise StudyRejectedError(str(exc)) from None
     study = with_requirement(study, require_group, require_executor)
+    if any_executor and study.requires.executor:
+        raise click.UsageError(f"--any-executor lets a study run on any executor, but it requires executor "
+                               f"{study.requires.executor.value!r} (--require-executor or the study's requires.executor): "
+                               "give one or the other")
     store = open_store(store_url, store_wait) if store_url else None
     if store is not None:
         job = job or default_job_name(study.name)
@@ -130,7 +140,7 @@ def run(study_path, scheduler, local, workers, threads, executor, cold_start, bu
             cluster = _start_local(study_path, workers, threads, executor, cold_start, bundles_dir)
             scheduler = cluster.address
         _run_study(study, scheduler, output, resume, store, job, recompute, max_in_flight, wait_workers, progress,
-                   security, chunk_size)
+                   security, chunk_size, any_executor)
         if cluster is not None:
             _print_worker_log_lines(cluster)
     except Terminated:
@@ -265,7 +275,8 @@ def connect(scheduler: str, wait_workers: float, security=None):
 
 
 def _run_study(study: Study, scheduler: str, output, resume: bool, store, job, recompute: bool, max_in_flight,
-               wait_workers: float, progress: str | None, security=None, chunk_size: int | None = None) -> None:
+               wait_workers: float, progress: str | None, security=None, chunk_size: int | None = None,
+               any_executor: bool = False) -> None:
     from modelops.results.url import StoreError
     from modelops.services.study_run import StudyRejected, StudyRun
     from modelops.services.worker_wait import WorkersNotReady
@@ -275,7 +286,8 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, store, job, r
     with connect(scheduler, wait_workers, security) as client:
         study_run = StudyRun(client, study, output=output, resume=resume, store=store, job=job, recompute=recompute,
                              max_in_flight=max_in_flight, chunk_size=chunk_size, progress={"bar": True, "lines": "lines"}.get(show, False),
-                             say=click.echo, warn=lambda text: click.echo(text, err=True), worker_wait_s=wait_workers)
+                             say=click.echo, warn=lambda text: click.echo(text, err=True), worker_wait_s=wait_workers,
+                             any_executor=any_executor)
         try:
             outcome = study_run.run()
         except StudyRejected as exc:
@@ -285,6 +297,7 @@ def _run_study(study: Study, scheduler: str, output, resume: bool, store, job, r
     wall = time.perf_counter() - started
     summary = outcome.summary
     _print_summary(summary, outcome.runtimes, wall)
+    click.echo(outcome.runs_on.describe())
     where = f"in {output}" if output and store is None else f"of job {job}" if store is not None else ""
     if summary.study is not None:
         click.echo(f"study, by the latest result of each task {where}: {summary.study.describe()}")

@@ -40,7 +40,8 @@ def study_configmap_name(job: str) -> str:
 
 
 def runner_args(study_file: str, scheduler: str, store: str, job: str, recompute: bool = False,
-                max_in_flight: int | None = None, tls: dict | None = None) -> list[str]:
+                max_in_flight: int | None = None, tls: dict | None = None, any_executor: bool = False,
+                wait_workers: float | None = None) -> list[str]:
     """`tls`: the release's runner.json "tls" ({"caFile", "certFile", "keyFile"}: where the Job template
     mounts the release's certificate), or None for a release without TLS."""
     args = ["mops", "run", study_file, "--scheduler", scheduler, "--store", store, "--job", job,
@@ -51,6 +52,10 @@ def runner_args(study_file: str, scheduler: str, store: str, job: str, recompute
         args.append("--recompute")
     if max_in_flight:
         args += ["--max-in-flight", str(max_in_flight)]
+    if any_executor:
+        args.append("--any-executor")
+    if wait_workers is not None:
+        args += ["--wait-workers", f"{wait_workers:g}"]
     return args
 
 

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from modelops.jobs.kube import JobsError, Kube, KubeError
-from modelops.routing import Requirement
+from modelops.routing import ExecutorNotChosen, Requirement, group_serves, one_executor
 
 RUNNER_CONFIG = "runner.json"
 RUNNER_CONFIG_VERSION = 1
@@ -76,6 +76,21 @@ class ReleaseJobs:
                 where = f"group {requirement.group!r}" if requirement.group else "no worker group"
                 raise JobsError(f"release {self.release!r}: {where} runs executor {wanted!r}; its groups (executor): "
                                 f"{self.describe_groups()}")
+
+    def check_one_executor(self, requirement: Requirement) -> None:
+        """Fails at submit when groups of several executors could serve a study that names no executor: its
+        runner would refuse it (a study keeps to one executor unless --any-executor)."""
+        if requirement.executor is not None:
+            return
+        executors: dict[str, list[str]] = {}
+        for name, group in sorted(self.groups.items()):
+            if group_serves(name, group.get("executor"), None, requirement.group):
+                executors.setdefault(group.get("executor"), []).append(name)
+        if executors:
+            try:
+                one_executor(requirement, dict(sorted(executors.items())), flag="--executor", where=f"release {self.release!r}: worker groups")
+            except ExecutorNotChosen as exc:
+                raise JobsError(str(exc)) from None
 
     def proxy_fetch(self, kube: Kube):
         """GET a path of the release's results server, through the API server's service proxy."""

@@ -88,6 +88,8 @@ class TaskCounts:
     retryable: int
     reused: int
     by_group: dict  # worker group -> {executor: tasks}
+    executor: str | None = None  # the executor the job keeps to, as its record says (None: any, or not recorded)
+    groups: tuple = ()  # the worker groups that served it when it first started
 
     @property
     def done(self) -> int:
@@ -104,6 +106,7 @@ def task_counts(store, job: str) -> TaskCounts:
     record = store.job(job)
     if record is None:
         return TaskCounts(None, 0, 0, 0, 0, {})
+    runs_on = {"executor": record.executor, "groups": tuple(record.groups or ())}
     table = store.latest([job], ["task_id", "status", "error_retryable", "reused_from", "executor", "worker_group"])
     ok = pc.equal(table["status"], "ok")
     retryable = pc.and_(pc.invert(ok), pc.fill_null(table["error_retryable"], False))
@@ -113,7 +116,7 @@ def task_counts(store, job: str) -> TaskCounts:
             by_group.setdefault(row["worker_group"], {})[row["executor"]] = row["task_id_count"]
     n_ok, n_retryable = pc.sum(ok).as_py() or 0, pc.sum(retryable).as_py() or 0
     return TaskCounts(record.tasks, n_ok, table.num_rows - n_ok - n_retryable, n_retryable,
-                      pc.sum(pc.invert(pc.is_null(table["reused_from"]))).as_py() or 0, by_group)
+                      pc.sum(pc.invert(pc.is_null(table["reused_from"]))).as_py() or 0, by_group, **runs_on)
 
 
 def runner_waiting(log: str) -> str | None:

@@ -61,6 +61,10 @@ class JobRecord:
     tasks: int
     created: float
     recompute: bool = False
+    # what the job keeps to: the executor its first runner started on (None: --any-executor, or a record
+    # written before jobs kept to one), and the worker groups that served it then
+    executor: str | None = None
+    groups: list | None = None
 
     @property
     def study_name(self) -> str:

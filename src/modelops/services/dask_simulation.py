@@ -154,6 +154,7 @@ class DaskSimulationService:
         count_attempts: bool = True,
         chunk_size: int | None = None,
         expected: int | None = None,
+        watch: Callable[[], None] | None = None,
     ) -> Iterator[Completed]:
         """Results as they complete, holding only the tasks in flight: a 10^6-task study runs in
         bounded client memory when `tasks` is an iterator and the caller keeps no list of results.
@@ -166,10 +167,13 @@ class DaskSimulationService:
         `expected`: how many tasks `tasks` yields (default: `progress` when it is a number), so the last
         chunks stay small enough to keep every thread busy. `progress`: True or the number of tasks
         expected, for a progress bar updated once per completed batch. `count_attempts=False` leaves
-        provenance `attempt` None (no start reports, no count lookup per batch)."""
+        provenance `attempt` None (no start reports, no count lookup per batch). `watch`: called about every
+        WATCH_POLL_S while no result is ready (worker_wait.ServingWatch: says when no worker serves the
+        requirement, and may raise to end the stream); with it, no connected worker for `requirement` at the
+        start is the watch's to report, not an error at once."""
         if chunk_size is not None:
             check_chunk_size(chunk_size)
-        if requirement:
+        if requirement and watch is None:
             self.check_requirement(requirement)
         if not self._versions_checked and (message := self.version_mismatch()):
             logger.warning(message)
@@ -229,7 +233,7 @@ class DaskSimulationService:
                 size = sizer.size(None, max_in_flight)  # a refill's worth of results, in Dask tasks
                 # ... or, in the first wave, the first results: they size the rest, which then goes out at once
                 wanted = math.ceil(limit_now(size) // REFILL_FRACTION / size) if sizer.measured else 1
-                futures = self._next_results(queue, max(1, min(wanted, len(in_flight))))
+                futures = self._next_results(queue, max(1, min(wanted, len(in_flight))), watch)
                 finished = {f.key: f for f in futures if f.status == "finished"}
                 payloads, starts = self._collect(finished, count)
                 batch: list[tuple[TaskResult, dict]] = []
@@ -293,10 +297,15 @@ class DaskSimulationService:
         return self.client.sync(both)
 
     @staticmethod
-    def _next_results(queue, wanted: int) -> list:
-        """Completed futures: block for the first, then collect up to `wanted` for at most
-        GATHER_WINDOW_S, so results come back in one gather per batch instead of one per task
-        (the round trip per result, not the result, is what costs for ms-long tasks)."""
+    def _next_results(queue, wanted: int, watch: Callable[[], None] | None = None) -> list:
+        """Completed futures: block for the first (calling `watch` about every WATCH_POLL_S meanwhile), then
+        collect up to `wanted` for at most GATHER_WINDOW_S, so results come back in one gather per batch
+        instead of one per task (the round trip per result, not the result, is what costs for ms-long tasks)."""
+        if watch is not None:
+            while not queue.has_ready():
+                watch()
+                with queue.thread_condition:  # as_completed notifies it when a future completes
+                    queue.thread_condition.wait(timeout=WATCH_POLL_S)
         futures = queue.next_batch(block=True)
         deadline = time.monotonic() + GATHER_WINDOW_S
         while len(futures) < wanted and time.monotonic() < deadline:
@@ -314,6 +323,8 @@ REFILL_FRACTION = 4
 # a result of a long task is never delayed more than this.
 GATHER_WINDOW_S = 0.25
 GATHER_POLL_S = 0.005
+# While no result is ready, a stream's `watch` is called this often.
+WATCH_POLL_S = 0.2
 
 
 # Chunks of short tasks (run_chunk): the work one Dask task aims at once durations are known (tasks that

@@ -63,6 +63,11 @@ class ResultsFile:
         """Task ids that have at least one result line, whatever its status."""
         return {record["task_id"] for record in self._records()}
 
+    def ok_executors(self) -> set[str]:
+        """The executors that computed the file's successful results: what a resumed study keeps to."""
+        return {record["provenance"]["executor"] for record in self._records()
+                if record.get("status") == "ok" and isinstance(record.get("provenance"), dict)}
+
     def latest_states(self) -> dict[str, str]:
         """Each task id's state (OK, FAILED, RETRYABLE) as its latest line says."""
         return {record["task_id"]: line_state(record) for record in self._records()}

@@ -1,7 +1,10 @@
 """StudyRun: one run of a study on a connected Dask client, as `mops run` and the runner pods of
 `mops jobs` do it, without the CLI (it reports through callbacks and raises typed errors).
 
-    pin the bundle (an OCI tag -> one digest; a digest pinned at submit must be the workers')
+    keep to one executor (the study's requirement, or the one its job recorded when it first started or the
+    results file it resumes holds, or the one executor of the workers serving it at the start;
+    --any-executor: none)
+    -> pin the bundle (an OCI tag -> one digest; a digest pinned at submit must be the workers')
     -> plan: a results file's resume, and/or the job's own rows and reusable rows in a results store
     -> copy reused results into the job -> stream the rest through DaskSimulationService
     -> every result to the results file and/or the store as its batch arrives -> a Summary
@@ -18,8 +21,9 @@ from dataclasses import dataclass, field
 
 from modelops.bundles import BundleError
 from modelops.results.summary import Summary
-from modelops.routing import NoWorkerForRequirement
-from modelops.services.worker_wait import wait_for_workers
+from modelops.routing import ExecutorNotChosen, NoWorkerForRequirement, Requirement, pin_executor, serving_executors
+from modelops.services.worker_wait import ServingWatch, WorkersGone, wait_for_workers
+from modelops.settings import ExecutorType
 from modelops.study import Study
 from modelops.tasks import TaskResult
 
@@ -32,7 +36,33 @@ START_WAIT_S = 30.0
 
 class StudyRejected(Exception):
     """The study cannot run here as asked (no worker group for its requirement, no such bundle, a job of
-    that name for another study): running it again would fail the same way."""
+    that name for another study, workers of several executors and none chosen, no worker of its executor
+    left mid-study): running it again would fail the same way."""
+
+
+@dataclass(frozen=True)
+class RunsOn:
+    """Where a study runs: the requirement it keeps to for the whole run, how it came by it, and the
+    executors (with their groups) of the workers serving it when it started."""
+
+    requirement: Requirement
+    how: str  # "required" (by the study or its options), "pinned" (at start), "recorded" (by its job), "resumed"
+    # (by the results file it resumes), "any" (--any-executor)
+    started_on: dict  # {executor: [groups]}
+
+    def describe(self) -> str:
+        """`executor: cold (pinned at start; --any-executor to allow others), group: default`."""
+        executor = self.requirement.executor.value if self.requirement.executor else "any"
+        groups = sorted({g for gs in self.started_on.values() for g in gs})
+        group = self.requirement.group or ", ".join(groups) or "none"
+        return f"executor: {executor} ({self.why()}), group: {group}"
+
+    def why(self) -> str:
+        return {"required": "required",
+                "pinned": "pinned at start; --any-executor to allow others",
+                "recorded": "the executor the job started on; --any-executor to allow others",
+                "resumed": "the executor of the results already in --output; --any-executor to allow others",
+                "any": "--any-executor: tasks may run on workers of any executor"}[self.how]
 
 
 @dataclass
@@ -40,6 +70,7 @@ class StudyOutcome:
     summary: Summary
     runtimes: dict  # worker address -> describe_worker(), before and after the study
     job: str | None = None
+    runs_on: RunsOn | None = None
     plan: object | None = None  # results.plan.PlanCounts, with a store
     resume: object | None = None  # results_file.ResumePlan, with --resume
     wall_s: float = 0.0
@@ -66,7 +97,9 @@ class StudyRun:
     say: Callable[[str], None] = print
     warn: Callable[[str], None] = print
     on_result: Callable[[TaskResult], None] | None = None
-    worker_wait_s: float | None = None  # how long to wait for a required group's first worker (None: no bound)
+    worker_wait_s: float | None = None  # how long to wait for a required group's first worker, and mid-study for
+    # a worker serving the study again (None: no bound)
+    any_executor: bool = False  # True: do not keep to the executor the study starts on (results may mix executors)
     _writer: object | None = field(default=None, init=False)
 
     def run(self) -> StudyOutcome:
@@ -76,20 +109,23 @@ class StudyRun:
         service = DaskSimulationService(self.client)
         if line := service.version_mismatch():  # once, in one line (services/versions.py)
             self.warn(line)
-        study, requirement = self.study, self.study.requires
+        study = self.study
+        if self.store is not None:
+            self.store.prepare(wait=min(self.store.blobs.retry.deadline, START_WAIT_S))
         try:  # a group scaling from zero is waited for; a group the release lacks fails at once
-            wait_for_workers(service, requirement, self.say, self.worker_wait_s)
-        except NoWorkerForRequirement as exc:
+            runs_on = self._runs_on(service)
+        except (NoWorkerForRequirement, ExecutorNotChosen) as exc:
             raise StudyRejected(f"study {study.name!r}: {exc}") from None
+        requirement = runs_on.requirement
         runtimes = service.worker_runtime()
-        digest, entrypoint, bundle_name, study = self._pin(service, study)
-        outcome = StudyOutcome(Summary(), runtimes, job=self.job)
+        digest, entrypoint, bundle_name, study = self._pin(service, study, requirement)
+        outcome = StudyOutcome(Summary(), runtimes, job=self.job, runs_on=runs_on)
 
         tasks = study.iter_tasks(digest, entrypoint)
         n_tasks, kept = study.task_count(), 0
         store_plan = results_file = resume_plan = None
         if self.store is not None:
-            store_plan = self._plan_store(study, digest, entrypoint)
+            store_plan = self._plan_store(study, digest, entrypoint, runs_on)
             outcome.plan = store_plan.counts
             n_tasks, kept = store_plan.counts.run, store_plan.counts.kept_ok + store_plan.counts.kept_failed
             tasks = store_plan.runs(tasks)
@@ -109,6 +145,8 @@ class StudyRun:
         self.say(f"Study {study.name!r}: {n_tasks} tasks on {len(runtimes)} worker(s), bundle "
                  f"{bundle_name} {digest[:19]}" + (f", {kept} already done" if kept else "")
                  + (f", job {self.job} in results store {self.store.description}" if self.store else ""))
+        self.say(runs_on.describe())
+        watch = ServingWatch(service, requirement, runs_on.started_on, self.say, self.worker_wait_s)
         try:
             if store_plan is not None and store_plan.counts.reuse:
                 for record in store_plan.copy_reused(self._writer):
@@ -124,7 +162,7 @@ class StudyRun:
             progress = _ProgressLines(self.say, n_tasks) if self.progress == "lines" else None
             for completed in service.stream(tasks, max_in_flight=self.max_in_flight, progress=bar,
                                             requirement=requirement, count_attempts=self.count_attempts,
-                                            chunk_size=self.chunk_size, expected=n_tasks):
+                                            chunk_size=self.chunk_size, expected=n_tasks, watch=watch):
                 if self._writer is not None:
                     self._writer.add(completed.record)
                 if results_file:
@@ -139,6 +177,8 @@ class StudyRun:
                 self._count(summary, completed.result)
                 if progress:
                     progress.update(summary)
+        except WorkersGone as exc:
+            raise StudyRejected(f"study {study.name!r}: {exc}") from None
         finally:
             # on any exit (a SIGTERM's exception included) what has arrived is written
             try:
@@ -160,14 +200,51 @@ class StudyRun:
         if self.on_result:
             self.on_result(result)
 
-    def _pin(self, service, study: Study) -> tuple[str, str, str, Study]:
+    def _runs_on(self, service) -> RunsOn:
+        """The requirement the study keeps to (see RunsOn), once a worker serving it is connected."""
+        requirement = self.study.requires
+        if self.any_executor and requirement.executor:
+            raise ValueError(f"any_executor lets study {self.study.name!r} run on any executor, but it requires "
+                             f"executor {requirement.executor.value!r}: give one or the other")
+        how, earlier = ("required" if requirement.executor else "pinned"), self._earlier_executor()
+        if earlier is not None and not requirement.executor and not self.any_executor:
+            # a later run keeps to what the first one started on, whatever is connected now
+            requirement, how = requirement.model_copy(update={"executor": earlier[0]}), earlier[1]
+        try:
+            wait_for_workers(service, requirement, self.say, self.worker_wait_s)
+        except NoWorkerForRequirement as exc:
+            if how in ("recorded", "resumed"):
+                raise NoWorkerForRequirement(f"{exc}; {RunsOn(requirement, how, {}).why()}") from None
+            raise
+        workers = service.client.scheduler_info(n_workers=-1)["workers"]
+        started_on = serving_executors(requirement, workers)
+        if self.any_executor:
+            return RunsOn(requirement, "any", started_on)
+        return RunsOn(pin_executor(requirement, workers), how, started_on)
+
+    def _earlier_executor(self) -> tuple[ExecutorType, str] | None:
+        """(executor, how) an earlier run of this study kept to: its job's record ("recorded"), or the one
+        executor of the results file's successful results when resuming it ("resumed"); None otherwise."""
+        if self.store is not None:
+            record = self.store.job(self.job)
+            if record is not None and record.executor:
+                return ExecutorType(record.executor), "recorded"
+        elif self.resume and self.output:
+            from modelops.services.results_file import ResultsFile
+
+            executors = ResultsFile(self.output).ok_executors()
+            if len(executors) == 1 and (executor := executors.pop()) in {e.value for e in ExecutorType}:
+                return ExecutorType(executor), "resumed"
+        return None
+
+    def _pin(self, service, study: Study, requirement: Requirement) -> tuple[str, str, str, Study]:
         """(bundle digest, entrypoint, bundle name, the study with its bundle pinned) as the workers see
-        the bundle."""
+        the bundle (asked of a worker meeting `requirement`)."""
         from modelops.services.bundle_pinning import pin_study
 
         try:
             study = pin_study(study)  # an OCI tag becomes one digest for every task of the study
-            bundle = service.resolve_bundle(study.bundle, study.requires)
+            bundle = service.resolve_bundle(study.bundle, requirement)
         except BundleError as exc:
             if getattr(exc, "retryable", False):
                 raise
@@ -179,19 +256,20 @@ class StudyRun:
                 "(submit the study again to run the workers' copy)")
         return bundle["digest"], study.entrypoint or bundle["entrypoint"], bundle["name"], study
 
-    def _plan_store(self, study: Study, digest: str, entrypoint: str):
+    def _plan_store(self, study: Study, digest: str, entrypoint: str, runs_on: RunsOn):
         from modelops.results.plan import StorePlan
         from modelops.results.store import JobMismatch, JobRecord
 
-        self.store.prepare(wait=min(self.store.blobs.retry.deadline, START_WAIT_S))
+        requirement = runs_on.requirement
+        executor = requirement.executor.value if requirement.executor else None
         record = JobRecord(job=self.job, study=study.model_dump(mode="json", exclude_none=True),
                            bundle_digest=digest, entrypoint=entrypoint, tasks=study.task_count(),
-                           created=time.time(), recompute=self.recompute)
+                           created=time.time(), recompute=self.recompute, executor=executor,
+                           groups=sorted({g for gs in runs_on.started_on.values() for g in gs}))
         try:
             record = self.store.start_job(record)
         except JobMismatch as exc:
             raise StudyRejected(str(exc)) from None
-        executor = study.requires.executor.value if study.requires.executor else None
         plan = StorePlan(self.store, record, executor=executor, recompute=self.recompute)
         plan.classify(study.iter_tasks(digest, entrypoint))
         self._writer = self.store.writer(self.job)

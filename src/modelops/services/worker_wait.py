@@ -9,6 +9,9 @@ no groups (no modelops preload, a plain `dask scheduler`): the connected workers
 While it waits, one marker task with the study's requirement is pending on the scheduler: the group's
 demand (what the autoscaler reads) is then at least one pod, so a group at zero is scaled up before any
 of the study's tasks is submitted; they follow once a worker is there, and raise the demand further.
+
+Mid-study (ServingWatch), the same lines say when no connected worker serves the study any more (the
+workers changed executor under it), naming what it started on and what is connected now.
 """
 
 from __future__ import annotations
@@ -17,10 +20,21 @@ import time
 import uuid
 from collections.abc import Callable
 
-from modelops.routing import NoGroupForRequirement, NoWorkerForRequirement, Requirement, serving_groups
+from modelops.routing import (
+    NoGroupForRequirement,
+    NoWorkerForRequirement,
+    Requirement,
+    check_requirement,
+    describe_executors,
+    serving_executors,
+    serving_groups,
+)
 
 POLL_S = 1.0
 SAY_EVERY_S = 10.0
+# While results flow, ServingWatch asks the scheduler which workers are connected this rarely; once it waits,
+# every POLL_S.
+WATCH_EVERY_S = 5.0
 # How the waiting and the end of the wait read in a runner's log (`mops jobs status` finds the latest).
 WAITING = "waiting for workers of "
 READY = "workers ready after "
@@ -85,3 +99,61 @@ def wait_for_workers(service, requirement: Requirement, say: Callable[[str], Non
 
 def demand_marker() -> None:
     """The task that stands for a waiting study in its group's demand (it does nothing where it runs)."""
+
+
+class WorkersGone(NoWorkerForRequirement):
+    """Mid-study, no connected worker served the study's requirement for the user's bound (--wait-workers):
+    names the requirement, what the study started on, what is connected now and the bound."""
+
+
+class ServingWatch:
+    """Called by the study's stream while it waits for results (DaskSimulationService.stream `watch`): when no
+    connected worker serves the study's requirement (a `helm upgrade` moved the workers to another executor,
+    a group went away), says what the study waits for, naming what changed, once and then every SAY_EVERY_S;
+    says when workers are back; raises WorkersGone after `bound` seconds (None: no bound) of serving nobody.
+    Its tasks stay pending on the scheduler meanwhile, restricted to the requirement: none runs elsewhere."""
+
+    def __init__(self, service, requirement: Requirement, started_on: dict[str, list[str]],
+                 say: Callable[[str], None], bound: float | None):
+        self.service, self.requirement, self.started_on = service, requirement, started_on
+        self.say, self.bound = say, bound
+        self.waiting_since: float | None = None
+        self.said_at: float | None = None
+        self.next_check = time.monotonic() + POLL_S
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        workers = self.service.client.scheduler_info(n_workers=-1)["workers"]
+        try:
+            serving = check_requirement(self.requirement, workers)
+        except NoWorkerForRequirement:
+            serving = []
+        if serving:
+            if self.waiting_since is not None:
+                self.say(f"{READY}{now - self.waiting_since:.0f} s: {len(serving)} worker(s) serve the study")
+                self.waiting_since = None
+            self.next_check = now + WATCH_EVERY_S
+            return
+        self.next_check = now + POLL_S
+        connected = describe_executors(serving_executors(Requirement(), workers))
+        if self.waiting_since is None:
+            self.waiting_since, self.said_at = now, None
+        if self.said_at is None or now - self.said_at >= SAY_EVERY_S:
+            self.say(f"{WAITING}{self.wanted()}: 0 ready; the study started on {describe_executors(self.started_on)}; "
+                     f"connected now: {connected}")
+            self.said_at = now
+        if self.bound is not None and now - self.waiting_since >= self.bound:
+            raise WorkersGone(
+                f"no connected worker served {self.wanted()} for {self.bound:g} s (the bound, --wait-workers): the "
+                f"study started on {describe_executors(self.started_on)}, the workers connected now run "
+                f"{connected}; its tasks left did not run anywhere else. The results that arrived are kept: run it "
+                "again (the same --job, or --resume) once such workers are back")
+
+    def wanted(self) -> str:
+        """`executor cold in group g`, or `any executor`."""
+        parts = [f"executor {self.requirement.executor.value}" if self.requirement.executor else "any executor"]
+        if self.requirement.group:
+            parts.append(f"in group {self.requirement.group}")
+        return " ".join(parts)
