@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,55 @@ def test_stream_keeps_the_in_flight_bound_and_runs_duplicates_once(cluster_facto
         assert sorted(seen) == sorted(t.task_id for t in tasks)  # the 50 duplicates ran once
         assert max(held) <= 40 and not client.futures  # bound held; nothing left on the scheduler
         assert {r["provenance"]["attempt"] for r in [done.record]} == {1}
+
+
+def large_containers(at_least: int) -> list[str]:
+    """The Python containers (gc-tracked: sets, dicts, lists, deques) of this process holding at least
+    `at_least` items: a study's per-task state would be one."""
+    import gc
+
+    return [f"{type(o).__name__} of {len(o)}" for o in gc.get_objects()
+            if isinstance(o, (set, frozenset, dict, list, deque)) and len(o) >= at_least]
+
+
+def test_a_20000_task_study_holds_nothing_per_task_in_the_client_or_the_scheduler(cluster_factory, tmp_path):
+    """Structural, not timed: three quarters into a 20,000-task study (chunks sized automatically, results to
+    a file, attempts counted), no container in the client holds as many items as a tenth of the study, the
+    scheduler holds only the tasks in flight and the AttemptsPlugin's counts for no more keys than it holds;
+    when the study ends both are empty. Before, the stream kept a set of every task id it had seen."""
+    from modelops.scheduler.attempts import PLUGIN_NAME
+    from modelops.services.dask_simulation import IN_FLIGHT_CHUNKED_MAX
+    from modelops.services.study_run import StudyRun
+
+    n = 20_000
+    cluster = cluster_factory(n_workers=2, MODELOPS_EXECUTOR_TYPE="direct")
+    study = Study(name="held", bundle="modelops:probe", parameters=[{"i": i} for i in range(n // 100)],
+                  replicates=100)
+
+    def scheduler_state(dask_scheduler):
+        starts = dask_scheduler.plugins[PLUGIN_NAME].starts
+        return {"tasks": len(dask_scheduler.tasks), "keys_counted": len(starts),
+                "task_ids_counted": sum(len(c) for c in starts.values()),
+                "counted_not_held": len(set(starts) - set(dask_scheduler.tasks))}
+
+    seen: dict = {}
+    with Client(cluster.address) as client:
+        def on_result(result) -> None:
+            seen["n"] = seen.get("n", 0) + 1
+            if seen["n"] == 3 * n // 4:
+                seen["client"] = large_containers(n // 10)
+                seen["scheduler"] = client.run_on_scheduler(scheduler_state)
+
+        outcome = StudyRun(client, study, output=str(tmp_path / "results.jsonl"), progress=False,
+                           on_result=on_result, say=lambda _: None).run()
+        assert outcome.summary.succeeded == n and outcome.complete
+        assert seen["client"] == [], seen["client"]
+        mid = seen["scheduler"]
+        assert mid["counted_not_held"] == 0 and mid["task_ids_counted"] <= IN_FLIGHT_CHUNKED_MAX, mid
+        assert mid["tasks"] <= IN_FLIGHT_CHUNKED_MAX, mid
+        deadline = time.monotonic() + 10  # releases reach the scheduler on the client's batched stream
+        while (end := client.run_on_scheduler(scheduler_state))["tasks"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert end == {"tasks": 0, "keys_counted": 0, "task_ids_counted": 0, "counted_not_held": 0}, end
+    ids = [r["task_id"] for r in complete_lines(tmp_path / "results.jsonl")]
+    assert len(ids) == len(set(ids)) == n

@@ -29,12 +29,19 @@ logger = logging.getLogger("modelops.service")
 
 IN_FLIGHT_PER_THREAD = 4
 IN_FLIGHT_MIN = 200  # enough to hide the client round trip for ms-long tasks
+# Chunks multiply the tasks in flight, up to this many (what the client holds as tasks and as a refill's
+# results, and the scheduler as the chunks' specs): about 2 s of the client's own work per task at a few
+# thousand tasks/s, far more than hides a round trip. Without it, 10,000-task chunks of microsecond tasks put
+# 80,000 tasks in flight on 2 threads (~300 MiB in the client).
+IN_FLIGHT_CHUNKED_MAX = 16_000
 
 
 def in_flight_bound(threads: int, chunk_size: int = 1) -> int:
     """Tasks submitted at once by default: enough to keep every thread busy, bounded so that a 100,000-task
-    study does not sit in the scheduler's memory; with chunks, that many Dask tasks' worth of tasks."""
-    return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * threads * chunk_size)
+    study does not sit in the scheduler's memory; with chunks, that many Dask tasks' worth of tasks, up to
+    IN_FLIGHT_CHUNKED_MAX (never below the unchunked bound)."""
+    per_thread = IN_FLIGHT_PER_THREAD * threads
+    return max(IN_FLIGHT_MIN, per_thread, min(IN_FLIGHT_CHUNKED_MAX, per_thread * chunk_size))
 
 
 class DaskSimulationService:
@@ -154,6 +161,7 @@ class DaskSimulationService:
         count_attempts: bool = True,
         chunk_size: int | None = None,
         expected: int | None = None,
+        distinct: bool = False,
     ) -> Iterator[Completed]:
         """Results as they complete, holding only the tasks in flight: a 10^6-task study runs in
         bounded client memory when `tasks` is an iterator and the caller keeps no list of results.
@@ -166,7 +174,10 @@ class DaskSimulationService:
         `expected`: how many tasks `tasks` yields (default: `progress` when it is a number), so the last
         chunks stay small enough to keep every thread busy. `progress`: True or the number of tasks
         expected, for a progress bar updated once per completed batch. `count_attempts=False` leaves
-        provenance `attempt` None (no start reports, no count lookup per batch)."""
+        provenance `attempt` None (no start reports, no count lookup per batch). `distinct`: the caller
+        vouches that `tasks` holds each task id once (`Study.iter_tasks` does), so no set of the ids seen is
+        kept and the client's memory does not grow with the number of tasks; without it, a task id seen
+        before is skipped."""
         if chunk_size is not None:
             check_chunk_size(chunk_size)
         if requirement:
@@ -181,12 +192,15 @@ class DaskSimulationService:
         pending = iter(tasks)
         returned: deque[Task] = deque()  # handed back by a closing worker: they go out first
         carried: dict[str, int] = {}  # starts a handed-back task already had under its former chunk's key
-        seen: set[str] = set()
+        seen: set[str] | None = None if distinct else set()  # ~0.1 KiB a task: only for unvouched tasks
         in_flight: dict[str, list[Task]] = {}  # Dask key -> its tasks (one, or a chunk's)
         state = {"tasks": 0, "taken": 0}  # tasks in flight; tasks taken from `pending`
         # on this client's loop: without one, as_completed takes the default client's (the last one made in
         # the process), and a future of another client's loop then wakes its waiter late
         queue = as_completed(loop=self.client.loop)
+
+        # chunks small enough that two per thread fit in the bound on tasks in flight
+        chunk_bound = max_in_flight or max(IN_FLIGHT_CHUNKED_MAX, IN_FLIGHT_PER_THREAD * threads)
 
         def limit_now(size: int) -> int:
             return max_in_flight or in_flight_bound(threads, size)
@@ -196,6 +210,8 @@ class DaskSimulationService:
                 return returned.popleft()
             for task in pending:
                 state["taken"] += 1
+                if seen is None:
+                    return task
                 if task.task_id not in seen:
                     seen.add(task.task_id)
                     return task
@@ -203,7 +219,7 @@ class DaskSimulationService:
 
         def top_up() -> None:
             remaining = None if expected is None else max(0, expected - state["taken"]) + len(returned)
-            size = sizer.size(remaining, max_in_flight)
+            size = sizer.size(remaining, chunk_bound)
             room = limit_now(size) - state["tasks"]
             if not sizer.measured:  # the first wave, one task per Dask task, measures how long tasks take
                 room = min(room, PROBE_PER_THREAD * threads - state["tasks"])
@@ -226,7 +242,7 @@ class DaskSimulationService:
         try:
             top_up()
             while in_flight:
-                size = sizer.size(None, max_in_flight)  # a refill's worth of results, in Dask tasks
+                size = sizer.size(None, chunk_bound)  # a refill's worth of results, in Dask tasks
                 # ... or, in the first wave, the first results: they size the rest, which then goes out at once
                 wanted = math.ceil(limit_now(size) // REFILL_FRACTION / size) if sizer.measured else 1
                 futures = self._next_results(queue, max(1, min(wanted, len(in_flight))))
@@ -266,7 +282,7 @@ class DaskSimulationService:
                     yield Completed(result, record, i == len(batch) - 1)
                 if bar is not None:
                     bar.update(len(batch))
-                limit = limit_now(sizer.size(None, max_in_flight))
+                limit = limit_now(sizer.size(None, chunk_bound))
                 if limit - state["tasks"] >= limit // REFILL_FRACTION or returned or not in_flight:
                     top_up()
         finally:
