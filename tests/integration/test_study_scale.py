@@ -110,8 +110,11 @@ def test_a_20000_task_study_holds_nothing_per_task_in_the_client_or_the_schedule
     """Structural, not timed: three quarters into a 20,000-task study (chunks sized automatically, results to
     a file, attempts counted), no container in the client holds as many items as a tenth of the study, the
     scheduler holds only the tasks in flight and the AttemptsPlugin's counts for no more keys than it holds;
-    when the study ends both are empty. Before, the stream kept a set of every task id it had seen."""
+    when the study ends both are empty; the logs of batches sent (distributed's, for debugging) keep a few.
+    Before, the stream kept a set of every task id it had seen, and both logs every chunk's specs up to
+    1,000 batches (the scheduler grew from 69 to 303 MiB over 10^6 probe tasks)."""
     from modelops.scheduler.attempts import PLUGIN_NAME
+    from modelops.scheduler.message_logs import RECENT_MESSAGES
     from modelops.services.dask_simulation import IN_FLIGHT_CHUNKED_MAX
     from modelops.services.study_run import StudyRun
 
@@ -124,7 +127,9 @@ def test_a_20000_task_study_holds_nothing_per_task_in_the_client_or_the_schedule
         starts = dask_scheduler.plugins[PLUGIN_NAME].starts
         return {"tasks": len(dask_scheduler.tasks), "keys_counted": len(starts),
                 "task_ids_counted": sum(len(c) for c in starts.values()),
-                "counted_not_held": len(set(starts) - set(dask_scheduler.tasks))}
+                "counted_not_held": len(set(starts) - set(dask_scheduler.tasks)),
+                # batches sent to workers that the scheduler keeps for debugging: each one a chunk's specs
+                "batches_logged": max(len(c.recent_message_log) for c in dask_scheduler.stream_comms.values())}
 
     seen: dict = {}
     with Client(cluster.address) as client:
@@ -141,9 +146,14 @@ def test_a_20000_task_study_holds_nothing_per_task_in_the_client_or_the_schedule
         mid = seen["scheduler"]
         assert mid["counted_not_held"] == 0 and mid["task_ids_counted"] <= IN_FLIGHT_CHUNKED_MAX, mid
         assert mid["tasks"] <= IN_FLIGHT_CHUNKED_MAX, mid
+        # the scheduler's and this client's logs of batches sent keep the last few, not a study's every chunk
+        assert mid["batches_logged"] <= RECENT_MESSAGES, mid
+        assert len(client.scheduler_comm.recent_message_log) <= RECENT_MESSAGES
         deadline = time.monotonic() + 10  # releases reach the scheduler on the client's batched stream
         while (end := client.run_on_scheduler(scheduler_state))["tasks"] and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert end["batches_logged"] <= RECENT_MESSAGES, end
+        del end["batches_logged"]
         assert end == {"tasks": 0, "keys_counted": 0, "task_ids_counted": 0, "counted_not_held": 0}, end
     ids = [r["task_id"] for r in complete_lines(tmp_path / "results.jsonl")]
     assert len(ids) == len(set(ids)) == n

@@ -25,10 +25,13 @@ DELETION_COST_SELECTOR = setting(DELETION_COST_SELECTOR_VARIABLE).read(os.enviro
 
 async def dask_setup(scheduler) -> None:
     from modelops.scheduler.attempts import AttemptsPlugin
+    from modelops.scheduler.message_logs import MessageLogPlugin
     from modelops.scheduler.plugin import DemandPlugin
 
     scheduler.add_plugin(DemandPlugin(GROUPS), idempotent=True)  # the scheduler starts it after its preloads
     scheduler.add_plugin(AttemptsPlugin(), idempotent=True)  # provenance `attempt` (scheduler/attempts.py)
+    # the last batches sent to each worker, not every chunk's specs of a study (scheduler/message_logs.py)
+    scheduler.add_plugin(MessageLogPlugin(), idempotent=True)
     logger.info("Worker groups of the release: %s", ", ".join(g.name for g in GROUPS) or "none listed")
     if DELETION_COST_SELECTOR:
         from modelops.scheduler.deletion_cost import DeletionCostPlugin

@@ -23,6 +23,7 @@ from modelops.failures import Failure
 from modelops.routing import Requirement, check_requirement
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
 from modelops.scheduler import PRELOAD
+from modelops.scheduler.message_logs import bound_message_log
 from modelops.worker.task_bodies import describe_worker, resolve_bundle, run_chunk, run_task
 
 logger = logging.getLogger("modelops.service")
@@ -185,6 +186,8 @@ class DaskSimulationService:
         if not self._versions_checked and (message := self.version_mismatch()):
             logger.warning(message)
         count = count_attempts and self.counts_attempts()
+        if self.client.scheduler_comm is not None:  # its log would keep every refill's graph (message_logs.py)
+            bound_message_log(self.client.scheduler_comm)
         threads = self.total_threads()
         sizer = ChunkSizer(chunk_size, threads)
         if expected is None and progress is not True and progress is not False:
