@@ -201,8 +201,15 @@ class LatestStates:
         return found
 
     def state(self, task_id: str) -> str | None:
-        code = int(self.lookup(np.array([task_key(task_id)], dtype=KEY))[0])
-        return None if code == NONE else _STATES[code]
+        """One task's state (a binary search: `--resume` asks once per task of the study)."""
+        if not len(self.keys):
+            return None
+        key = task_key(task_id)
+        at = int(self.keys.searchsorted(np.array(key, dtype=KEY)))  # a 0-d array: no conversion per call
+        # numpy reads an S16 element back without its trailing zero bytes: compare the key stripped alike
+        if at < len(self.keys) and self.keys[at] == key.rstrip(b"\0"):
+            return _STATES[self.codes[at]]
+        return None
 
 
 class ResumePlan:
