@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+from modelops.services.dask_simulation import IN_FLIGHT_CHUNKED_MAX, in_flight_bound
 from modelops.services.results_file import OK, RETRYABLE, ResultsFile
 from modelops.study import Study
 
@@ -46,3 +47,10 @@ def test_the_resume_plan_of_a_20000_line_file_holds_bytes_per_task_not_objects(t
     assert (plan.kept_ok, plan.retry, plan.missing, plan.foreign) == (n // 2 - n // 20, n // 20, n // 2, 0)
     assert plan.latest.state(ids[0]) == RETRYABLE and plan.latest.state(ids[1]) == OK
     assert plan.latest.state(ids[-1]) is None and plan.runs(ids[-1]) and not plan.runs(ids[1])
+
+
+def test_chunks_put_at_most_a_fixed_number_of_tasks_in_flight_but_never_fewer_than_unchunked():
+    assert in_flight_bound(threads=2, chunk_size=10_000) == IN_FLIGHT_CHUNKED_MAX  # was 80,000
+    assert in_flight_bound(threads=2, chunk_size=100) == 800
+    assert in_flight_bound(threads=2) == 200
+    assert in_flight_bound(threads=10_000, chunk_size=50) == 40_000  # 4 per thread, as unchunked

@@ -31,9 +31,9 @@ logger = logging.getLogger("modelops.service")
 IN_FLIGHT_PER_THREAD = 4
 IN_FLIGHT_MIN = 200  # enough to hide the client round trip for ms-long tasks
 # Chunks multiply the tasks in flight, up to this many (what the client holds as tasks and as a refill's
-# results, and the scheduler as the chunks' specs): about 2 s of the client's own work per task at a few
-# thousand tasks/s, far more than hides a round trip. Without it, 10,000-task chunks of microsecond tasks put
-# 80,000 tasks in flight on 2 threads (~300 MiB in the client).
+# results, and the scheduler as the chunks' specs): seconds of the client's own work at the few thousand
+# tasks/s it sustains, far more than hides a round trip. Without it, 10,000-task chunks of microsecond tasks
+# put 80,000 tasks in flight on 2 threads (~300 MiB in the client; bench/README.md, a million tasks).
 IN_FLIGHT_CHUNKED_MAX = 16_000
 
 
