@@ -108,17 +108,17 @@ def large_containers(at_least: int) -> list[str]:
 
 def test_a_20000_task_study_holds_nothing_per_task_in_the_client_or_the_scheduler(cluster_factory, tmp_path):
     """Structural, not timed: three quarters into a 20,000-task study (chunks sized automatically, results to
-    a file, attempts counted), no container in the client holds as many items as a tenth of the study, the
-    scheduler holds only the tasks in flight and the AttemptsPlugin's counts for no more keys than it holds;
+    a file, attempts counted, at most 2,000 tasks in flight), no container in the client holds twice as many
+    items as are in flight, the scheduler holds only the tasks in flight and the AttemptsPlugin's counts for
+    no more keys than it holds;
     when the study ends both are empty; the logs of batches sent (distributed's, for debugging) keep a few.
     Before, the stream kept a set of every task id it had seen, and both logs every chunk's specs up to
     1,000 batches (the scheduler grew from 69 to 303 MiB over 10^6 probe tasks)."""
     from modelops.scheduler.attempts import PLUGIN_NAME
     from modelops.scheduler.message_logs import RECENT_MESSAGES
-    from modelops.services.dask_simulation import IN_FLIGHT_CHUNKED_MAX
     from modelops.services.study_run import StudyRun
 
-    n = 20_000
+    n, in_flight = 20_000, 2_000
     cluster = cluster_factory(n_workers=2, MODELOPS_EXECUTOR_TYPE="direct")
     study = Study(name="held", bundle="modelops:probe", parameters=[{"i": i} for i in range(n // 100)],
                   replicates=100)
@@ -136,16 +136,16 @@ def test_a_20000_task_study_holds_nothing_per_task_in_the_client_or_the_schedule
         def on_result(result) -> None:
             seen["n"] = seen.get("n", 0) + 1
             if seen["n"] == 3 * n // 4:
-                seen["client"] = large_containers(n // 10)
+                seen["client"] = large_containers(2 * in_flight)
                 seen["scheduler"] = client.run_on_scheduler(scheduler_state)
 
         outcome = StudyRun(client, study, output=str(tmp_path / "results.jsonl"), progress=False,
-                           on_result=on_result, say=lambda _: None).run()
+                           max_in_flight=in_flight, on_result=on_result, say=lambda _: None).run()
         assert outcome.summary.succeeded == n and outcome.complete
         assert seen["client"] == [], seen["client"]
         mid = seen["scheduler"]
-        assert mid["counted_not_held"] == 0 and mid["task_ids_counted"] <= IN_FLIGHT_CHUNKED_MAX, mid
-        assert mid["tasks"] <= IN_FLIGHT_CHUNKED_MAX, mid
+        assert mid["counted_not_held"] == 0 and mid["task_ids_counted"] <= in_flight, mid
+        assert mid["tasks"] <= in_flight, mid
         # the scheduler's and this client's logs of batches sent keep the last few, not a study's every chunk
         assert mid["batches_logged"] <= RECENT_MESSAGES, mid
         assert len(client.scheduler_comm.recent_message_log) <= RECENT_MESSAGES
