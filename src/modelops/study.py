@@ -10,6 +10,7 @@ lies in [0, 2**32), the range numpy's legacy seeding and common frameworks accep
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,18 +70,34 @@ class Study(BaseModel):
     def tasks(self, bundle_digest: str, entrypoint: str) -> list[Task]:
         return list(self.iter_tasks(bundle_digest, entrypoint))
 
+    def seeds(self) -> list[int]:
+        """The replicates' seeds, each once (two replicates whose derived seeds collide are one task)."""
+        return list(dict.fromkeys(self.replicate_seed(r) for r in range(self.replicates)))
+
+    def distinct_parameters(self) -> Iterator[dict[str, Scalar]]:
+        """The parameter sets, each once: a set repeated in the file is one set of tasks (their task ids
+        would be equal). Holds one key per parameter set, as the study itself does."""
+        seen: set[str] = set()
+        for params in self.parameters:
+            key = json.dumps(params, sort_keys=True, separators=(",", ":"))  # as Task.task_id encodes them
+            if key not in seen:
+                seen.add(key)
+                yield params
+
     def task_count(self) -> int:
-        """Tasks the study expands into (parameter sets x replicates)."""
-        return len(self.parameters) * self.replicates
+        """Tasks the study expands into: distinct parameter sets x distinct replicate seeds."""
+        return sum(1 for _ in self.distinct_parameters()) * len(self.seeds())
 
     def iter_tasks(self, bundle_digest: str, entrypoint: str) -> Iterator[Task]:
-        """The tasks one at a time, so a 10^6-task study is never all in memory. The study's own
-        validation (scalar, finite params; seeds in range by derivation) holds for every task, so
-        each parameter set is checked once, as the first replicate's Task, and the replicates
-        reuse it; the seeds are derived once per study, not once per task."""
-        seeds = [self.replicate_seed(r) for r in range(self.replicates)]
+        """The tasks one at a time, so a 10^6-task study is never all in memory, each task id once
+        (repeated parameter sets and colliding replicate seeds are dropped here, so a consumer needs
+        no set of the ids it has seen). The study's own validation (scalar, finite params; seeds in
+        range by derivation) holds for every task, so each parameter set is checked once, as the
+        first replicate's Task, and the replicates reuse it; the seeds are derived once per study,
+        not once per task."""
+        seeds = self.seeds()
         entrypoint = self.entrypoint or entrypoint
-        for params in self.parameters:
+        for params in self.distinct_parameters():
             first = Task(bundle=self.bundle, bundle_digest=bundle_digest, entrypoint=entrypoint,
                          params=params, seed=seeds[0])
             yield first

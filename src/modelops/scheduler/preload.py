@@ -24,10 +24,13 @@ GROUPS = setting(WORKER_GROUPS_VARIABLE).read(os.environ)
 
 async def dask_setup(scheduler) -> None:
     from modelops.scheduler.attempts import AttemptsPlugin
+    from modelops.scheduler.message_logs import MessageLogPlugin
     from modelops.scheduler.plugin import DemandPlugin
     from modelops.scheduler.pod_costs import PodCostsPlugin
 
     scheduler.add_plugin(DemandPlugin(GROUPS), idempotent=True)  # the scheduler starts it after its preloads
     scheduler.add_plugin(AttemptsPlugin(), idempotent=True)  # provenance `attempt` (scheduler/attempts.py)
-    logger.info("Worker groups of the release: %s", ", ".join(g.name for g in GROUPS) or "none listed")
+    # the last batches sent to each worker, not every chunk's specs of a study (scheduler/message_logs.py)
+    scheduler.add_plugin(MessageLogPlugin(), idempotent=True)
     scheduler.add_plugin(PodCostsPlugin(), idempotent=True)  # for the deletion-cost sidecar (sidecar/)
+    logger.info("Worker groups of the release: %s", ", ".join(g.name for g in GROUPS) or "none listed")

@@ -23,18 +23,26 @@ from modelops.failures import Failure
 from modelops.routing import Requirement, check_requirement
 from modelops.tasks import Provenance, Task, TaskError, TaskResult
 from modelops.scheduler import PRELOAD
+from modelops.scheduler.message_logs import bound_message_log
 from modelops.worker.task_bodies import describe_worker, resolve_bundle, run_chunk, run_task
 
 logger = logging.getLogger("modelops.service")
 
 IN_FLIGHT_PER_THREAD = 4
 IN_FLIGHT_MIN = 200  # enough to hide the client round trip for ms-long tasks
+# Chunks multiply the tasks in flight, up to this many (what the client holds as tasks and as a refill's
+# results, and the scheduler as the chunks' specs): seconds of the client's own work at the few thousand
+# tasks/s it sustains, far more than hides a round trip. Without it, 10,000-task chunks of microsecond tasks
+# put 80,000 tasks in flight on 2 threads (~300 MiB in the client; bench/README.md, a million tasks).
+IN_FLIGHT_CHUNKED_MAX = 16_000
 
 
 def in_flight_bound(threads: int, chunk_size: int = 1) -> int:
     """Tasks submitted at once by default: enough to keep every thread busy, bounded so that a 100,000-task
-    study does not sit in the scheduler's memory; with chunks, that many Dask tasks' worth of tasks."""
-    return max(IN_FLIGHT_MIN, IN_FLIGHT_PER_THREAD * threads * chunk_size)
+    study does not sit in the scheduler's memory; with chunks, that many Dask tasks' worth of tasks, up to
+    IN_FLIGHT_CHUNKED_MAX (never below the unchunked bound)."""
+    per_thread = IN_FLIGHT_PER_THREAD * threads
+    return max(IN_FLIGHT_MIN, per_thread, min(IN_FLIGHT_CHUNKED_MAX, per_thread * chunk_size))
 
 
 class DaskSimulationService:
@@ -155,6 +163,7 @@ class DaskSimulationService:
         chunk_size: int | None = None,
         expected: int | None = None,
         watch: Callable[[], None] | None = None,
+        distinct: bool = False,
     ) -> Iterator[Completed]:
         """Results as they complete, holding only the tasks in flight: a 10^6-task study runs in
         bounded client memory when `tasks` is an iterator and the caller keeps no list of results.
@@ -170,7 +179,9 @@ class DaskSimulationService:
         provenance `attempt` None (no start reports, no count lookup per batch). `watch`: called about every
         WATCH_POLL_S while no result is ready (worker_wait.ServingWatch: says when no worker serves the
         requirement, and may raise to end the stream); with it, no connected worker for `requirement` at the
-        start is the watch's to report, not an error at once."""
+        start is the watch's to report, not an error at once. `distinct`: the caller vouches that `tasks`
+        holds each task id once (`Study.iter_tasks` does), so no set of the ids seen is kept and the client's
+        memory does not grow with the number of tasks; without it, a task id seen before is skipped."""
         if chunk_size is not None:
             check_chunk_size(chunk_size)
         if requirement and watch is None:
@@ -178,6 +189,8 @@ class DaskSimulationService:
         if not self._versions_checked and (message := self.version_mismatch()):
             logger.warning(message)
         count = count_attempts and self.counts_attempts()
+        if self.client.scheduler_comm is not None:  # its log would keep every refill's graph (message_logs.py)
+            bound_message_log(self.client.scheduler_comm)
         threads = self.total_threads()
         sizer = ChunkSizer(chunk_size, threads)
         if expected is None and progress is not True and progress is not False:
@@ -185,12 +198,15 @@ class DaskSimulationService:
         pending = iter(tasks)
         returned: deque[Task] = deque()  # handed back by a closing worker: they go out first
         carried: dict[str, int] = {}  # starts a handed-back task already had under its former chunk's key
-        seen: set[str] = set()
+        seen: set[str] | None = None if distinct else set()  # ~0.1 KiB a task: only for unvouched tasks
         in_flight: dict[str, list[Task]] = {}  # Dask key -> its tasks (one, or a chunk's)
         state = {"tasks": 0, "taken": 0}  # tasks in flight; tasks taken from `pending`
         # on this client's loop: without one, as_completed takes the default client's (the last one made in
         # the process), and a future of another client's loop then wakes its waiter late
         queue = as_completed(loop=self.client.loop)
+
+        # chunks small enough that two per thread fit in the bound on tasks in flight
+        chunk_bound = max_in_flight or max(IN_FLIGHT_CHUNKED_MAX, IN_FLIGHT_PER_THREAD * threads)
 
         def limit_now(size: int) -> int:
             return max_in_flight or in_flight_bound(threads, size)
@@ -200,6 +216,8 @@ class DaskSimulationService:
                 return returned.popleft()
             for task in pending:
                 state["taken"] += 1
+                if seen is None:
+                    return task
                 if task.task_id not in seen:
                     seen.add(task.task_id)
                     return task
@@ -207,7 +225,7 @@ class DaskSimulationService:
 
         def top_up() -> None:
             remaining = None if expected is None else max(0, expected - state["taken"]) + len(returned)
-            size = sizer.size(remaining, max_in_flight)
+            size = sizer.size(remaining, chunk_bound)
             room = limit_now(size) - state["tasks"]
             if not sizer.measured:  # the first wave, one task per Dask task, measures how long tasks take
                 room = min(room, PROBE_PER_THREAD * threads - state["tasks"])
@@ -230,7 +248,7 @@ class DaskSimulationService:
         try:
             top_up()
             while in_flight:
-                size = sizer.size(None, max_in_flight)  # a refill's worth of results, in Dask tasks
+                size = sizer.size(None, chunk_bound)  # a refill's worth of results, in Dask tasks
                 # ... or, in the first wave, the first results: they size the rest, which then goes out at once
                 wanted = math.ceil(limit_now(size) // REFILL_FRACTION / size) if sizer.measured else 1
                 futures = self._next_results(queue, max(1, min(wanted, len(in_flight))), watch)
@@ -270,7 +288,7 @@ class DaskSimulationService:
                     yield Completed(result, record, i == len(batch) - 1)
                 if bar is not None:
                     bar.update(len(batch))
-                limit = limit_now(sizer.size(None, max_in_flight))
+                limit = limit_now(sizer.size(None, chunk_bound))
                 if limit - state["tasks"] >= limit // REFILL_FRACTION or returned or not in_flight:
                     top_up()
         finally:

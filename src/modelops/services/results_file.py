@@ -22,9 +22,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
+import numpy as np
+
 from modelops.results.json_lines import json_line, read_json_lines
+from modelops.results.task_keys import KEY, keys_of, task_key
 from modelops.tasks import TaskResult
 
 FLUSH_BYTES = 256 * 1024
@@ -33,6 +37,9 @@ FLUSH_BYTES = 256 * 1024
 OK = "ok"
 FAILED = "failed"  # failed, not retryable: a rerun would fail the same way, so --resume keeps it
 RETRYABLE = "retryable"  # failed with error.retryable true: --resume runs it again
+_STATES = (OK, FAILED, RETRYABLE)
+_CODES = {state: code for code, state in enumerate(_STATES)}
+NONE = len(_STATES)  # the code of a task without a line
 
 
 def line_state(record: dict) -> str:
@@ -82,9 +89,18 @@ class ResultsFile:
             if n in wanted:
                 yield record
 
+    def latest_state_keys(self) -> LatestStates:
+        """Each task id's state by its latest line, compactly: 17 bytes a task (its 16-byte key and a state
+        code), not a dict of id strings (~0.2 KiB a task), so resuming a 10^6-task study stays small."""
+        keys, codes = bytearray(), bytearray()
+        for record in self._records():
+            keys += task_key(record["task_id"])
+            codes.append(_CODES[line_state(record)])
+        return LatestStates(np.frombuffer(bytes(keys), dtype=KEY), np.frombuffer(bytes(codes), dtype=np.uint8))
+
     def plan_resume(self, task_ids: Iterable[str]) -> ResumePlan:
-        """What `--resume` does with the tasks `task_ids` (a study's), by each one's latest line."""
-        return ResumePlan(self.latest_states(), task_ids)
+        """What `--resume` does with the tasks `task_ids` (a study's), by each task's latest line."""
+        return ResumePlan(self.latest_state_keys(), task_ids)
 
     def open(self, truncate: bool) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
@@ -166,29 +182,65 @@ class StudyTally:
                 f"({self.retryable} retryable), {self.missing} without a result")
 
 
+class LatestStates:
+    """Task ids (16-byte keys, `results.task_keys`) and the state of each one's latest line: sorted unique keys
+    and a state code per key. Built from keys and codes in file order: the last occurrence of a key wins."""
+
+    def __init__(self, keys: np.ndarray, codes: np.ndarray):
+        # the latest line of a key is its first occurrence in the reversed file
+        self.keys, first = np.unique(keys[::-1], return_index=True)
+        self.codes = codes[::-1][first]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's state code; NONE for a key without a line."""
+        found = np.full(len(keys), NONE, dtype=np.uint8)
+        if len(self.keys):
+            at = np.searchsorted(self.keys, keys)
+            inside = at < len(self.keys)
+            hit = np.zeros(len(keys), dtype=bool)
+            hit[inside] = self.keys[at[inside]] == keys[inside]
+            found[hit] = self.codes[at[hit]]
+        return found
+
+    def state(self, task_id: str) -> str | None:
+        """One task's state (a binary search: `--resume` asks once per task of the study)."""
+        if not len(self.keys):
+            return None
+        key = task_key(task_id)
+        at = int(self.keys.searchsorted(np.array(key, dtype=KEY)))  # a 0-d array: no conversion per call
+        # numpy reads an S16 element back without its trailing zero bytes: compare the key stripped alike
+        if at < len(self.keys) and self.keys[at] == key.rstrip(b"\0"):
+            return _STATES[self.codes[at]]
+        return None
+
+
 class ResumePlan:
     """`--resume` for one study: which of its tasks run again, counted by the latest line of each.
 
     Runs: tasks without a line (`missing`) and tasks whose latest line failed retryably (`retry`).
     Kept: tasks whose latest line is ok (`kept_ok`) or failed for a reason that is not retryable
     (`kept_failed`). Lines of tasks that are not the study's (`foreign`: another bundle digest,
-    entrypoint, parameters or seeds) are left alone. `record` updates a task's state as the rerun's
-    results arrive, so `tally()` counts the study by the latest line of each task, as the file will."""
+    entrypoint, parameters or seeds) are left alone. `record` counts the rerun's results as they arrive,
+    so `tally()` counts the study by the latest line of each task, as the file will.
 
-    def __init__(self, latest: dict[str, str], task_ids: Iterable[str]):
-        self.states: dict[str, str] = {}
-        self.missing_ids: set[str] = set()
-        for task_id in task_ids:
-            state = latest.get(task_id)
-            if state is None:
-                self.missing_ids.add(task_id)
-            else:
-                self.states[task_id] = state
-        self.kept_ok = sum(1 for state in self.states.values() if state == OK)
-        self.kept_failed = sum(1 for state in self.states.values() if state == FAILED)
-        self.retry = len(self.states) - self.kept_ok - self.kept_failed
-        self.missing = len(self.missing_ids)
-        self.foreign = len(latest) - len(self.states)
+    Memory: the file's LatestStates (17 bytes per task with a line) and counters; the study's task ids
+    are streamed through once, in blocks (each task id of `task_ids` is counted once: give them distinct,
+    as `Study.iter_tasks` does)."""
+
+    def __init__(self, latest: LatestStates, task_ids: Iterable[str], block: int = 4096):
+        self.latest = latest
+        counts = np.zeros(NONE + 1, dtype=np.int64)
+        ids = iter(task_ids)
+        while block_ids := list(islice(ids, block)):
+            counts += np.bincount(latest.lookup(keys_of(block_ids)), minlength=NONE + 1)
+        self.kept_ok, self.kept_failed = int(counts[_CODES[OK]]), int(counts[_CODES[FAILED]])
+        self.retry, self.missing = int(counts[_CODES[RETRYABLE]]), int(counts[NONE])
+        self.foreign = len(latest) - (self.kept_ok + self.kept_failed + self.retry)
+        self.new = {OK: 0, FAILED: 0, RETRYABLE: 0}  # this run's results, by state
+        self.rerun_retry = self.rerun_missing = 0  # this run's results of tasks that were to retry, missing
 
     @property
     def kept(self) -> int:
@@ -200,21 +252,22 @@ class ResumePlan:
 
     def runs(self, task_id: str) -> bool:
         """Whether `--resume` submits this task."""
-        state = self.states.get(task_id)
+        state = self.latest.state(task_id)
         return state is None or state == RETRYABLE
 
     def record(self, record: dict) -> None:
-        """A new result line of one of the study's tasks (its latest line from now on)."""
-        task_id = record["task_id"]
-        self.missing_ids.discard(task_id)
-        self.states[task_id] = line_state(record)
+        """A result of this run for one of the study's tasks it ran (its latest line from now on)."""
+        if self.latest.state(record["task_id"]) == RETRYABLE:
+            self.rerun_retry += 1
+        else:
+            self.rerun_missing += 1
+        self.new[line_state(record)] += 1
 
     def tally(self) -> StudyTally:
-        counts = {OK: 0, FAILED: 0, RETRYABLE: 0}
-        for state in self.states.values():
-            counts[state] += 1
-        return StudyTally(tasks=len(self.states) + len(self.missing_ids), ok=counts[OK], failed=counts[FAILED],
-                          retryable=counts[RETRYABLE], missing=len(self.missing_ids))
+        return StudyTally(tasks=self.kept + self.to_run, ok=self.kept_ok + self.new[OK],
+                          failed=self.kept_failed + self.new[FAILED],
+                          retryable=self.retry - self.rerun_retry + self.new[RETRYABLE],
+                          missing=self.missing - self.rerun_missing)
 
     def describe(self, path: str | Path) -> str:
         text = (f"Resume from {path}: {self.kept} kept ({self.kept_ok} ok, {self.kept_failed} failed not retryable), "

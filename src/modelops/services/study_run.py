@@ -162,7 +162,8 @@ class StudyRun:
             progress = _ProgressLines(self.say, n_tasks) if self.progress == "lines" else None
             for completed in service.stream(tasks, max_in_flight=self.max_in_flight, progress=bar,
                                             requirement=requirement, count_attempts=self.count_attempts,
-                                            chunk_size=self.chunk_size, expected=n_tasks, watch=watch):
+                                            chunk_size=self.chunk_size, expected=n_tasks, watch=watch,
+                                            distinct=True):
                 if self._writer is not None:
                     self._writer.add(completed.record)
                 if results_file:
