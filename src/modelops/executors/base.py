@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from modelops.bundles import Bundle
@@ -43,6 +43,13 @@ class Executor(ABC):
 
     @abstractmethod
     def run(self, task: Task, bundle: Bundle) -> RunOutcome: ...
+
+    def run_chunk(self, tasks: list[Task], bundle: Bundle) -> Iterator[RunOutcome]:
+        """Run consecutive tasks of one bundle (a chunk), yielding each task's outcome in order as it
+        finishes. Here: one `run` per task (direct, and cold: one fork per task). The warm executor sends
+        the whole chunk to one child in one message. Closing the iterator early leaves the rest unrun."""
+        for task in tasks:
+            yield self.run(task, bundle)
 
     def close(self) -> None:
         """Stop every process this executor started."""
