@@ -53,8 +53,8 @@ def touch_while_waiting(spec: dict, fd: int) -> None:
     """A spare repeats the bundle's declared warm-up while it waits for its task, unless a task is already
     there. Why: after fork() the child shares every page with the zygote, and the first write to each (a
     reference count, a type's cache, a malloc arena the model's allocations reuse) is a copy-on-write fault
-    paid inside the task: measured ~10-20 ms of a ~100-150 ms task on Mesa and numba models. Running the
-    model's own path once here pays those faults before dispatch, off the task's critical path. The warm-up
+    paid inside the task (a few hundred per task on the Mesa and numba examples). Running the model's own
+    path once here pays those faults before dispatch, off the task's critical path. The warm-up
     is the one the zygote already ran (spec["spare_warmup"]: declared, succeeded, short), it leaves what it
     left in the zygote, and run_job reseeds the global RNGs from the task seed after it, so a task's result
     does not change: a spare is the zygote's state plus one more identical warm-up call. Its garbage is
