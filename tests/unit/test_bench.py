@@ -212,15 +212,17 @@ def test_bundle_bench_compares_the_declared_warmup_with_none(tmp_path):
     assert result.exit_code == 0, result.output
     assert data["study"] == str(study) and data["study_tasks"] == 4
     assert data["warmup"] == "function warmup_cache:warm"
-    assert data["warmup_columns"] == {"cold-fork": "warm-up as declared", "cold-fork-nowarmup": "declared warm-up removed"}
+    assert data["warmup_columns"] == {"cold-fork": "warm-up as declared", "cold-fork-nowarmup": "declared warm-up removed",
+                                      "cold-fork-nospare": "declared warm-up, not repeated by spares while they wait"}
     for c, effect in data["warmup_effect"].items():
         row = data["by_concurrency"][c]
         assert effect["p50_with_ms"] == row["cold-fork"]["p50_ms"]
         assert effect["p50_without_ms"] == row["cold-fork-nowarmup"]["p50_ms"]
         assert effect["saves_ms_per_task"] == pytest.approx(effect["p50_without_ms"] - effect["p50_with_ms"], abs=1e-3)
     assert result.output.count("  warm-up: cold-fork p50") == 2
+    assert result.output.count("  spares repeating the warm-up: cold-fork p50") == 2
     for row in data["by_concurrency"].values():
-        assert list(row) == ["isolated_warm", "cold-fork", "cold-fork-nowarmup"]
+        assert list(row) == ["isolated_warm", "cold-fork", "cold-fork-nospare", "cold-fork-nowarmup"]
         assert all(stats["failed"] == 0 for stats in row.values())
 
 

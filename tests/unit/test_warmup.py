@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ def bundles_dir(tmp_path_factory) -> Path:
     """This module's MODELOPS_BUNDLES_DIR (overrides the shared one that `make_runtime` uses)."""
     root = tmp_path_factory.mktemp("warmup_bundles")
     add_bundle(root, "cache_warm", CACHE_BUNDLE, {"function": "warmup_cache:warm"})
+    add_bundle(root, "cache_warm_no_spares", CACHE_BUNDLE, {"function": "warmup_cache:warm", "spares": False})
     add_bundle(root, "cache_params_warm", CACHE_BUNDLE, {"params": {"n": 5}, "seed": 3})
     add_bundle(root, "cache_cold", CACHE_BUNDLE, None)
     add_bundle(root, "sir_warm", SIR_BUNDLE, SIR_WARMUP)
@@ -64,6 +66,7 @@ def runtime_for(make_runtime):
         ({"params": {}, "seed": 2**32}, ["'warmup.seed'", str(2**32), "[0, 2**32)"]),
         ({"params": {}, "seed": True}, ["'warmup.seed'", "True", "integer"]),
         ({"params": {}, "seed": 1, "when": "always"}, ["'warmup'", "['when']", "allowed keys"]),
+        ({"function": "m:f", "spares": "yes"}, ["'warmup.spares'", "'yes'", "true or false"]),
     ],
 )
 def test_a_bad_declaration_names_the_field_the_value_and_what_is_allowed(tmp_path, warmup, expected):
@@ -95,6 +98,31 @@ def test_the_warmup_ran_once_in_the_zygote_and_every_child_inherits_it(runtime_f
         # built before the task started, by the zygote: the child did not build it
         assert out["built_before_task"] == zygote == out["table_built_in"]
     assert len({p.outputs["pid"] for p in probes}) == 3
+
+
+def test_a_spare_repeats_a_short_warmup_while_it_waits_and_results_do_not_change(
+        runtime_for, tmp_path, monkeypatch):
+    monkeypatch.setenv("WARMUP_CACHE_MARKERS", str(tmp_path))  # warm() leaves a file named by its PID
+    runtime = runtime_for("cold-fork")
+    first = run(runtime, "cache_warm", {"probe": 1, "i": 0}).outputs
+    (zygote,) = runtime.executor.zygote_pids()
+    # the zygote ran it twice (the second run timed: is it short enough for spares?), before any fork
+    assert first["warmup_pids"][:2] == [zygote, zygote]
+    assert first["warmup_pids"][2:] in ([], [first["pid"]])  # the first spare may have got its task first
+    deadline = time.monotonic() + 60
+    while len({int(p.name) for p in tmp_path.iterdir()} - {zygote, first["pid"]}) < runtime.executor.spare_count:
+        assert time.monotonic() < deadline, "the waiting spares never repeated the warm-up"
+        time.sleep(0.05)
+    second = run(runtime, "cache_warm", {"probe": 1, "i": 1}).outputs
+    assert second["warmup_pids"] == [zygote, zygote, second["pid"]]  # its spare did, before the task came
+    task = {"n": 50, "scale": 2.0}
+    assert [run(runtime, "cache_warm", task, seed=s).outputs for s in (1, 2)] == [
+        run(runtime_for("cold-spawn"), "cache_warm", task, seed=s).outputs for s in (1, 2)]
+
+
+def test_spares_false_keeps_the_warmup_to_the_zygote(runtime_for):
+    probe = run(runtime_for("cold-fork"), "cache_warm_no_spares", {"probe": 1}).outputs
+    assert probe["warmup_pids"] == [probe["ppid"]]  # once, in the zygote: no timed second run, no spare's
 
 
 def test_without_warmup_every_child_builds_the_table_itself(runtime_for):

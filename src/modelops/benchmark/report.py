@@ -58,6 +58,13 @@ def format_table(result: dict) -> str:
                 f"  warm-up: cold-fork p50 {effect['p50_with_ms']:.2f} ms with it, {effect['p50_without_ms']:.2f} ms "
                 f"without: it saves {effect['saves_ms_per_task']:+.2f} ms per task"
             )
+        spare = row.get("cold-fork-nospare")
+        if spare and "cold-fork" in row:
+            with_s, without = row["cold-fork"], spare
+            lines.append(
+                f"  spares repeating the warm-up: cold-fork p50 {with_s['p50_ms']:.2f} ms ({with_s.get('p50_vs_warm_x', 0):.2f}x warm)"
+                f" with it, {without['p50_ms']:.2f} ms ({without.get('p50_vs_warm_x', 0):.2f}x) without"
+            )
         env = result.get("environment_effect", {}).get(concurrency)
         if env:
             lines.append(

@@ -329,6 +329,7 @@ def machine_info() -> dict:
 # ---- a user's bundle (mops bench --bundle) ----------------------------------------------
 NO_WARMUP = "cold-fork-nowarmup"  # the declared warm-up removed
 WITH_WARMUP = "cold-fork+warmup"  # none declared: a candidate from the study's first task
+NO_SPARE_WARMUP = "cold-fork-nospare"  # the declared warm-up, not repeated by spares ("spares": false)
 
 
 def run_bundle_bench(
@@ -368,6 +369,11 @@ def run_bundle_bench(
             extra, extra_warmup = WITH_WARMUP, {"params": params, "seed": seed}
         variants[extra] = Variant("cold-fork", f"{name}{extra[len('cold-fork'):].replace('+', '-')}")
         labels.insert(labels.index("cold-fork") + 1, extra)
+    no_spare = None  # what spares repeating the warm-up while they wait saves, side by side
+    if compare_warmup and "cold-fork" in executors and declared and declared.get("spares", True):
+        no_spare = {**declared, "spares": False}
+        variants[NO_SPARE_WARMUP] = Variant("cold-fork", f"{name}-nospare")
+        labels.insert(labels.index("cold-fork") + 1, NO_SPARE_WARMUP)
     counts = {e: min(n_tasks, spawn_tasks) if variants[e].executor == "cold-spawn" else n_tasks for e in labels}
     by_concurrency: dict[str, dict[str, dict]] = {}
     failures: dict[str, list[str]] = {}
@@ -376,6 +382,8 @@ def run_bundle_bench(
         copy_bundle(bundle_dir, bundles_dir, name, manifest, declared)
         if extra:
             copy_bundle(bundle_dir, bundles_dir, variants[extra].bundle, manifest, extra_warmup)
+        if no_spare:
+            copy_bundle(bundle_dir, bundles_dir, variants[NO_SPARE_WARMUP].bundle, manifest, no_spare)
         rounds = max(1, min(rounds, max(counts.values())))
         for concurrency in concurrencies:
             measured = measure_concurrency(
@@ -405,6 +413,7 @@ def run_bundle_bench(
             "cold-fork": "warm-up as declared" if declared else "no warm-up (none declared)",
             **({extra: "declared warm-up removed" if declared else
                 f"candidate warm-up: {describe(extra_warmup)}"} if extra else {}),
+            **({NO_SPARE_WARMUP: "declared warm-up, not repeated by spares while they wait"} if no_spare else {}),
         },
         "tasks": n_tasks,
         "spawn_tasks": min(n_tasks, spawn_tasks),

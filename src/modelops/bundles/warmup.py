@@ -11,7 +11,9 @@ task. The price: whatever the warm-up leaves in memory, every child starts with.
 identical for every task and reproducible, but it must never be task state (results,
 counters, generators): a warm-up only builds what a task would have built the same way.
 Only the cold-fork zygote runs it (a warm child pays the first call once anyway; spawn
-would pay it per task). A warm-up that raises refuses the bundle under cold fork.
+would pay it per task). A warm-up that raises refuses the bundle under cold fork. A short one is also
+repeated by each forked spare while it waits for its task (`child/forked.touch_while_waiting`: the
+copy-on-write faults of the model's path paid before dispatch); `"spares": false` turns that off.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import sys
 from typing import Any
 
 FIELD = "warmup"
-FORMS = '{"function": "module:function"} or {"params": {...}, "seed": <int in [0, 2**32)>}'
+FORMS = ('{"function": "module:function"} or {"params": {...}, "seed": <int in [0, 2**32)>}, '
+         'either with an optional "spares": true|false')
 SEED_LIMIT = 2**32
 
 
@@ -37,12 +40,16 @@ def parse_warmup(value: Any, where: str) -> dict | None:
         return None
     if not isinstance(value, dict):
         raise WarmupError(f"{where}: field {FIELD!r} is {value!r}: must be an object, {FORMS}")
-    unknown = sorted(set(value) - {"function", "params", "seed"})
+    unknown = sorted(set(value) - {"function", "params", "seed", "spares"})
     if unknown:
         raise WarmupError(
             f"{where}: field {FIELD!r} has unknown key(s) {unknown}: allowed keys are "
-            f"'function', or 'params' and 'seed' ({FORMS})"
+            f"'function', or 'params' and 'seed', and 'spares' ({FORMS})"
         )
+    spares = value.get("spares", True)
+    if not isinstance(spares, bool):
+        raise WarmupError(f"{where}: field '{FIELD}.spares' is {spares!r}: must be true or false")
+    extra = {} if spares else {"spares": False}
     if "function" in value:
         if "params" in value or "seed" in value:
             raise WarmupError(
@@ -55,7 +62,7 @@ def parse_warmup(value: Any, where: str) -> dict | None:
             raise WarmupError(
                 f"{where}: field '{FIELD}.function' is {function!r}: must be a string 'module:function'"
             )
-        return {"function": function}
+        return {"function": function, **extra}
     if "params" not in value or "seed" not in value:
         missing = "params" if "params" not in value else "seed"
         raise WarmupError(f"{where}: field {FIELD!r} is {value!r}: '{missing}' is missing ({FORMS})")
@@ -64,15 +71,16 @@ def parse_warmup(value: Any, where: str) -> dict | None:
         raise WarmupError(f"{where}: field '{FIELD}.params' is {params!r}: must be an object (the entrypoint's params)")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
         raise WarmupError(f"{where}: field '{FIELD}.seed' is {seed!r}: must be an integer in [0, 2**32)")
-    return {"params": params, "seed": seed}
+    return {"params": params, "seed": seed, **extra}
 
 
 def describe(warmup: dict | None) -> str:
     if not warmup:
         return "none"
+    spares = "" if warmup.get("spares", True) else " (not repeated in spares)"
     if "function" in warmup:
-        return f"function {warmup['function']}"
-    return f"entrypoint with params {warmup['params']!r}, seed {warmup['seed']}"
+        return f"function {warmup['function']}{spares}"
+    return f"entrypoint with params {warmup['params']!r}, seed {warmup['seed']}{spares}"
 
 
 def run_warmup(warmup: dict, entrypoint: str, import_path: str | None) -> None:

@@ -17,7 +17,7 @@ In the children (`child/`, run only inside processes the worker starts):
     child/fork_checks.py  the zygote's checks before forking (threads, generators made at import)
     child/forked.py   forked_child_main: one task, then _exit
 On both sides:
-    protocol.py       the typed messages (TaskMessage, Reply, ZygoteReady) and how they travel
+    protocol.py       the typed messages (TaskMessage, ChunkMessage, Reply, ZygoteReady) and how they travel
     invoke.py         run_job: runs the task wherever a task runs (a child, or the worker for direct)
 
 Processes, channels and messages:
@@ -26,6 +26,7 @@ Processes, channels and messages:
     |-- WarmExecutor / ColdSpawnExecutor
     |     |  exec: python -m modelops.executors.child.runner
     |     |  task pipe  --> TaskMessage(job, bundle)         (protocol.send)
+    |     |                 | ChunkMessage(jobs, bundle)     (warm: a chunk, one reply per job)
     |     |  reply pipe <-- Reply(status, outputs|error, pid, max_rss_kb, ready_at?)
     |     |  memfd      <-- faulthandler traceback of a fatal signal
     |     +--> child (runner.child_main): 1 task (cold spawn) or until EOF (warm)
@@ -38,7 +39,8 @@ Processes, channels and messages:
           |                        | ("exit", pid, code) | ("threaded", ZygoteThreaded) | ("fork_failed", msg)
           +--> zygote (zygote_main): never runs a task
                  | fork()
-                 +--> forked child (forked_child_main), socket straight to the worker:
+                 +--> forked child (forked_child_main; a spare repeats a short warm-up while it waits),
+                        socket straight to the worker:
                         worker --> child: TaskMessage; child --> worker: ACK, then a Reply
 
 Below the executors, used on both sides too: `modelops.failures` (the one Failure constructor) and

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from modelops.bundles import Bundle
@@ -44,6 +44,13 @@ class Executor(ABC):
     @abstractmethod
     def run(self, task: Task, bundle: Bundle) -> RunOutcome: ...
 
+    def run_chunk(self, tasks: list[Task], bundle: Bundle) -> Iterator[RunOutcome]:
+        """Run consecutive tasks of one bundle (a chunk), yielding each task's outcome in order as it
+        finishes. Here: one `run` per task (direct, and cold: one fork per task). The warm executor sends
+        the whole chunk to one child in one message. Closing the iterator early leaves the rest unrun."""
+        for task in tasks:
+            yield self.run(task, bundle)
+
     def close(self) -> None:
         """Stop every process this executor started."""
 
@@ -70,6 +77,13 @@ THREAD_VARS = (
 )
 
 
+# Arrow's bundled jemalloc (pyarrow, which pandas >= 3 imports) starts a background purge thread at its first
+# allocation: a cold-fork zygote holding it is multi-threaded, may not fork, and its bundle falls back to
+# spawn (seen with the Mesa example). Off in every child (purging then happens in the allocating thread);
+# a value in the worker's own environment wins.
+ALLOCATOR_VARS = {"JE_ARROW_MALLOC_CONF": "background_thread:false"}
+
+
 def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of every child process (warm, cold spawn, cold-fork zygote): the worker's, without
     the variables that carry registry or package-index credentials (settings.CREDENTIAL_VARIABLES), which
@@ -79,5 +93,7 @@ def child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     env = without_credentials(os.environ if environ is None else environ)
     for var in THREAD_VARS:
         env.setdefault(var, "1")
+    for var, value in ALLOCATOR_VARS.items():
+        env.setdefault(var, value)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env

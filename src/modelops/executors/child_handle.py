@@ -17,10 +17,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from modelops.executors import pidfd as pidfds
-from modelops.executors.base import child_env
-from modelops.executors.protocol import Reply, TaskMessage, recv, send
+from modelops.executors.base import child_env, deadline_for
+from modelops.executors.protocol import ChunkMessage, Reply, TaskMessage, recv, send
 from modelops.failures import died, timed_out
 
 FAULT_TEXT_LIMIT = 64 * 1024
@@ -107,6 +108,59 @@ class ChildHandle:
         if reply.ready_at is not None:
             self.start_latency_s = max(0.0, reply.ready_at - self.asked_at)
         return reply
+
+    def run_chunk(self, message: ChunkMessage, first_deadline: float | None, timeout_s: float) -> Iterator[Reply]:
+        """Send a chunk's tasks in one message and yield each task's reply as it arrives (one request, no
+        round trip per task). Each task has its own deadline: `first_deadline` for the first, `timeout_s`
+        from its predecessor's reply (when the child starts it) for the others. A dead or late child ends
+        the stream with that task's failed reply, exactly as `run` reports it; the tasks after it never
+        started and get no reply (the caller runs them elsewhere). Closing the stream before its last
+        reply kills the child: it would go on running tasks whose replies nobody reads."""
+        with self._lock:
+            closed = self._close_requested or self._channels_closed
+            if not closed:
+                self._owner = threading.get_ident()
+        if closed:
+            yield Reply.failed(died(self._wait_dead(), f"child process {self.pid}", self.fault_text()))
+            return
+        last = len(message.jobs) - 1
+        finished = False
+        try:
+            failure: Reply | None = None
+            deadline = first_deadline
+            try:
+                send(self._task_w, message)
+            except OSError:
+                failure = Reply.failed(died(self._wait_dead(), f"child process {self.pid}", self.fault_text()))
+            for index in range(last + 1):
+                if failure is None:
+                    try:
+                        reply = recv(self._reply_r, deadline)
+                    except TimeoutError:
+                        self.kill()
+                        failure = Reply.failed(timed_out(timeout_s))
+                    except (EOFError, OSError):  # any error on the channel: the child is gone
+                        returncode = self._wait_dead()
+                        failure = Reply.failed(died(returncode, f"child process {self.pid}", self.fault_text()))
+                if failure is not None:
+                    finished = True
+                    yield failure
+                    return
+                deadline = deadline_for(timeout_s)  # the child starts the next task now
+                self.tasks_done += 1
+                if reply.ready_at is not None:
+                    self.start_latency_s = max(0.0, reply.ready_at - self.asked_at)
+                finished = index == last
+                yield reply
+        finally:
+            if not finished:
+                self.kill()
+            with self._lock:
+                self._owner = None
+                close_now = self._close_requested
+            if close_now:
+                self._close_pipes()
+            self._release_if_done()
 
     def fault_text(self) -> str | None:
         return read_fault_text(self._fault_fd)

@@ -12,6 +12,10 @@ class ExecutorEvents:
         """A child became ready for its task `seconds` after it was asked for.
         `start_method`: "warm", "spawn" (exec'd interpreter) or "fork" (forked by a zygote)."""
 
+    def child_request(self, start_method: str, tasks: int) -> None:
+        """One request (a message the worker sends and then reads replies to) went to a child, carrying
+        `tasks` tasks: a warm child gets a whole chunk in one (`WarmExecutor.run_chunk`)."""
+
     def zygote_replaced(self, reason: str) -> None:
         """A zygote that stopped serving ("died", "threaded") is replaced by a new one."""
 

@@ -2,7 +2,8 @@
 
 Messages are frozen dataclasses, built and read by attribute on both sides, so their shape is
 written once, here: `TaskMessage` (worker -> child: a `Job` and its bundle), `Reply` (child or
-executor -> worker: a task's outcome) and `ZygoteReady` (a cold-fork zygote -> worker, once, after
+executor -> worker: a task's outcome), `ChunkMessage` (worker -> warm child: several jobs, one
+reply each) and `ZygoteReady` (a cold-fork zygote -> worker, once, after
 its imports). They travel as length-prefixed pickles over dedicated descriptors, never stdout, so a
 model that prints cannot corrupt the protocol. Import-light: children import this before any task.
 """
@@ -50,6 +51,23 @@ class TaskMessage:
     @classmethod
     def of(cls, task: Task, bundle: Bundle) -> TaskMessage:
         return cls(Job(task.entrypoint, dict(task.params), task.seed), bundle)
+
+
+@dataclass(frozen=True)
+class ChunkMessage:
+    """Worker -> warm child: consecutive jobs of one bundle in one message (a chunk of a study). The child
+    runs them in order and sends one `Reply` per job as each finishes, so a chunk costs one request
+    instead of one round trip per task, and the worker still sees each task's own outcome."""
+
+    jobs: tuple[Job, ...]
+    bundle: Bundle
+
+    @classmethod
+    def of(cls, tasks: list[Task], bundle: Bundle) -> ChunkMessage:
+        return cls(tuple(Job(t.entrypoint, dict(t.params), t.seed) for t in tasks), bundle)
+
+    def messages(self) -> list[TaskMessage]:
+        return [TaskMessage(job, self.bundle) for job in self.jobs]
 
 
 @dataclass(frozen=True)

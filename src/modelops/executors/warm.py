@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 
 from modelops.bundles import Bundle
 from modelops.executors.base import Executor, ExecutorClosed, RunOutcome, deadline_for, remaining
 from modelops.executors.child_handle import ChildHandle
 from modelops.executors.events import NO_EVENTS, ExecutorEvents
-from modelops.executors.protocol import Reply, TaskMessage
+from modelops.executors.protocol import ChunkMessage, Reply, TaskMessage
 from modelops.failures import timed_out
 from modelops.tasks import Task
 
@@ -116,12 +117,50 @@ class WarmExecutor(Executor):
             return RunOutcome(Reply.failed(timed_out(self.task_timeout_s)), 0, started, time.perf_counter() - t0)
         try:
             logger.info("Child process PID %d running task %s (Executor: isolated_warm)", child.pid, task.task_id)
+            self.events.child_request("warm", 1)
             reply = child.run(TaskMessage.of(task, bundle), deadline, self.task_timeout_s)
         finally:
             pool.release(child)
         if child.tasks_done == 1 and child.start_latency_s is not None:
             self.events.child_started("warm", child.start_latency_s)
         return RunOutcome(reply, child.pid, started, time.perf_counter() - t0)
+
+    def run_chunk(self, tasks: list[Task], bundle: Bundle) -> Iterator[RunOutcome]:
+        """A chunk to one warm child in one message, each task's reply streamed back as it finishes
+        (`ChildHandle.run_chunk`): one request per chunk instead of one round trip per task. Each task keeps
+        its own outcome, PID, timeout (counted from when the child starts it) and failure; a task that
+        kills or outlives its child fails as under `run`, and the tasks after it, which never started, go
+        to another child as the rest of the chunk. A child's MAX_TASKS recycling splits a chunk."""
+        pending = list(tasks)
+        pool = self._pool(bundle)
+        while pending:
+            started = time.time()
+            t0 = time.perf_counter()
+            deadline = deadline_for(self.task_timeout_s)  # the first task's: waiting for a child included
+            child = pool.acquire(deadline)
+            if child is None:
+                pending.pop(0)
+                yield RunOutcome(Reply.failed(timed_out(self.task_timeout_s)), 0, started, time.perf_counter() - t0)
+                continue
+            room = self.max_tasks_per_process - child.tasks_done if self.max_tasks_per_process else len(pending)
+            batch, pending = pending[:max(1, room)], pending[max(1, room):]
+            replies = child.run_chunk(ChunkMessage.of(batch, bundle), deadline, self.task_timeout_s)
+            self.events.child_request("warm", len(batch))
+            try:
+                for index, task in enumerate(batch):
+                    logger.info("Child process PID %d running task %s (Executor: isolated_warm)", child.pid, task.task_id)
+                    reply = next(replies, None)
+                    if reply is None:  # the child died or timed out on an earlier task: this one never started
+                        pending = batch[index:] + pending
+                        break
+                    now = time.perf_counter()
+                    if child.tasks_done == 1 and child.start_latency_s is not None:
+                        self.events.child_started("warm", child.start_latency_s)
+                    yield RunOutcome(reply, child.pid, started, now - t0)
+                    started, t0 = time.time(), now
+            finally:
+                replies.close()  # kills the child if replies are left unread (the caller stopped early)
+                pool.release(child)
 
     def close(self) -> None:
         with self._lock:

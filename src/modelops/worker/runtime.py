@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import modelops
@@ -48,9 +49,45 @@ class WorkerRuntime:
         return self.config.cold_start.value if self.config.executor is ExecutorType.COLD else None
 
     def execute(self, task: Task, prepared: dict | None = None) -> TaskResult:
-        """Run one task on the executor. `prepared`: a memo the tasks of one chunk share (task_bodies.run_chunk),
+        """Run one task on the executor. `prepared`: a memo the tasks of one chunk share,
         so a bundle is looked up (its files stat'ed, its manifest read) and its environment prepared once per
         chunk instead of once per task; the digest check stays per task."""
+        resolved = self._prepare(task, prepared)
+        if isinstance(resolved, TaskResult):
+            return resolved
+        bundle, environment = resolved
+        return self._finish(task, self.executor.run(task, bundle), bundle, environment)
+
+    def execute_chunk(self, tasks: list[Task], prepared: dict) -> Iterator[TaskResult]:
+        """Run consecutive tasks (a chunk: task_bodies.run_chunk), yielding each task's result in order as it
+        finishes. Runs of tasks of one bundle go to the executor together (`Executor.run_chunk`: one message
+        to a warm child for all of them); each task still has its own digest check, result and metrics.
+        Nothing runs before the first `next`; closing the iterator early leaves the rest unrun."""
+        start = 0
+        while start < len(tasks):
+            first = tasks[start]
+            resolved = self._prepare(first, prepared)
+            if isinstance(resolved, TaskResult):
+                yield resolved
+                start += 1
+                continue
+            bundle, environment = resolved
+            end = start + 1
+            while end < len(tasks) and (tasks[end].bundle, tasks[end].bundle_digest) == (first.bundle, first.bundle_digest):
+                end += 1
+            group = tasks[start:end]
+            later_environment = prepared[first.bundle][1]  # 'built' stays with the task that built it
+            outcomes = self.executor.run_chunk(group, bundle)
+            try:
+                for index, task in enumerate(group):
+                    outcome = next(outcomes)
+                    yield self._finish(task, outcome, bundle, environment if index == 0 else later_environment)
+            finally:
+                outcomes.close()
+            start = end
+
+    def _prepare(self, task: Task, prepared: dict | None) -> tuple[Bundle, PreparedEnvironment | None] | TaskResult:
+        """The task's bundle (digest checked) and environment, or its failed result when the bundle is unusable."""
         started = time.time()
         try:
             if prepared is not None and task.bundle in prepared:
@@ -77,7 +114,10 @@ class WorkerRuntime:
             return self._result(task, outcome, task.bundle_digest)
         if environment is not None:
             bundle = dataclasses.replace(bundle, python=environment.python)
-        outcome = self.executor.run(task, bundle)
+        return bundle, environment
+
+    def _finish(self, task: Task, outcome: RunOutcome, bundle: Bundle,
+                environment: PreparedEnvironment | None) -> TaskResult:
         result = self._result(task, outcome, bundle.digest, environment)
         metrics.observe(result, self.cold_start, outcome.memory_peak_bytes)
         logger.debug(

@@ -59,17 +59,22 @@ class HandBack(Exception):
     """The worker is closing: the task was not run (or its process was killed by the closing), and goes back."""
 
 
-def _run_one(worker, runtime, task: dict, count: bool, prepared: dict | None = None) -> dict:
-    """One task through the worker's executor, as the JSON-mode result; HandBack when the worker closes.
-    `prepared`: the chunk's bundle memo (WorkerRuntime.execute)."""
-    from modelops.executors.base import ExecutorClosed
-    from modelops.worker.runtime import RESCHEDULE_KINDS
-
+def _run_one(worker, runtime, task: dict, count: bool) -> dict:
+    """One task through the worker's executor, as the JSON-mode result; HandBack when the worker closes."""
     parsed = Task.model_validate(task)
     if count:
         report_start(worker, parsed.task_id)
+    return _checked(runtime, lambda: runtime.execute(parsed))
+
+
+def _checked(runtime, execute) -> dict:
+    """The result `execute()` returns, as JSON; HandBack when the executor closed or the closing worker
+    killed the task's process (not the task's fault)."""
+    from modelops.executors.base import ExecutorClosed
+    from modelops.worker.runtime import RESCHEDULE_KINDS
+
     try:
-        result = runtime.execute(parsed, prepared)
+        result = execute()
     except ExecutorClosed:
         raise HandBack() from None
     if runtime.closing and not result.ok and result.error.kind in RESCHEDULE_KINDS:
@@ -99,8 +104,9 @@ CLOSING = ("closing_gracefully", "closing", "closed", "failed")
 
 
 def run_chunk(tasks: list[dict], count: bool = False) -> dict:
-    """Dask task body: consecutive tasks of one study, each run as `run_task` runs it (its own executor
-    call: under cold, its own forked child), each with its own result, failure and start count.
+    """Dask task body: consecutive tasks of one study, each with its own result, failure and start count
+    (`WorkerRuntime.execute_chunk`: under cold each task still gets its own forked child; under
+    isolated_warm the chunk goes to one warm child in one message and each reply comes back as it ends).
 
     Returns {"results": [result per task run], "handed_back": i}: tasks[i:] were not run because the
     worker is closing (a drain, SIGTERM) and go back to the client, which submits them again; the results
@@ -111,18 +117,25 @@ def run_chunk(tasks: list[dict], count: bool = False) -> dict:
 
     worker = get_worker()
     runtime = current_runtime(worker)
+    parsed = [Task.model_validate(task) for task in tasks]
     results: list[dict] = []
-    prepared: dict = {}  # each bundle looked up once for the chunk
-    for i, task in enumerate(tasks):
-        try:
-            if runtime.closing or worker.status.value in CLOSING:
-                raise HandBack()
-            results.append(_run_one(worker, runtime, task, count, prepared))
-        except HandBack:
-            if not results:
-                raise Reschedule() from None
-            logger.warning("Worker closing: %d task(s) of a chunk handed back, %d finished", len(tasks) - i, i)
-            return {"results": results, "handed_back": i}
+    # each bundle looked up once for the chunk; under isolated_warm the chunk goes to one child in one message
+    stream = runtime.execute_chunk(parsed, {})
+    try:
+        for i, task in enumerate(parsed):
+            try:
+                if runtime.closing or worker.status.value in CLOSING:
+                    raise HandBack()
+                if count:  # before the task's result is read; a warm child starts it when the previous one ends
+                    report_start(worker, task.task_id)
+                results.append(_checked(runtime, lambda: next(stream)))
+            except HandBack:
+                if not results:
+                    raise Reschedule() from None
+                logger.warning("Worker closing: %d task(s) of a chunk handed back, %d finished", len(tasks) - i, i)
+                return {"results": results, "handed_back": i}
+    finally:
+        stream.close()  # a chunk handed back part-way: its warm child, still running the rest, is killed
     return {"results": results, "handed_back": len(tasks)}
 
 

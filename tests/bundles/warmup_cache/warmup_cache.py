@@ -10,6 +10,7 @@ import numpy as np
 
 _TABLE = None
 _BUILT_IN_PID = None
+_WARMUP_PIDS: list[int] = []  # the processes that ran warm(): the zygote's, then (cold fork) the spare's
 
 
 def _table() -> np.ndarray:
@@ -22,6 +23,9 @@ def _table() -> np.ndarray:
 
 
 def warm() -> None:
+    _WARMUP_PIDS.append(os.getpid())
+    if os.environ.get("WARMUP_CACHE_MARKERS"):  # tests: a file per process that ran the warm-up
+        open(os.path.join(os.environ["WARMUP_CACHE_MARKERS"], str(os.getpid())), "w").close()
     _table()
 
 
@@ -30,7 +34,7 @@ def simulate(params, seed):
         built_before = _BUILT_IN_PID
         _table()
         return {"pid": os.getpid(), "ppid": os.getppid(), "table_built_in": _BUILT_IN_PID,
-                "built_before_task": built_before}
+                "built_before_task": built_before, "warmup_pids": list(_WARMUP_PIDS)}
     rng = np.random.default_rng(seed)
     table = _table()
     idx = rng.integers(0, len(table), size=int(params.get("n", 100)))

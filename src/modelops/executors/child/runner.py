@@ -3,7 +3,8 @@
 `python -m modelops.executors.child.runner IN_FD OUT_FD MAX_TASKS MEMORY_LIMIT_MB FAULT_FD`
 Runs inside the child. `limit_memory` and `run_and_reply` are also what a forked child runs
 (`forked.py`).
-MAX_TASKS=1 is a cold runner (one task, then exit); 0 means serve until EOF (warm).
+MAX_TASKS=1 is a cold runner (one task, then exit); 0 means serve until EOF (warm). A warm child also
+takes a chunk (`protocol.ChunkMessage`): several tasks in one message, one reply per task.
 FAULT_FD: where faulthandler writes the Python traceback of a fatal signal (the worker reads it).
 """
 
@@ -17,7 +18,7 @@ import threading
 import time
 
 from modelops.executors.invoke import failure, run_job
-from modelops.executors.protocol import TaskMessage, recv, send
+from modelops.executors.protocol import ChunkMessage, TaskMessage, recv, send
 
 
 def watch_parent(original_parent: int, interval: float = 0.5) -> None:
@@ -61,6 +62,8 @@ def run_and_reply(out_fd: int, message: TaskMessage, ready_at: float | None = No
 
 
 def serve(in_fd: int, out_fd: int, max_tasks: int) -> None:
+    """Run each message's tasks: a TaskMessage is one task, a ChunkMessage several (one reply each, sent as
+    each finishes; the worker never sends a chunk larger than what MAX_TASKS leaves)."""
     done = 0
     ready_at: float | None = time.time()
     while True:
@@ -68,9 +71,10 @@ def serve(in_fd: int, out_fd: int, max_tasks: int) -> None:
             message = recv(in_fd)
         except EOFError:
             return
-        run_and_reply(out_fd, message, ready_at)
-        ready_at = None
-        done += 1
+        for task_message in message.messages() if isinstance(message, ChunkMessage) else [message]:
+            run_and_reply(out_fd, task_message, ready_at)
+            ready_at = None
+            done += 1
         if max_tasks and done >= max_tasks:
             return
 

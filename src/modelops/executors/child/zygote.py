@@ -7,7 +7,8 @@ Runs inside the zygote process. Started by exec from the Dask worker
 (`executors/zygote_handle.ZygoteHandle`), never by forking the
 multi-threaded worker. SPEC_JSON: {"bundle", "entrypoint", "import_path", "modules", "bundle_modules",
 "memory_limit_mb", "warmup"}. After the imports the zygote runs the bundle's declared warm-up
-(bundles/warmup.py) once, before the single-threaded check and before any fork.
+(bundles/warmup.py) once, before the single-threaded check and before any fork; a short one
+(<= SPARE_WARMUP_MAX_S) is repeated by each spare while it waits (`forked.touch_while_waiting`).
 
 Control channel: a SOCK_SEQPACKET unix socket (one message = one datagram).
 - worker -> zygote: a message of N bytes b"F" asks for N new spare children.
@@ -53,6 +54,9 @@ from modelops.executors.protocol import FORK_REQUEST, ZygoteReady, ZygoteThreade
 # how long a fresh zygote waits for threads started at import to finish before
 # declaring itself multi-threaded
 STARTUP_THREAD_GRACE_S = 1.0
+# a declared warm-up whose second run in the zygote took at most this long is repeated by every spare while
+# it waits for its task (forked.touch_while_waiting); a longer one would keep spares busy when tasks arrive
+SPARE_WARMUP_MAX_S = 0.25
 # the end of a failed warm-up's traceback that is reported (its last lines name the error)
 WARMUP_ERROR_CHARS = 8000
 
@@ -86,6 +90,11 @@ class Zygote:
         from modelops.executors.child import runner  # noqa: F401
 
         warmup_s, warmup_error = self.warm_up()
+        if warmup_s is not None and warmup_error is None and (self.spec.get("warmup") or {}).get("spares", True):
+            # spares repeat a short warm-up while they wait (forked.touch_while_waiting): timed here on a
+            # second run (the first paid one-off costs such as compiling), decided before any fork
+            repeat_s, repeat_error = self.warm_up()
+            self.spec["spare_warmup"] = repeat_error is None and repeat_s is not None and repeat_s <= SPARE_WARMUP_MAX_S
         # after the warm-up: a generator it left in a module is cloned into every child too
         import_rngs = find_import_rngs(bundle_modules(self.spec))
         deadline = time.monotonic() + STARTUP_THREAD_GRACE_S
