@@ -98,12 +98,7 @@ class ChildHandle:
             returncode = self._wait_dead()
             return Reply.failed(died(returncode, f"child process {self.pid}", self.fault_text()))
         finally:
-            with self._lock:
-                self._owner = None
-                close_now = self._close_requested
-            if close_now:
-                self._close_pipes()
-            self._release_if_done()
+            self._end_use()
         self.tasks_done += 1
         if reply.ready_at is not None:
             self.start_latency_s = max(0.0, reply.ready_at - self.asked_at)
@@ -155,12 +150,16 @@ class ChildHandle:
         finally:
             if not finished:
                 self.kill()
-            with self._lock:
-                self._owner = None
-                close_now = self._close_requested
-            if close_now:
-                self._close_pipes()
-            self._release_if_done()
+            self._end_use()
+
+    def _end_use(self) -> None:
+        """A request is over: no thread owns the channels; a close asked for meanwhile happens now."""
+        with self._lock:
+            self._owner = None
+            close_now = self._close_requested
+        if close_now:
+            self._close_pipes()
+        self._release_if_done()
 
     def fault_text(self) -> str | None:
         return read_fault_text(self._fault_fd)
