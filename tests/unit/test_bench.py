@@ -267,3 +267,13 @@ def test_transports_apply_to_the_throughput_benchmark_only():
     result = CliRunner().invoke(bench, ["--transports", "tcp,tls"])
     assert result.exit_code == 2 and "--transports" in result.output and "applies to --throughput only" in result.output
 
+
+
+def test_the_cold_floor_runs_no_more_tasks_at_once_than_there_are_cores(tmp_path):
+    """4 threads on 2 cores fork and run 2 tasks at a time: the floor is 2 / median duration, not 4 / it."""
+    from modelops.benchmark.throughput import cold_floor
+
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps({"provenance": {"duration_s": d}}) + "\n" for d in (0.01, 0.02, 0.04)))
+    assert cold_floor(results, slots=4, cores=2) == {"slots": 4, "cores": 2, "task_s": 0.02, "floor_tasks_per_s": 100.0}
+    assert cold_floor(results, slots=2, cores=8)["floor_tasks_per_s"] == 100.0

@@ -130,7 +130,8 @@ def check_throughput_targets(result: dict, targets: Targets = Targets()) -> list
         floor = rows["cold-fork"]["floor"]
         ratio = floor["floor_tasks_per_s"] / rows["cold-fork"]["mops_run"]["tasks_per_s"]
         add(f"cold-fork: mops run within {t.throughput_cold_floor_x:g}x of its floor "
-            f"({floor['floor_tasks_per_s']:.0f} tasks/s: {floor['slots']} threads / "
+            f"({floor['floor_tasks_per_s']:.0f} tasks/s: min({floor['slots']} threads, "
+            f"{floor.get('cores', floor['slots'])} cores) / "
             f"{1000 * floor['task_s']:.2f} ms median task)", ratio, t.throughput_cold_floor_x,
             ratio <= t.throughput_cold_floor_x)
     long = result.get("long_tasks")

@@ -273,16 +273,19 @@ def run_throughput(
     return out
 
 
-def cold_floor(results: Path, slots: int) -> dict:
-    """What cold fork's own cost allows: every cluster thread busy for a task's measured duration (provenance
-    `duration_s`, the fork, the run and the child's exit, as measured on the worker under this load) and
-    nothing else; from the results of the last mops run."""
+def cold_floor(results: Path, slots: int, cores: int | None = None) -> dict:
+    """What cold fork's own cost allows on these cores: every cluster thread busy for a task's measured
+    duration (provenance `duration_s`, the fork, the run and the child's exit, as measured on the worker under
+    this load) and nothing else, with no more tasks at once than there are cores to run them (a forked task
+    is CPU work: 4 threads on 2 cores run 2 at a time); from the results of the last mops run."""
     import json
 
     with results.open() as fh:
         durations = [json.loads(line)["provenance"]["duration_s"] for line in fh]
     task_s = statistics.median(durations)
-    return {"slots": slots, "task_s": task_s, "floor_tasks_per_s": slots / task_s}
+    cores = cores or len(os.sched_getaffinity(0))
+    running = min(slots, cores)
+    return {"slots": slots, "cores": cores, "task_s": task_s, "floor_tasks_per_s": running / task_s}
 
 
 def _long_tasks(side: _Side, bundles_dir: Path, slots: int, rounds: int, progress: Callable[[str], None]) -> dict:
