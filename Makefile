@@ -49,11 +49,13 @@ test-chart: tools
 	$(PY) -m pytest tests/chart
 
 ## The whole suite: unit, local Dask cluster, chart, container, then the real Kubernetes tier.
+## The cluster's Go builds (cluster/prebuild.sh) run in the background, at nice 19, meanwhile.
 test: venv tools
 	bash scripts/docker-engine.sh start && bash scripts/build-image-offline.sh
 	bash cluster/build.sh versitygw >/dev/null
-	$(PY) -m pytest tests --ignore=tests/cluster --ignore=tests/registry
-	$(MAKE) chart-lint
+	bash cluster/prebuild.sh start
+	$(PY) -m pytest tests --ignore=tests/cluster --ignore=tests/registry || { bash cluster/prebuild.sh stop; exit 1; }
+	$(MAKE) chart-lint || { bash cluster/prebuild.sh stop; exit 1; }
 	$(MAKE) test-cluster
 
 ## A single-node Kubernetes on this machine (root): built from the Go module proxy and Debian, with a

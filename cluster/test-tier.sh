@@ -18,6 +18,7 @@ trap bring_down EXIT
 
 export MODELOPS_CLUSTER_UNAVAILABLE=""
 t0=$(date +%s)
+bash "$HERE/prebuild.sh" wait || exit 1  # make test's background build of the binaries, if one runs
 if ! why="$(bash "$HERE/up.sh" --check 2>&1)"; then
   MODELOPS_CLUSTER_UNAVAILABLE="this machine cannot run the local cluster: ${why#cluster: ERROR: }"
 else
