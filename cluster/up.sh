@@ -115,10 +115,34 @@ make_pki() {
   issue_cert kube-proxy "/CN=system:kube-proxy"
   # Its own identity, bound by cluster/manifests/local-path.yaml to what it needs (not system:masters).
   issue_cert local-path-provisioner "/CN=modelops:local-path-provisioner"
+  make_front_proxy_pki
   local c
   for c in admin controller-manager scheduler kubelet kube-proxy local-path-provisioner; do
     write_kubeconfig "$CLUSTER_STATE/kubeconfig/$c.conf" "$c"
   done
+}
+
+# The aggregation layer's own CA and the API server's client certificate signed by it: the API server
+# presents it when it proxies a request to an extension API server (KEDA's external-metrics API), which
+# trusts the CA through the configmap kube-system/extension-apiserver-authentication and reads the caller
+# from the X-Remote-* headers. A CA of its own, not ca.crt: a certificate of ca.crt must not be able to
+# pass as the front proxy.
+make_front_proxy_pki() {
+  local p="$CLUSTER_PKI"
+  if [ ! -f "$p/front-proxy-ca.crt" ]; then
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$p/front-proxy-ca.key" -subj "/CN=modelops-front-proxy-ca" \
+      -days 3650 -sha256 -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out "$p/front-proxy-ca.crt" 2>/dev/null || die "cannot make the front proxy's CA"
+  fi
+  [ -f "$p/front-proxy-client.crt" ] && return
+  local ext; ext="$(mktemp)"
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$ext"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$p/front-proxy-client.key" -subj "/CN=front-proxy-client" \
+    -out "$p/front-proxy-client.csr" 2>/dev/null
+  openssl x509 -req -in "$p/front-proxy-client.csr" -CA "$p/front-proxy-ca.crt" -CAkey "$p/front-proxy-ca.key" \
+    -CAcreateserial -days 825 -sha256 -extfile "$ext" -out "$p/front-proxy-client.crt" 2>/dev/null \
+    || die "cannot issue the front proxy's client certificate"
+  rm -f "$ext" "$p/front-proxy-client.csr"
 }
 
 # --- network -------------------------------------------------------------------------------------------
@@ -220,15 +244,26 @@ start_etcd() {
 
 start_control_plane() {
   local p="$CLUSTER_PKI" k="$CLUSTER_STATE/kubeconfig"
-  start kube-apiserver "$CLUSTER_BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address="$CLUSTER_NODE_IP" --advertise-address="$CLUSTER_NODE_IP" --secure-port="$CLUSTER_API_PORT" \
-    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt" \
-    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range="$CLUSTER_SERVICE_CIDR" --authorization-mode=Node,RBAC \
-    --kubelet-client-certificate="$p/apiserver-kubelet-client.crt" --kubelet-client-key="$p/apiserver-kubelet-client.key" \
-    --kubelet-preferred-address-types=InternalIP --enable-admission-plugins=NodeRestriction \
+  # shellcheck disable=SC2054  # the commas are inside flag values (Node,RBAC)
+  local apiserver_args=(--etcd-servers="http://127.0.0.1:$ETCD_PORT"
+    --bind-address="$CLUSTER_NODE_IP" --advertise-address="$CLUSTER_NODE_IP" --secure-port="$CLUSTER_API_PORT"
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt"
+    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key"
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local
+    --service-cluster-ip-range="$CLUSTER_SERVICE_CIDR" --authorization-mode=Node,RBAC
+    --kubelet-client-certificate="$p/apiserver-kubelet-client.crt" --kubelet-client-key="$p/apiserver-kubelet-client.key"
+    --kubelet-preferred-address-types=InternalIP --enable-admission-plugins=NodeRestriction
     --allow-privileged=true --profiling=false --cert-dir="$CLUSTER_STATE/apiserver"
+    # The aggregation layer (KEDA's external-metrics API, an APIService): the front proxy's CA and client
+    # certificate (make_front_proxy_pki); requests go to the extension server's endpoints, not its Service IP.
+    --requestheader-client-ca-file="$p/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group
+    --requestheader-extra-headers-prefix=X-Remote-Extra-
+    --proxy-client-cert-file="$p/front-proxy-client.crt" --proxy-client-key-file="$p/front-proxy-client.key"
+    --enable-aggregator-routing=true)
+  # A running API server started with other flags (an older up.sh: no aggregation layer) is restarted.
+  restart_if_args_changed kube-apiserver "$CLUSTER_BIN/kube-apiserver" "${apiserver_args[@]}"
+  start kube-apiserver "$CLUSTER_BIN/kube-apiserver" "${apiserver_args[@]}"
   wait_for "kube-apiserver /readyz" 120 kube-apiserver \
     curl -sf --cacert "$p/ca.crt" "https://$CLUSTER_NODE_IP:$CLUSTER_API_PORT/readyz"
   start kube-controller-manager "$CLUSTER_BIN/kube-controller-manager" --kubeconfig="$k/controller-manager.conf" \
