@@ -61,7 +61,7 @@ def test_build_names_an_unknown_component_and_the_allowed_ones(tmp_path):
     proc = bash("bash cluster/build.sh kube-dns", env={"MODELOPS_CACHE_DIR": str(tmp_path)})
     assert proc.returncode != 0
     assert "unknown component 'kube-dns'" in proc.stderr
-    assert "kubernetes coredns registry pause versitygw local-path-provisioner kube-network-policies" in proc.stderr
+    assert "kubernetes coredns registry pause versitygw local-path-provisioner kube-network-policies keda" in proc.stderr
 
 
 def test_a_component_running_with_another_command_line_is_restarted_and_one_with_the_same_kept(tmp_path):
