@@ -68,7 +68,9 @@ def test_a_component_running_with_another_command_line_is_restarted_and_one_with
     """How `make cluster-up` gives a running API server new flags (the aggregation layer): up.sh's
     restart_if_args_changed stops the recorded process when its command line differs, keeps it otherwise."""
     env = {"MODELOPS_CLUSTER_STATE": str(tmp_path)}
-    started = bash("source cluster/lib.sh; start thing sleep 30 && pid_of thing", env)
+    # right after `start`, setsid may not have exec'd sleep yet: pid_of answers once it has
+    started = bash("source cluster/lib.sh; start thing sleep 30 || exit 1\n"
+                   "for _ in $(seq 100); do pid_of thing && exit 0; sleep 0.05; done; exit 1", env)
     assert started.returncode == 0, started.stderr
     pid = int(started.stdout.strip())
     try:
