@@ -13,6 +13,10 @@
 #                                        cluster/tools/local-path-provisioner/go.mod
 #   $CACHE/bin/kube-network-policies     the NetworkPolicy enforcer (a DaemonSet of the cluster), from
 #                                        cluster/tools/kube-network-policies/go.mod
+#   $CACHE/bin/{keda-operator,keda-adapter}, $CACHE/bin/keda-crds/*.yaml
+#                                        KEDA's operator and external-metrics API server, and its CRDs, from
+#                                        the module pinned by cluster/tools/keda/keda.pin (built inside a copy
+#                                        of that module: its go.mod has replace directives)
 #
 # A binary is rebuilt only when the go.mod/go.sum that pin it change (a stamp beside it records their
 # hash). go.mod/go.sum are never rewritten (-mod=readonly): they are the pins.
@@ -82,7 +86,43 @@ pinned_version() {
   awk -v m="$2" '$1 == m && $2 ~ /^v/ {print $2; exit}' "$1/go.mod"
 }
 
-ALL="kubernetes coredns registry pause versitygw local-path-provisioner kube-network-policies"
+# build_keda: KEDA's module (version and h1: sum from cluster/tools/keda/keda.pin) from the Go module proxy,
+# checked against the pinned sum, copied to a writable place and built there with its own go.mod/go.sum
+# (-mod=readonly: its pins); its CRDs (config/crd/bases) are kept beside the binaries for up.sh.
+build_keda() {
+  local pin="$HERE/tools/keda/keda.pin" s mod v sum
+  s="$(sha256sum "$pin" | cut -c1-16)"
+  mod="$(sed -n 's/^module=//p' "$pin")"; v="$(sed -n 's/^version=//p' "$pin")"; sum="$(sed -n 's/^sum=//p' "$pin")"
+  if [ -z "$mod" ] || [ -z "$v" ] || [ -z "$sum" ]; then die "$pin must set module=, version= and sum="; fi
+  if up_to_date "$s" keda-operator keda-adapter && [ -f "$CLUSTER_BIN/keda-crds/.stamp" ] \
+      && [ "$(cat "$CLUSTER_BIN/keda-crds/.stamp")" = "$s" ]; then say "keda $v: cached"; return; fi
+  say "building keda $v (operator, metrics API server); from a cold Go cache this takes ~20 min on 2 cores"
+  local t0; t0=$(date +%s)
+  local info dir got
+  # Outside any module (GOFLAGS=-mod=... would not apply), so `go mod download` resolves the module itself.
+  info="$(cd / && GOFLAGS='' "$GO" mod download -json "$mod@$v")" || die "go mod download $mod@$v failed: $info"
+  dir="$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$info")"
+  got="$(sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p' <<<"$info")"
+  [ "$got" = "$sum" ] || die "$mod@$v: the module's sum is $got, $pin pins $sum"
+  [ -d "$dir" ] || die "$mod@$v: go mod download gave no directory ($info)"
+  local src; src="$(mktemp -d "$CLUSTER_BIN/.keda-src.XXXXXX")"
+  cp -r "$dir/." "$src/" || die "cannot copy $dir to $src"
+  chmod -R u+w "$src"
+  # Its dependencies (all of them: the operator links every scaler) before the build, so a slow proxy is
+  # told apart from a slow compile.
+  (cd "$src" && GOFLAGS=-mod=readonly nice -n 5 "$GO" mod download) || { rm -rf "$src"; die "go mod download in $mod@$v failed"; }
+  go_build "$src" "-X $mod/version.Version=${v#v} -X $mod/version.GitCommit=$v" ./cmd/operator ./cmd/adapter
+  mv -f "$CLUSTER_BIN/operator" "$CLUSTER_BIN/keda-operator"
+  mv -f "$CLUSTER_BIN/adapter" "$CLUSTER_BIN/keda-adapter"
+  rm -rf "$CLUSTER_BIN/keda-crds"; mkdir -p "$CLUSTER_BIN/keda-crds"
+  cp "$src"/config/crd/bases/*.yaml "$CLUSTER_BIN/keda-crds/" || die "$mod@$v has no config/crd/bases"
+  rm -rf "$src"
+  echo "$s" >"$CLUSTER_BIN/.keda-operator.stamp"; echo "$s" >"$CLUSTER_BIN/.keda-adapter.stamp"
+  echo "$s" >"$CLUSTER_BIN/keda-crds/.stamp"
+  say "keda $v built in $(( $(date +%s) - t0 ))s"
+}
+
+ALL="kubernetes coredns registry pause versitygw local-path-provisioner kube-network-policies keda"
 want="${*:-$ALL}"
 for c in $want; do
   case "$c" in
@@ -98,6 +138,7 @@ for c in $want; do
       build_one local-path-provisioner "$HERE/tools/local-path-provisioner" github.com/rancher/local-path-provisioner ;;
     kube-network-policies)
       build_one kube-network-policies "$HERE/tools/kube-network-policies" sigs.k8s.io/kube-network-policies/cmd ;;
+    keda) build_keda ;;
     *) die "unknown component '$c' (allowed: $ALL)" ;;
   esac
 done

@@ -143,6 +143,17 @@ start() {
   step "started $name (pid $!, log $CLUSTER_LOGS/$name.log)"
 }
 
+# restart_if_args_changed NAME BINARY ARGS...: stop the recorded NAME if it runs with another command
+# line than BINARY ARGS (so that `start` then starts it with these); a running one with the same is kept.
+restart_if_args_changed() {
+  local name="$1" bin="$2"; shift 2
+  local pid; pid="$(pid_of "$name")" || return 0
+  local want; want="$(printf '%s\0' "$(readlink -f "$(command -v "$bin")")" "$@" | sha256sum)"
+  [ "$(sha256sum <"/proc/$pid/cmdline")" = "$want" ] && return 0
+  step "$name runs with another command line: restarting it"
+  stop_component "$name"
+}
+
 # wait_for WHAT SECONDS COMPONENT CMD...: poll CMD; fail with the component's log if it dies or times out.
 wait_for() {
   local what="$1" secs="$2" comp="$3"; shift 3

@@ -11,9 +11,10 @@
 #                                  scheduler, kubelet, kube-proxy (iptables), CoreDNS (a Deployment),
 #                                  local-path-provisioner (PersistentVolumes; default StorageClass),
 #                                  kube-network-policies (a DaemonSet: NetworkPolicies enforced, each
-#                                  pod's new connections queued to it over NFQUEUE)
+#                                  pod's new connections queued to it over NFQUEUE), KEDA (operator and
+#                                  external-metrics API server, behind the aggregation layer)
 #
-# Kubernetes' own components, CoreDNS, versitygw, local-path-provisioner and kube-network-policies are built from the Go module proxy by cluster/build.sh
+# Kubernetes' own components, CoreDNS, versitygw, local-path-provisioner, kube-network-policies and KEDA are built from the Go module proxy by cluster/build.sh
 # (cached outside the clone). Every process started is recorded as "PID EXE" in
 # $CLUSTER_RUN/<name>.pid and stopped by cluster/down.sh through that record only.
 # Nothing routes off the machine: the bridge has no masquerade, pods get no default route and no
@@ -115,10 +116,34 @@ make_pki() {
   issue_cert kube-proxy "/CN=system:kube-proxy"
   # Its own identity, bound by cluster/manifests/local-path.yaml to what it needs (not system:masters).
   issue_cert local-path-provisioner "/CN=modelops:local-path-provisioner"
+  make_front_proxy_pki
   local c
   for c in admin controller-manager scheduler kubelet kube-proxy local-path-provisioner; do
     write_kubeconfig "$CLUSTER_STATE/kubeconfig/$c.conf" "$c"
   done
+}
+
+# The aggregation layer's own CA and the API server's client certificate signed by it: the API server
+# presents it when it proxies a request to an extension API server (KEDA's external-metrics API), which
+# trusts the CA through the configmap kube-system/extension-apiserver-authentication and reads the caller
+# from the X-Remote-* headers. A CA of its own, not ca.crt: a certificate of ca.crt must not be able to
+# pass as the front proxy.
+make_front_proxy_pki() {
+  local p="$CLUSTER_PKI"
+  if [ ! -f "$p/front-proxy-ca.crt" ]; then
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$p/front-proxy-ca.key" -subj "/CN=modelops-front-proxy-ca" \
+      -days 3650 -sha256 -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out "$p/front-proxy-ca.crt" 2>/dev/null || die "cannot make the front proxy's CA"
+  fi
+  [ -f "$p/front-proxy-client.crt" ] && return
+  local ext; ext="$(mktemp)"
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n' >"$ext"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$p/front-proxy-client.key" -subj "/CN=front-proxy-client" \
+    -out "$p/front-proxy-client.csr" 2>/dev/null
+  openssl x509 -req -in "$p/front-proxy-client.csr" -CA "$p/front-proxy-ca.crt" -CAkey "$p/front-proxy-ca.key" \
+    -CAcreateserial -days 825 -sha256 -extfile "$ext" -out "$p/front-proxy-client.crt" 2>/dev/null \
+    || die "cannot issue the front proxy's client certificate"
+  rm -f "$ext" "$p/front-proxy-client.csr"
 }
 
 # --- network -------------------------------------------------------------------------------------------
@@ -173,11 +198,11 @@ start_registry_bridge() {
   wait_for "the registry for pods on $REGISTRY_BRIDGE" 30 registry-bridge curl -sf "http://$REGISTRY_BRIDGE/v2/"
 }
 
-# The cluster's own images (pause, CoreDNS, the NetworkPolicy enforcer): one static binary each, built into an image by the Docker
+# The cluster's own images (pause, CoreDNS, the NetworkPolicy enforcer, KEDA's two): one static binary each, built into an image by the Docker
 # engine with no network and pushed to the local registry, where containerd pulls them like any other.
 push_system_images() {
   local name bin ctx
-  for name in pause coredns kube-network-policies; do
+  for name in pause coredns kube-network-policies keda-operator keda-adapter; do
     local ref="$REGISTRY/modelops-cluster/$name:$(cat "$CLUSTER_BIN/.$name.stamp")"
     if curl -sf -o /dev/null -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
         "http://$REGISTRY/v2/modelops-cluster/$name/manifests/${ref##*:}"; then continue; fi
@@ -220,15 +245,26 @@ start_etcd() {
 
 start_control_plane() {
   local p="$CLUSTER_PKI" k="$CLUSTER_STATE/kubeconfig"
-  start kube-apiserver "$CLUSTER_BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address="$CLUSTER_NODE_IP" --advertise-address="$CLUSTER_NODE_IP" --secure-port="$CLUSTER_API_PORT" \
-    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt" \
-    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range="$CLUSTER_SERVICE_CIDR" --authorization-mode=Node,RBAC \
-    --kubelet-client-certificate="$p/apiserver-kubelet-client.crt" --kubelet-client-key="$p/apiserver-kubelet-client.key" \
-    --kubelet-preferred-address-types=InternalIP --enable-admission-plugins=NodeRestriction \
+  # shellcheck disable=SC2054  # the commas are inside flag values (Node,RBAC)
+  local apiserver_args=(--etcd-servers="http://127.0.0.1:$ETCD_PORT"
+    --bind-address="$CLUSTER_NODE_IP" --advertise-address="$CLUSTER_NODE_IP" --secure-port="$CLUSTER_API_PORT"
+    --tls-cert-file="$p/apiserver.crt" --tls-private-key-file="$p/apiserver.key" --client-ca-file="$p/ca.crt"
+    --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key"
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local
+    --service-cluster-ip-range="$CLUSTER_SERVICE_CIDR" --authorization-mode=Node,RBAC
+    --kubelet-client-certificate="$p/apiserver-kubelet-client.crt" --kubelet-client-key="$p/apiserver-kubelet-client.key"
+    --kubelet-preferred-address-types=InternalIP --enable-admission-plugins=NodeRestriction
     --allow-privileged=true --profiling=false --cert-dir="$CLUSTER_STATE/apiserver"
+    # The aggregation layer (KEDA's external-metrics API, an APIService): the front proxy's CA and client
+    # certificate (make_front_proxy_pki); requests go to the extension server's endpoints, not its Service IP.
+    --requestheader-client-ca-file="$p/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group
+    --requestheader-extra-headers-prefix=X-Remote-Extra-
+    --proxy-client-cert-file="$p/front-proxy-client.crt" --proxy-client-key-file="$p/front-proxy-client.key"
+    --enable-aggregator-routing=true)
+  # A running API server started with other flags (an older up.sh: no aggregation layer) is restarted.
+  restart_if_args_changed kube-apiserver "$CLUSTER_BIN/kube-apiserver" "${apiserver_args[@]}"
+  start kube-apiserver "$CLUSTER_BIN/kube-apiserver" "${apiserver_args[@]}"
   wait_for "kube-apiserver /readyz" 120 kube-apiserver \
     curl -sf --cacert "$p/ca.crt" "https://$CLUSTER_NODE_IP:$CLUSTER_API_PORT/readyz"
   start kube-controller-manager "$CLUSTER_BIN/kube-controller-manager" --kubeconfig="$k/controller-manager.conf" \
@@ -328,6 +364,34 @@ start_local_path_provisioner() {
     bash -c 'tail -c "+$1" "$2" | grep -q "Started provisioner controller"' _ "$from" "$log"
 }
 
+# KEDA (cluster/manifests/keda.yaml): its CRDs (from its module, kept by build.sh beside the binaries;
+# server-side, as the ScaledJob CRD is too large for the last-applied annotation), then the operator and
+# the metrics server; ready when the APIService v1beta1.external.metrics.k8s.io is Available (the API
+# server reaches the metrics server through the aggregation layer with the operator's CA).
+start_keda() {
+  kubectl apply --server-side --force-conflicts --field-manager=modelops-cluster -f "$CLUSTER_BIN/keda-crds/" >/dev/null \
+    || die "kubectl apply of KEDA's CRDs ($CLUSTER_BIN/keda-crds) failed"
+  kubectl wait --for=condition=Established --timeout=60s -f "$CLUSTER_BIN/keda-crds/" >/dev/null \
+    || die "KEDA's CRDs were not established within 60 s"
+  render "$HERE/manifests/keda.yaml" \
+      OPERATOR_IMAGE="$REGISTRY/modelops-cluster/keda-operator:$(cat "$CLUSTER_BIN/.keda-operator.stamp")" \
+      ADAPTER_IMAGE="$REGISTRY/modelops-cluster/keda-adapter:$(cat "$CLUSTER_BIN/.keda-adapter.stamp")" \
+    | kubectl apply -f - >/dev/null || die "kubectl apply of cluster/manifests/keda.yaml failed"
+  local d
+  for d in keda-operator keda-metrics-apiserver; do
+    kubectl -n keda rollout status "deployment/$d" --timeout=240s >/dev/null || {
+      kubectl -n keda describe pods -l "app=$d" >&2; kubectl -n keda logs -l "app=$d" --tail=30 >&2
+      die "KEDA's $d did not become ready within 240 s"; }
+  done
+  kubectl wait --for=condition=Available --timeout=120s apiservice/v1beta1.external.metrics.k8s.io >/dev/null || {
+    kubectl get apiservice v1beta1.external.metrics.k8s.io -o yaml >&2
+    die "the APIService v1beta1.external.metrics.k8s.io (KEDA's metrics server) is not Available after 120 s"; }
+  step "KEDA $(keda_version) ready: keda-operator and keda-metrics-apiserver running in namespace keda," \
+    "APIService v1beta1.external.metrics.k8s.io Available"
+}
+
+keda_version() { sed -n 's/^version=//p' "$HERE/tools/keda/keda.pin"; }
+
 build_binaries() {
   step "building (or reusing) the cluster's binaries"
   "$HERE/build.sh" >/dev/null
@@ -355,7 +419,7 @@ main() {
   local s
   for s in clear_dead_cluster build_binaries make_pki make_bridge start_registry start_registry_bridge \
       objectstore_start start_docker_engine push_system_images push_helper_image start_containerd start_etcd \
-      start_control_plane start_node start_network_policy_enforcer start_dns start_local_path_provisioner; do
+      start_control_plane start_node start_network_policy_enforcer start_dns start_local_path_provisioner start_keda; do
     phase "$s"
   done
   PHASE=""

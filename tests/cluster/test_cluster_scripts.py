@@ -61,7 +61,26 @@ def test_build_names_an_unknown_component_and_the_allowed_ones(tmp_path):
     proc = bash("bash cluster/build.sh kube-dns", env={"MODELOPS_CACHE_DIR": str(tmp_path)})
     assert proc.returncode != 0
     assert "unknown component 'kube-dns'" in proc.stderr
-    assert "kubernetes coredns registry pause versitygw local-path-provisioner kube-network-policies" in proc.stderr
+    assert "kubernetes coredns registry pause versitygw local-path-provisioner kube-network-policies keda" in proc.stderr
+
+
+def test_a_component_running_with_another_command_line_is_restarted_and_one_with_the_same_kept(tmp_path):
+    """How `make cluster-up` gives a running API server new flags (the aggregation layer): up.sh's
+    restart_if_args_changed stops the recorded process when its command line differs, keeps it otherwise."""
+    env = {"MODELOPS_CLUSTER_STATE": str(tmp_path)}
+    # right after `start`, setsid may not have exec'd sleep yet: pid_of answers once it has
+    started = bash("source cluster/lib.sh; start thing sleep 30 || exit 1\n"
+                   "for _ in $(seq 100); do pid_of thing && exit 0; sleep 0.05; done; exit 1", env)
+    assert started.returncode == 0, started.stderr
+    pid = int(started.stdout.strip())
+    try:
+        same = bash("source cluster/lib.sh; restart_if_args_changed thing sleep 30; pid_of thing", env)
+        assert same.stdout.strip() == str(pid) and "restarting" not in same.stderr, same.stderr
+        other = bash("source cluster/lib.sh; restart_if_args_changed thing sleep 31; pid_of thing", env)
+        assert other.returncode != 0 and "thing runs with another command line: restarting it" in other.stderr
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    finally:
+        subprocess.run(["kill", str(pid)], capture_output=True)
 
 
 def test_a_pid_record_is_trusted_only_while_it_names_the_process_started(tmp_path):
