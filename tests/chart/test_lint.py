@@ -40,8 +40,8 @@ def test_values_schema_is_generated_from_tools_values_schema_py():
 
 
 def test_yamllint_values_files_and_unittest_suites():
-    """ct lints the chart's own values.yaml; this covers values/, ci/ and the helm-unittest suites."""
-    targets = [REPO / "values", CHART / "ci", CHART / "tests", REPO / "ct.yaml", REPO / "chart_schema.yaml"]
+    """ct lints the chart's own values.yaml; this covers Chart.yaml (before ct lint does), values/, ci/ and the suites."""
+    targets = [CHART / "Chart.yaml", REPO / "values", CHART / "ci", CHART / "tests", REPO / "ct.yaml", REPO / "chart_schema.yaml"]
     proc = subprocess.run(
         [sys.executable, "-m", "yamllint", "-c", str(REPO / "lintconf.yaml"), "-f", "parsable",
          *[str(t) for t in targets]],
