@@ -142,3 +142,27 @@ def test_jobs_submit_refuses_a_study_two_executors_of_the_release_could_serve():
     release.check_one_executor(Requirement(group="cold"))  # one group: one executor
     release.check_one_executor(Requirement(executor="cold"))
     release_with({"default": "cold", "more": "cold"}).check_one_executor(Requirement())
+
+
+def test_a_wait_that_ends_while_results_flow_is_said_to_be_over():
+    """Once workers serve the study again its results flow and the stream no longer waits (so no longer calls
+    the watch): the first result after the wait must still end it with the ready line, or `mops jobs status`
+    would go on showing the waiting line (seen in CI: a study that finished without saying so)."""
+    from types import SimpleNamespace
+
+    from modelops.services.worker_wait import READY, WAITING, ServingWatch
+    from modelops.settings import ExecutorType
+
+    connected: dict = {"tcp://w1": {"resources": worker_resources("isolated_warm", "default")}}
+    service = SimpleNamespace(client=SimpleNamespace(scheduler_info=lambda n_workers=-1: {"workers": connected}))
+    lines: list[str] = []
+    watch = ServingWatch(service, Requirement(executor=ExecutorType.COLD), {"cold": ["default"]}, lines.append,
+                         bound=None)
+    watch.next_check = 0.0
+    watch()  # no cold worker: waiting
+    assert lines and lines[-1].startswith(WAITING), lines
+    connected["tcp://w2"] = {"resources": worker_resources("cold", "default")}
+    watch.result_arrived()  # a cold worker is back and its results arrive before the watch's next poll
+    assert lines[-1].startswith(READY) and "1 worker(s) serve the study" in lines[-1], lines
+    watch.result_arrived()  # no longer waiting: nothing more said, no scheduler call
+    assert len(lines) == 2

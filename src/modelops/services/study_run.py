@@ -164,6 +164,7 @@ class StudyRun:
                                             requirement=requirement, count_attempts=self.count_attempts,
                                             chunk_size=self.chunk_size, expected=n_tasks, watch=watch,
                                             distinct=True):
+                watch.result_arrived()
                 if self._writer is not None:
                     self._writer.add(completed.record)
                 if results_file:

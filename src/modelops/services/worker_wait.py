@@ -120,6 +120,7 @@ class ServingWatch:
         self.waiting_since: float | None = None
         self.said_at: float | None = None
         self.next_check = time.monotonic() + POLL_S
+        self.recheck_at = 0.0  # result_arrived's throttle
 
     def __call__(self) -> None:
         now = time.monotonic()
@@ -150,6 +151,15 @@ class ServingWatch:
                 f"study started on {describe_executors(self.started_on)}, the workers connected now run "
                 f"{connected}; its tasks left did not run anywhere else. The results that arrived are kept: run it "
                 "again (the same --job, or --resume) once such workers are back")
+
+    def result_arrived(self) -> None:
+        """The study got a result. While it was waiting, check again now (at most every POLL_S): once workers
+        serve it, the results flow and the stream no longer waits, so without this the wait would never be
+        said to be over (and `mops jobs status` would go on showing the waiting line)."""
+        if self.waiting_since is not None and time.monotonic() >= self.recheck_at:
+            self.recheck_at = time.monotonic() + POLL_S
+            self.next_check = 0.0
+            self()
 
     def wanted(self) -> str:
         """`executor cold in group g`, or `any executor`."""
