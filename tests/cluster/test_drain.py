@@ -42,7 +42,10 @@ def test_upgrade_mid_study_finishes_running_tasks_and_starts_none_twice(release,
                               env=release.target.env, stdout=old_log, stderr=subprocess.STDOUT)
     output = tmp_path / "results.jsonl"
     with release.port_forward() as address:
-        client = subprocess.Popen([str(MOPS), "run", str(study), "--scheduler", address, "--output", str(output)],
+        # --any-executor: the rollout moves the study from warm to cold workers (a study keeps to the executor it
+        # starts on otherwise: tests/cluster/test_study_keeps_executor.py)
+        client = subprocess.Popen([str(MOPS), "run", str(study), "--scheduler", address, "--output", str(output),
+                                   "--any-executor"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_running_children(release, old_pod, 2)
         upgrade_at = time.time()
