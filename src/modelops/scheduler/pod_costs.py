@@ -20,7 +20,9 @@ from collections.abc import Iterable
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.http.utils import RequestHandler
 
-ROUTE = "/modelops/pod-costs"
+from modelops.sidecar.deletion_cost import POD_COSTS_ROUTE
+
+ROUTE = POD_COSTS_ROUTE  # one path for the page and its one reader, the sidecar (which loads no Dask)
 
 
 def pod_costs(workers: Iterable) -> dict[str, int]:

@@ -41,7 +41,8 @@ INTERVAL_S = 2.0  # at most one pass (and one patch per pod) this often
 RETRY_S = 60.0  # after a failing API call, the next try
 POLL_S = 1.0  # how often the scheduler's page is read
 MAX_COST = 1_000_000  # a pod runs at most its slots: far below this; anything above is not the scheduler's page
-DEFAULT_SCHEDULER_URL = "http://127.0.0.1:8787/modelops/pod-costs"
+POD_COSTS_ROUTE = "/modelops/pod-costs"  # served by modelops.scheduler.pod_costs (the chart writes the full URL)
+DEFAULT_SCHEDULER_URL = f"http://127.0.0.1:8787{POD_COSTS_ROUTE}"
 
 
 class SchedulerUnavailable(Exception):
